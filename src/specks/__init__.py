@@ -1,0 +1,3 @@
+"""Specks: a small-object detection API on ONNX Runtime."""
+
+__version__ = "0.1.0"
