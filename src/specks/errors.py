@@ -21,6 +21,7 @@ This module imports nothing beyond the standard library: HTTP status codes live 
     │   ├── ModelLoadError              model_load_error         500
     │   └── UnsupportedModelError       unsupported_model        500
     ├── ModelNotReadyError              model_not_ready          503
+    ├── ConfigError                     config_error             500
     └── InferenceError                  inference_error          500
 """
 
@@ -125,6 +126,12 @@ class ModelNotReadyError(SpecksError):
     """The model is not loaded or warmed up yet."""
 
     code = "model_not_ready"
+
+
+class ConfigError(SpecksError):
+    """A setting (environment variable or CLI flag) has an invalid value."""
+
+    code = "config_error"
 
 
 class InferenceError(SpecksError):

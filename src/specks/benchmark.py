@@ -1,0 +1,176 @@
+"""Timing harnesses that return data; the CLI prints it.
+
+``run_latency_benchmark`` measures, on one model and one image in one run:
+- the median end-to-end ``POST /predict`` latency against a real ``specks serve`` process
+  (one worker, seed-style JSON body, keep-alive connection), and
+- the median bare ``InferenceSession.run`` time on the already prepared input tensor,
+and their ratio, the overhead of everything that is not the network forward pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .config import Settings, cpu_count
+from .errors import SpecksError
+
+
+def synthetic_photo_jpeg(width: int = 2000, height: int = 1500, quality: int = 90) -> bytes:
+    """A photo-like JPEG (smooth shapes plus sensor noise), deterministic."""
+    from PIL import Image
+
+    rng = np.random.default_rng(42)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / width * 200, yy / height * 180, (xx + yy) / (width + height) * 220], axis=2)
+    for _ in range(60):  # scattered blobs, some small, as in a drone photo
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(4, 80)
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        base[mask] = rng.uniform(0, 255, 3)
+    pixels = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples), samples
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _ServerProcess:
+    """A ``specks serve`` subprocess with one worker, for timing through real HTTP."""
+
+    def __init__(self, settings: Settings, threads: int) -> None:
+        self.port = _free_port()
+        command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--workers", "1", "--threads", str(threads)]
+        if settings.model:
+            command += ["--model", settings.model]
+        env = {**os.environ, "SPECKS_CACHE_DIR": str(settings.cache_dir)}
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise SpecksError(f"the benchmark server exited early:\n{stderr[-2000:]}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                connection.request("GET", "/ready")
+                if connection.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SpecksError("the benchmark server did not become ready in time")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _post_predict(port: int, body: bytes, runs: int, warmup: int) -> tuple[float, list[dict[str, float]]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-type": "application/json"}
+    stage_timings: list[dict[str, float]] = []
+
+    def one_request() -> None:
+        connection.request("POST", "/predict", body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise SpecksError(f"POST /predict answered {response.status}: {payload[:300]!r}")
+        stage_timings.append(orjson.loads(payload)["timing_ms"])
+
+    median_ms, _ = _median_ms(one_request, runs, warmup)
+    connection.close()
+    return median_ms, stage_timings[warmup:]
+
+
+def run_latency_benchmark(
+    settings: Settings, *, image_path: Path | None = None, runs: int = 50, warmup: int = 5
+) -> dict[str, Any]:
+    """End-to-end POST /predict vs bare session.run on the same model, image and thread count."""
+    from .models import load_model
+    from .pipeline import Detector
+    from .preprocess import letterbox, plan_letterbox
+
+    image_bytes = image_path.read_bytes() if image_path else synthetic_photo_jpeg()
+    threads = settings.runtime.intra_op_threads or cpu_count()
+    body = orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii")})
+
+    server = _ServerProcess(settings, threads)
+    try:
+        server.wait_ready()
+        end_to_end_ms, stage_timings = _post_predict(server.port, body, runs, warmup)
+    finally:
+        server.stop()
+
+    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
+    detector = Detector(model, settings.limits)
+    info = model.info
+    decoded = detector.decode_for_input(image_bytes, info.input_hw)
+    height, width = decoded.rgb.shape[:2]
+    plan = plan_letterbox((width, height), info.input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
+    tensor = letterbox(decoded.rgb, plan)
+    bare_ms, _ = _median_ms(lambda: model.session.run(None, {info.input_name: tensor}), runs, warmup)
+
+    stages = {key: statistics.median(t[key] for t in stage_timings) for key in stage_timings[0]}
+    return {
+        "model": info.name,
+        "image": {"path": str(image_path) if image_path else "synthetic", "bytes": len(image_bytes),
+                  "width": decoded.size.width, "height": decoded.size.height},
+        "input_tensor_shape": list(tensor.shape),
+        "threads": threads,
+        "runs": runs,
+        "end_to_end_ms": round(end_to_end_ms, 2),
+        "bare_session_run_ms": round(bare_ms, 2),
+        "ratio": round(end_to_end_ms / bare_ms, 3),
+        "server_stage_median_ms": {k: round(v, 2) for k, v in stages.items()},
+    }
+
+
+def format_latency_report(report: dict[str, Any]) -> str:
+    image = report["image"]
+    lines = [
+        f"model:                 {report['model']}",
+        f"image:                 {image['path']} ({image['width']}x{image['height']}, {image['bytes']} bytes)",
+        f"input tensor:          {report['input_tensor_shape']}, {report['threads']} thread(s), {report['runs']} runs",
+        f"end-to-end POST /predict median: {report['end_to_end_ms']:8.2f} ms",
+        f"bare session.run median:         {report['bare_session_run_ms']:8.2f} ms",
+        f"ratio end-to-end / bare:         {report['ratio']:8.3f}",
+        "server-side stages (median ms): "
+        + ", ".join(f"{k} {v}" for k, v in report["server_stage_median_ms"].items()),
+    ]
+    return "\n".join(lines)

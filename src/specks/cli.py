@@ -1,0 +1,209 @@
+"""The ``specks`` command: thin sub-commands that parse, call the core and print."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import Settings
+from .errors import SpecksError
+
+
+def _common_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="an .onnx file or Darknet .cfg (default: the embedded YOLOv3-tiny)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: cores / workers)")
+    parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
+
+
+def _detect_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", type=float, default=0.25, help="minimum confidence 0..1 (default 0.25)")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold 0..1 (default 0.45)")
+    parser.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
+    parser.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
+    parser.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specks", description="Small-object detection API and tools.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (gunicorn, one model per worker)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, help="port (default 6060)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    _common_model_args(serve)
+
+    predict = sub.add_parser("predict", help="detect objects in image files; prints the API's JSON, one line each")
+    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument("--pretty", action="store_true", help="indent the JSON")
+    _common_model_args(predict)
+    _detect_args(predict)
+
+    models = sub.add_parser("models", help="show the default model, or what a model file contains")
+    models.add_argument("path", nargs="?", help="a model file (default: the embedded default)")
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    bench = sub.add_parser("bench", help="end-to-end POST /predict latency vs bare session.run")
+    bench.add_argument("--image", type=Path, help="a JPEG (default: a synthetic 2000x1500 photo-like JPEG)")
+    bench.add_argument("--runs", type=int, default=50, help="timed requests (default 50)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed requests first (default 5)")
+    bench.add_argument("--json", action="store_true", help="print JSON")
+    _common_model_args(bench)
+
+    sub.add_parser("config", help="show the effective configuration")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Environment first (SPECKS_*), then the flags that were given."""
+    settings = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "workers", "model"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    runtime: dict[str, Any] = {}
+    if getattr(args, "threads", None) is not None:
+        runtime["intra_op_threads"] = args.threads
+    if getattr(args, "providers", None):
+        runtime["providers"] = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    if runtime:
+        overrides["runtime"] = dataclasses.replace(settings.runtime, **runtime)
+    return dataclasses.replace(settings, **overrides)
+
+
+def _load_detector(settings: Settings, *, workers: int = 1) -> Any:
+    from .models import load_model
+    from .pipeline import Detector
+
+    threads = settings.runtime.intra_op_threads or max(1, _cores() // workers)
+    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
+    return Detector(model, settings.limits)
+
+
+def _cores() -> int:
+    from .config import cpu_count
+
+    return cpu_count()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .models import prepare_model
+    from .web.server import serve
+
+    settings = settings_from_args(args)
+    prepare_model(settings.model, settings.cache_dir)  # fail fast, and convert once before forking
+    print(
+        f"specks: serving on http://{settings.host}:{settings.port} with {settings.resolved_workers()} worker(s), "
+        f"{settings.resolved_threads()} inference thread(s) each",
+        file=sys.stderr,
+    )
+    serve(settings)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .schemas import encode_prediction, parse_detect_options
+
+    settings = settings_from_args(args)
+    options: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det}
+    if args.classes:
+        options["classes"] = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
+    if args.imgsz is not None:
+        options["imgsz"] = args.imgsz
+    detect_options = parse_detect_options(options)
+    detector = _load_detector(settings)
+    failures = 0
+    for path in args.images:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"specks: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            failures += 1
+            continue
+        try:
+            prediction = detector.predict_bytes(data, detect_options)
+        except SpecksError as exc:
+            print(f"specks: {path}: {exc.message}", file=sys.stderr)
+            failures += 1
+            continue
+        payload = encode_prediction(prediction, detector.model.info)
+        option = orjson.OPT_INDENT_2 if args.pretty else 0
+        sys.stdout.write(orjson.dumps(payload, option=option).decode() + "\n")
+    return 1 if failures else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.path:
+        settings = dataclasses.replace(settings, model=args.path)
+    detector = _load_detector(settings)
+    info = detector.model.info.to_dict()
+    if args.json:
+        print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    is_default = settings.model is None
+    print(f"model:        {info['name']}{'  (the embedded default)' if is_default else ''}")
+    print(f"source:       {info['path']} ({info['format']})")
+    size = info["input_size"]
+    dynamic = " (dynamic: any multiple of the stride)" if info["dynamic_input_size"] else ""
+    print(f"input size:   {size['width']}x{size['height']}{dynamic}")
+    print(f"batch:        {'dynamic' if info['dynamic_batch'] else 'fixed 1'}")
+    print(f"stride:       {info['stride']}")
+    print(f"output:       {info['layout']}")
+    print(f"providers:    {', '.join(info['providers'])}")
+    print(f"classes ({info['num_classes']}): {', '.join(info['names'])}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import format_latency_report, run_latency_benchmark
+
+    settings = settings_from_args(args)
+    report = run_latency_benchmark(settings, image_path=args.image, runs=args.runs, warmup=args.warmup)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_latency_report(report))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    print(orjson.dumps(dataclasses.asdict(settings), option=orjson.OPT_INDENT_2, default=str).decode())
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "predict": cmd_predict,
+    "models": cmd_models,
+    "bench": cmd_bench,
+    "config": cmd_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except SpecksError as exc:
+        print(f"specks: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Settings in one place: frozen dataclasses read from ``SPECKS_*`` environment variables.
+
+CLI flags override the environment by building a new value with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SPECKS_"
+MiB = 1024 * 1024
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "specks"
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects CPU affinity, e.g. in containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How ONNX Runtime runs a model.
+
+    providers:         execution providers by short name (cpu, cuda, openvino, ...), in order of preference.
+    intra_op_threads:  threads one inference may use; 0 means "cores / workers".
+    """
+
+    providers: tuple[str, ...] = ("cpu",)
+    intra_op_threads: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.providers if p.lower() not in PROVIDER_ALIASES and not p.endswith("Provider")]
+        if unknown:
+            raise ConfigError(f"unknown execution provider(s) {unknown}; known: {sorted(PROVIDER_ALIASES)}")
+        if self.intra_op_threads < 0:
+            raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+
+    def provider_names(self) -> list[str]:
+        """Full ONNX Runtime provider names, e.g. ['CUDAExecutionProvider', 'CPUExecutionProvider']."""
+        return [PROVIDER_ALIASES.get(p.lower(), p) for p in self.providers]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may cost."""
+
+    max_image_pixels: int = 40_000_000
+    max_body_bytes: int = 20 * MiB
+    max_json_depth: int = 32
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value < 1:
+                raise ConfigError(f"{f.name} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Specks server or CLI run is configured with.
+
+    model:   path of an .onnx or Darknet .cfg file; None serves the embedded default.
+    workers: server processes, each with its own model; 0 means one per core.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 6060
+    workers: int = 0
+    model: str | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    request_timeout_s: int = 60
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+
+    def resolved_workers(self) -> int:
+        return self.workers or cpu_count()
+
+    def resolved_threads(self) -> int:
+        """ONNX Runtime intra-op threads per worker so that workers x threads fits the cores."""
+        return self.runtime.intra_op_threads or max(1, cpu_count() // self.resolved_workers())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SPECKS_*`` variables (unset ones keep their defaults)."""
+        env = os.environ if environ is None else environ
+        get = _EnvReader(env)
+        runtime = RuntimeOptions(
+            providers=get("PROVIDERS", _parse_list, RuntimeOptions.providers),
+            intra_op_threads=get("THREADS", int, 0),
+        )
+        limits = Limits(
+            max_image_pixels=get("MAX_IMAGE_PIXELS", int, Limits.max_image_pixels),
+            max_body_bytes=get("MAX_BODY_BYTES", int, Limits.max_body_bytes),
+            max_json_depth=get("MAX_JSON_DEPTH", int, Limits.max_json_depth),
+        )
+        return cls(
+            host=get("HOST", str, cls.host),
+            port=get("PORT", int, cls.port),
+            workers=get("WORKERS", int, cls.workers),
+            model=get("MODEL", str, None) or None,
+            cache_dir=get("CACHE_DIR", Path, default_cache_dir()),
+            request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
+            runtime=runtime,
+            limits=limits,
+        )
+
+
+T = TypeVar("T")
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+class _EnvReader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.env.get(ENV_PREFIX + name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{name} is not a valid {parse.__name__}: got {raw!r}") from exc

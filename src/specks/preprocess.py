@@ -1,0 +1,95 @@
+"""Letterbox an RGB image into a model input tensor, keeping what is needed to undo it.
+
+Frames: *source* is the image array handed to ``letterbox`` (it may be a reduced-scale
+decode of the original photo); *input* is the model's input tensor. A point maps as
+``input = source * scale + pad``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from .boxes import FloatArray
+
+PAD_VALUE = 114  # grey fill of the letterbox margins, as the YOLO family is trained with
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+@dataclass(frozen=True)
+class LetterboxPlan:
+    """Where a source image of ``source_wh`` lands inside a model input of ``input_hw``.
+
+    content_wh: size of the resized image inside the input (pixels).
+    pad_xy:     left and top margins (pixels of the input).
+    scale:      input pixels per source pixel (same on both axes).
+    """
+
+    source_wh: tuple[int, int]
+    input_hw: tuple[int, int]
+    content_wh: tuple[int, int]
+    pad_xy: tuple[int, int]
+    scale: float
+
+    def input_to_source(self, xyxy: FloatArray) -> FloatArray:
+        """Map (N, 4) boxes from input pixels back to source pixels (not clipped)."""
+        sx = self.content_wh[0] / self.source_wh[0]
+        sy = self.content_wh[1] / self.source_wh[1]
+        pad_x, pad_y = self.pad_xy
+        offset = np.array([pad_x, pad_y, pad_x, pad_y], np.float32)
+        factor = np.array([sx, sy, sx, sy], np.float32)
+        return ((xyxy - offset) / factor).astype(np.float32)
+
+
+def plan_letterbox(
+    source_wh: tuple[int, int], input_hw: tuple[int, int], *, stride: int = 32, minimal_padding: bool = False
+) -> LetterboxPlan:
+    """Fit ``source_wh`` inside ``input_hw`` keeping the aspect ratio, centred.
+
+    With ``minimal_padding`` (models with dynamic height/width) the input shrinks to the
+    smallest multiple of ``stride`` that holds the content, which saves compute on
+    non-square photos.
+    """
+    src_w, src_h = source_wh
+    max_h, max_w = input_hw
+    scale = min(max_w / src_w, max_h / src_h)
+    content_w = max(1, min(max_w, round(src_w * scale)))
+    content_h = max(1, min(max_h, round(src_h * scale)))
+    if minimal_padding:
+        in_w = min(max_w, math.ceil(content_w / stride) * stride)
+        in_h = min(max_h, math.ceil(content_h / stride) * stride)
+    else:
+        in_w, in_h = max_w, max_h
+    pad = ((in_w - content_w) // 2, (in_h - content_h) // 2)
+    return LetterboxPlan(source_wh, (in_h, in_w), (content_w, content_h), pad, scale)
+
+
+def resize_rgb(rgb: npt.NDArray[np.uint8], size_wh: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """Resize an (h, w, 3) uint8 image to ``size_wh`` with antialiased bilinear filtering."""
+    if (rgb.shape[1], rgb.shape[0]) == size_wh:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize(size_wh, Image.Resampling.BILINEAR))
+
+
+def letterbox_into(rgb: npt.NDArray[np.uint8], plan: LetterboxPlan, out: npt.NDArray[np.float32]) -> None:
+    """Write the letterboxed, 0..1 scaled CHW image into ``out`` of shape (3, H, W) float32."""
+    content = resize_rgb(rgb, plan.content_wh)
+    (pad_x, pad_y), (cw, ch) = plan.pad_xy, plan.content_wh
+    pad_fill = np.float32(PAD_VALUE / 255.0)
+    out[:, :pad_y, :] = pad_fill
+    out[:, pad_y + ch :, :] = pad_fill
+    out[:, pad_y : pad_y + ch, :pad_x] = pad_fill
+    out[:, pad_y : pad_y + ch, pad_x + cw :] = pad_fill
+    np.multiply(content.transpose(2, 0, 1), _INV_255, out=out[:, pad_y : pad_y + ch, pad_x : pad_x + cw])
+
+
+def letterbox(rgb: npt.NDArray[np.uint8], plan: LetterboxPlan) -> npt.NDArray[np.float32]:
+    """(h, w, 3) uint8 RGB -> (1, 3, H, W) float32 model input in 0..1."""
+    in_h, in_w = plan.input_hw
+    tensor = np.empty((1, 3, in_h, in_w), np.float32)
+    letterbox_into(rgb, plan, tensor[0])
+    return tensor

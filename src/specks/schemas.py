@@ -1,0 +1,150 @@
+"""Request and response schemas (pydantic), shared by the web API, the CLI and the OpenAPI document.
+
+Validation errors become ``InvalidFieldError`` naming the field, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from .errors import InvalidFieldError, InvalidRequestError
+
+ClassSelector = Union[StrictInt, StrictStr]
+
+
+class DetectOptions(BaseModel):
+    """Per-request detection options (everything but the image)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conf: Annotated[float, Field(ge=0.0, le=1.0, strict=True, description="Minimum confidence, 0..1.")] = 0.25
+    iou: Annotated[float, Field(ge=0.0, le=1.0, strict=True, description="NMS IoU threshold, 0..1.")] = 0.45
+    max_det: Annotated[int, Field(ge=1, le=10_000, strict=True, description="Most detections returned.")] = 300
+    classes: Annotated[
+        list[ClassSelector] | None,
+        Field(max_length=1000, description="Keep only these classes, by name or id. Omit for all."),
+    ] = None
+    imgsz: Annotated[
+        int | None,
+        Field(
+            ge=32, le=4096, strict=True,
+            description="Model input size in pixels (dynamic-shape models only); rounded up to the stride.",
+        ),
+    ] = None
+
+
+class PredictRequest(DetectOptions):
+    """Body of ``POST /predict``."""
+
+    image: Annotated[
+        StrictStr,
+        Field(description="The image file (JPEG, PNG, WebP, GIF, BMP, TIFF) as base64; a data: URI prefix is allowed."),
+    ]
+
+
+def _first_error_message(exc: ValidationError) -> InvalidFieldError:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"]) or None
+    kind = error["type"]
+    if kind == "missing":
+        message = f"'{location}' is required"
+    elif kind == "extra_forbidden":
+        allowed = ", ".join(sorted(PredictRequest.model_fields))
+        message = f"unknown field '{location}'; allowed fields: {allowed}"
+    else:
+        got = error.get("input")
+        shown = repr(got) if not isinstance(got, str) or len(got) < 60 else f"a string of {len(got)} characters"
+        message = f"'{location}': {error['msg']} (got {shown})"
+    return InvalidFieldError(message, field=location)
+
+
+def parse_predict_request(body: Any) -> PredictRequest:
+    """Validate a decoded JSON body into a PredictRequest (raises InvalidRequestError subclasses)."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError(
+            f'the JSON body must be an object like {{"image": "<base64>"}}, got {type(body).__name__}'
+        )
+    try:
+        return PredictRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error_message(exc) from exc
+
+
+def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
+    """Validate options given without an image (CLI flags)."""
+    try:
+        return DetectOptions.model_validate(options)
+    except ValidationError as exc:
+        raise _first_error_message(exc) from exc
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+class Box(BaseModel):
+    """Corners in pixels of the original image as displayed (after EXIF orientation)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Detection(BaseModel):
+    box: Box
+    class_id: int
+    label: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+
+
+class ModelSummary(BaseModel):
+    name: str
+    format: str
+    input_size: ImageInfo
+    layout: str
+
+
+class PredictResponse(BaseModel):
+    detections: list[Detection] = Field(description="Sorted by confidence, highest first.")
+    image: ImageInfo = Field(description="Size of the image as displayed (after EXIF orientation).")
+    model: ModelSummary
+    timing_ms: dict[str, float] = Field(description="Milliseconds per stage and in total.")
+
+
+def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
+    """Prediction + ModelInfo -> the JSON-ready dict of a PredictResponse (built directly, for speed)."""
+    found = prediction.detections
+    names = model_info.names
+    boxes = found.xyxy.round(2).tolist()
+    scores = found.confidence.round(4).tolist()
+    detections = [
+        {
+            "box": {"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]},
+            "class_id": c,
+            "label": names[c] if 0 <= c < len(names) else str(c),
+            "confidence": s,
+        }
+        for b, s, c in zip(boxes, scores, found.class_id.tolist(), strict=True)
+    ]
+    return {
+        "detections": detections,
+        "image": {"width": prediction.image_size.width, "height": prediction.image_size.height},
+        "model": model_summary(model_info),
+        "timing_ms": prediction.timing_ms,
+    }
+
+
+def model_summary(model_info: Any) -> dict[str, Any]:
+    return {
+        "name": model_info.name,
+        "format": model_info.source_format,
+        "input_size": {"width": model_info.input_hw[1], "height": model_info.input_hw[0]},
+        "layout": model_info.layout.value,
+    }

@@ -1,0 +1,51 @@
+"""Production serving: gunicorn with one model per worker process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from ..config import Settings
+from . import create_app
+
+# Threads per worker for network I/O (slow clients, keep-alive); inference itself is
+# bounded by ONNX Runtime's intra-op threads.
+IO_THREADS_PER_WORKER = 4
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.resolved_workers(),
+        "worker_class": "gthread",
+        "threads": IO_THREADS_PER_WORKER,
+        "timeout": settings.request_timeout_s,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "preload_app": False,  # each worker loads its own model after the fork
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+    }
+
+
+class SpecksServer(BaseApplication):  # type: ignore[misc]
+    """Runs ``create_app(settings)`` in each gunicorn worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.settings).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_app(self.settings)
+
+
+def serve(settings: Settings) -> None:
+    SpecksServer(settings).run()

@@ -1,0 +1,73 @@
+"""The per-process model: loaded once per worker, in the background, so liveness answers at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..config import Settings
+from ..errors import ModelNotReadyError, SpecksError
+from ..models import load_model
+from ..pipeline import Detector
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """Holds this process's Detector once it is loaded and warmed up."""
+
+    def __init__(self, settings: Settings, detector: Detector | None = None) -> None:
+        self.settings = settings
+        self._detector = detector
+        self._error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._detector is not None
+
+    @property
+    def load_error(self) -> str | None:
+        return self._error
+
+    def start_loading(self, *, background: bool = True) -> None:
+        if self._detector is not None or self._thread is not None:
+            return
+        if background:
+            self._thread = threading.Thread(target=self._load, name="specks-model-loader", daemon=True)
+            self._thread.start()
+        else:
+            self._load()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.ready
+
+    def get(self) -> Detector:
+        if self._detector is None:
+            reason = f"the model failed to load: {self._error}" if self._error else "the model is still loading"
+            raise ModelNotReadyError(f"{reason}; GET /ready says when the server can take requests")
+        return self._detector
+
+    def _load(self) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        try:
+            model = load_model(
+                settings.model,
+                runtime=settings.runtime,
+                threads=settings.resolved_threads(),
+                cache_dir=settings.cache_dir,
+            )
+        except SpecksError as exc:
+            self._error = exc.message
+            log.error("model load failed: %s", exc.message)
+            return
+        except Exception as exc:  # never let a loader thread die silently
+            self._error = "unexpected error, see the server log"
+            log.exception("model load failed")
+            raise exc
+        self._detector = Detector(model, settings.limits)
+        log.info("model %s ready in %.1f s", model.info.name, time.perf_counter() - started)

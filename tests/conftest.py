@@ -1,0 +1,141 @@
+"""Shared fixtures: real models and photos from ../shared, loaded detectors, apps and live servers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from specks.config import Limits, RuntimeOptions, Settings
+from specks.models import load_model
+from specks.pipeline import Detector
+from specks.web import create_app
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPECKS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+MODELS = SHARED / "models"
+COCO_TINY = SHARED / "data" / "coco_val2017_tiny50"
+VISDRONE = SHARED / "data" / "visdrone_dev10"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"test data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("specks-cache")
+
+
+def _detector(spec: str | None, cache_dir: Path) -> Detector:
+    model = load_model(spec, runtime=RuntimeOptions(), threads=2, cache_dir=cache_dir)
+    return Detector(model, Limits())
+
+
+@pytest.fixture(scope="session")
+def yolov5n_detector(cache_dir: Path) -> Detector:
+    return _detector(str(require(MODELS / "yolov5n.onnx")), cache_dir)
+
+
+@pytest.fixture(scope="session")
+def yolov5n_dynamic_detector(cache_dir: Path) -> Detector:
+    return _detector(str(require(MODELS / "yolov5n_dynamic.onnx")), cache_dir)
+
+
+@pytest.fixture(scope="session")
+def default_detector(cache_dir: Path) -> Detector:
+    return _detector(None, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def app(yolov5n_detector: Detector, cache_dir: Path):  # type: ignore[no-untyped-def]
+    settings = Settings(cache_dir=cache_dir, limits=Limits(max_image_pixels=40_000_000, max_body_bytes=8 * 1024 * 1024))
+    application = create_app(settings, detector=yolov5n_detector)
+    application.testing = True
+    return application
+
+
+@pytest.fixture()
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+def jpeg_bytes(width: int, height: int, *, color: tuple[int, int, int] = (90, 140, 200), quality: int = 90) -> bytes:
+    """A JPEG with some structure (a gradient and noise) so it compresses like a photo."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    pixels = (x * 0.5 + y * 0.3 + np.array(color, np.float32) * 0.2 + rng.normal(0, 8, (height, width, 3)))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """``specks serve`` in a subprocess on a free loopback port, stopped at teardown."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{output}")
+            try:
+                if requests.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("server did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(cache_dir: Path) -> Iterator[LiveServer]:
+    """A real gunicorn server with yolov5n (2 workers, as in production)."""
+    server = LiveServer(
+        "--model", str(require(MODELS / "yolov5n.onnx")), "--workers", "2",
+        env={"SPECKS_CACHE_DIR": str(cache_dir)},
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def coco_annotations(root: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((require(root) / "annotations.coco.json").read_text())
