@@ -1,0 +1,81 @@
+"""The pipeline on real photos: the embedded default finds people and cars where the ground truth says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import COCO_TINY, coco_annotations, jpeg_bytes
+from factories import encode, exif_rotated_jpeg
+
+from specks.boxes import iou_matrix
+from specks.errors import InvalidFieldError
+from specks.pipeline import Detector
+from specks.schemas import DetectOptions
+
+COCO_TO_MODEL = {1: 0, 3: 2}  # person, car
+
+
+def ground_truth(image_id: int, category_id: int) -> np.ndarray:
+    annotations = coco_annotations(COCO_TINY)["annotations"]
+    boxes = [a["bbox"] for a in annotations if a["image_id"] == image_id and a["category_id"] == category_id
+             and not a["iscrowd"]]
+    return np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], np.float32).reshape(-1, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("category_id", [1, 3], ids=["person", "car"])
+def test_default_model_finds_people_and_cars(default_detector: Detector, category_id: int) -> None:
+    """Over the photos holding big enough instances, most are found with IoU >= 0.5."""
+    dataset = coco_annotations(COCO_TINY)
+    found_total, truth_total = 0, 0
+    for image in dataset["images"]:
+        truth = ground_truth(image["id"], category_id)
+        truth = truth[(truth[:, 2] - truth[:, 0]) * (truth[:, 3] - truth[:, 1]) >= 64 * 64]
+        if not len(truth):
+            continue
+        data = (COCO_TINY / "images" / image["file_name"]).read_bytes()
+        found = default_detector.predict_bytes(data, DetectOptions(conf=0.2)).detections
+        found = found[found.class_id == COCO_TO_MODEL[category_id]]
+        truth_total += len(truth)
+        if len(found):
+            found_total += int((iou_matrix(truth, found.xyxy).max(axis=1) >= 0.5).sum())
+    assert truth_total >= 8
+    assert found_total / truth_total >= 0.6
+
+
+def test_boxes_are_in_original_pixels_whatever_the_decode_scale(yolov5n_detector: Detector) -> None:
+    """A photo decoded at reduced JPEG scale gives the same boxes as a full-size PNG of it."""
+    image = next(i for i in coco_annotations(COCO_TINY)["images"] if i["file_name"] == "000000085329.jpg")
+    from PIL import Image
+
+    photo = Image.open(COCO_TINY / "images" / image["file_name"]).convert("RGB")
+    big = photo.resize((photo.width * 3, photo.height * 3))
+    as_jpeg = yolov5n_detector.predict_bytes(encode(big, "JPEG", quality=95), DetectOptions()).detections
+    as_png = yolov5n_detector.predict_bytes(encode(big, "PNG"), DetectOptions()).detections
+    assert len(as_png) > 0
+    best = iou_matrix(as_png.xyxy, as_jpeg.xyxy).max(axis=1)
+    assert np.median(best) > 0.9
+    assert as_png.xyxy[:, 2].max() > photo.width  # coordinates are in the 3x image's frame
+
+
+def test_detections_are_clipped_and_sorted(yolov5n_detector: Detector) -> None:
+    prediction = yolov5n_detector.predict_bytes(jpeg_bytes(500, 300), DetectOptions(conf=0.001))
+    found = prediction.detections
+    assert prediction.image_size.width == 500
+    assert np.all(found.xyxy >= 0)
+    assert np.all(found.xyxy[:, [0, 2]] <= 500) and np.all(found.xyxy[:, [1, 3]] <= 300)
+    assert np.all(np.diff(found.confidence) <= 0)
+
+
+def test_exif_orientation_maps_boxes_to_the_displayed_frame(yolov5n_detector: Detector) -> None:
+    prediction = yolov5n_detector.predict_bytes(exif_rotated_jpeg((640, 200), 6), DetectOptions())
+    assert (prediction.image_size.width, prediction.image_size.height) == (200, 640)
+
+
+def test_imgsz_only_on_dynamic_models(yolov5n_detector: Detector, yolov5n_dynamic_detector: Detector) -> None:
+    with pytest.raises(InvalidFieldError):
+        yolov5n_detector.input_hw(1280)
+    assert yolov5n_detector.input_hw(640) == (640, 640)
+    assert yolov5n_dynamic_detector.input_hw(1000) == (1024, 1024)  # rounded up to the stride
+    prediction = yolov5n_dynamic_detector.predict_bytes(jpeg_bytes(800, 600), DetectOptions(imgsz=320))
+    assert prediction.image_size.width == 800
