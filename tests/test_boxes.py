@@ -33,7 +33,7 @@ UNIT = [0, 0, 10, 10]
         pytest.param(UNIT, [5, 0, 15, 10], 50 / 150, id="half-shifted"),
         pytest.param(UNIT, [0, 0, 5, 5], 25 / 100, id="contained"),
         pytest.param(UNIT, [0, 0, 10, 5], 0.5, id="top-half"),
-        pytest.param([2.5, 2.5, 7.5, 7.5], [5, 5, 10, 10], 6.25 / 25, id="fractional"),
+        pytest.param([2.5, 2.5, 7.5, 7.5], [5, 5, 10, 10], 6.25 / 43.75, id="fractional"),
         pytest.param([5, 5, 5, 5], UNIT, 0.0, id="zero-area-inside"),
         pytest.param([5, 5, 5, 5], [5, 5, 5, 5], 0.0, id="zero-area-both"),
         pytest.param([10, 10, 0, 0], UNIT, 0.0, id="inverted"),
@@ -65,7 +65,9 @@ def test_iou_matrix_pairs_every_box_of_a_with_every_box_of_b() -> None:
         pytest.param(boxes(), boxes(), (0, 0), id="both-empty"),
     ],
 )
-def test_iou_matrix_of_empty_arrays_has_an_empty_shape(a: np.ndarray, b: np.ndarray, expected_shape: tuple) -> None:
+def test_iou_matrix_of_empty_arrays_has_an_empty_shape(
+    a: np.ndarray, b: np.ndarray, expected_shape: tuple
+) -> None:
     assert iou_matrix(a, b).shape == expected_shape
 
 
@@ -142,16 +144,35 @@ FOUR_DISJOINT = boxes([0, 0, 1, 1], [10, 10, 11, 11], [20, 20, 21, 21], [30, 30,
         pytest.param(NEAR_DUPLICATES, scores(0.9, 0.8), 0.5, None, [0], id="duplicate-dropped"),
         pytest.param(NEAR_DUPLICATES, scores(0.8, 0.9), 0.5, None, [1], id="higher-score-wins"),
         pytest.param(NEAR_DUPLICATES, scores(0.9, 0.8), 0.9, None, [0, 1], id="below-threshold-kept"),
-        pytest.param(boxes(UNIT, [0, 0, 10, 5]), scores(0.9, 0.8), 0.5, None, [0, 1], id="iou-equal-threshold-kept"),
-        pytest.param(CHAIN, scores(0.9, 0.8, 0.7), 0.3, None, [0, 2], id="greedy-dropped-box-suppresses-nothing"),
+        pytest.param(
+            boxes(UNIT, [0, 0, 10, 5]), scores(0.9, 0.8), 0.5, None, [0, 1], id="iou-equal-threshold-kept"
+        ),
+        pytest.param(
+            CHAIN, scores(0.9, 0.8, 0.7), 0.3, None, [0, 2], id="greedy-dropped-box-suppresses-nothing"
+        ),
         pytest.param(CHAIN, scores(0.9, 0.8, 0.7), 0.4, None, [0, 1, 2], id="chain-below-threshold"),
-        pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, None, [1, 2, 0, 3], id="sorted-by-score"),
+        pytest.param(
+            FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, None, [1, 2, 0, 3], id="sorted-by-score"
+        ),
         pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, 2, [1, 2], id="max-keep"),
         pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, 0, [], id="max-keep-zero"),
-        pytest.param(FOUR_DISJOINT, scores(0.5, 0.5, 0.5, 0.5), 0.5, None, [0, 1, 2, 3], id="ties-keep-index-order"),
-        pytest.param(boxes([5, 5, 5, 5], [5, 5, 5, 5]), scores(0.9, 0.8), 0.5, None, [0, 1], id="zero-area-never-overlap"),
         pytest.param(
-            boxes(UNIT, UNIT, [40, 40, 50, 50], [41, 40, 51, 50]), scores(0.6, 0.5, 0.8, 0.7), 0.5, 2, [2, 0],
+            FOUR_DISJOINT, scores(0.5, 0.5, 0.5, 0.5), 0.5, None, [0, 1, 2, 3], id="ties-keep-index-order"
+        ),
+        pytest.param(
+            boxes([5, 5, 5, 5], [5, 5, 5, 5]),
+            scores(0.9, 0.8),
+            0.5,
+            None,
+            [0, 1],
+            id="zero-area-never-overlap",
+        ),
+        pytest.param(
+            boxes(UNIT, UNIT, [40, 40, 50, 50], [41, 40, 51, 50]),
+            scores(0.6, 0.5, 0.8, 0.7),
+            0.5,
+            2,
+            [2, 0],
             id="max-keep-counts-kept-boxes-only",
         ),
     ],
@@ -172,14 +193,28 @@ def test_nms(
         pytest.param(boxes(UNIT, UNIT), scores(0.9, 0.8), classes(0, 0), None, [0], id="same-class-merged"),
         pytest.param(boxes(UNIT, UNIT), scores(0.8, 0.9), classes(3, 7), None, [1, 0], id="other-class-kept"),
         pytest.param(
-            NEAR_DUPLICATES[[0, 1, 0]], scores(0.9, 0.8, 0.7), classes(0, 1, 0), None, [0, 1], id="mixed",
+            NEAR_DUPLICATES[[0, 1, 0]],
+            scores(0.9, 0.8, 0.7),
+            classes(0, 1, 0),
+            None,
+            [0, 1],
+            id="mixed",
         ),
         pytest.param(
             boxes([-20, -20, -10, -10], [-20, -20, -10, -10], [-19, -20, -9, -10]),
-            scores(0.9, 0.8, 0.7), classes(0, 1, 1), None, [0, 1], id="negative-coordinates",
+            scores(0.9, 0.8, 0.7),
+            classes(0, 1, 1),
+            None,
+            [0, 1],
+            id="negative-coordinates",
         ),
         pytest.param(
-            boxes(UNIT, UNIT, UNIT), scores(0.7, 0.9, 0.8), classes(0, 1, 2), 2, [1, 2], id="max-keep",
+            boxes(UNIT, UNIT, UNIT),
+            scores(0.7, 0.9, 0.8),
+            classes(0, 1, 2),
+            2,
+            [1, 2],
+            id="max-keep",
         ),
     ],
 )

@@ -30,6 +30,39 @@ def _detect_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
 
 
+# --slice values -> DetectOptions.slice
+SLICE_MODES: dict[str, str | bool] = {"auto": "auto", "on": True, "off": False}
+SLICE_COMPARE = "compare"
+
+
+def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> None:
+    """Sliced-inference flags; each one left out keeps the server's setting (SPECKS_SLICE, ...)."""
+    modes = [*SLICE_MODES, SLICE_COMPARE] if compare else list(SLICE_MODES)
+    slice_help = "tiled inference for small objects: auto (when the image is larger than the model input), on, off"
+    if compare:
+        slice_help += ", or compare (run off and on, side by side)"
+    parser.add_argument("--slice", choices=modes, help=slice_help)
+    parser.add_argument("--tile", type=int, help="tile side in image pixels, 64..4096 (default: the model input)")
+    parser.add_argument("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
+    parser.add_argument("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
+    parser.add_argument("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
+    parser.add_argument("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller box)")
+    parser.add_argument("--merge-threshold", type=float, help="overlap above which two tile detections merge, 0..1")
+
+
+def slice_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The slicing flags that were given, as DetectOptions fields (``--slice compare`` is the caller's)."""
+    options: dict[str, Any] = {}
+    if args.slice in SLICE_MODES:
+        options["slice"] = SLICE_MODES[args.slice]
+    if args.full_image is not None:
+        options["full_image"] = args.full_image == "on"
+    for name in ("tile", "overlap", "merge", "merge_metric", "merge_threshold"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specks", description="Small-object detection API and tools.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -46,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--pretty", action="store_true", help="indent the JSON")
     _common_model_args(predict)
     _detect_args(predict)
+    _slice_args(predict)
+
+    evaluate = sub.add_parser("eval", help="score the detection pipeline on a COCO-format dataset (AP, AR, time)")
+    evaluate.add_argument("dataset", type=Path, help=f"a folder with images/ and annotations.coco.json")
+    evaluate.add_argument("--conf", type=float, default=0.001, help="minimum confidence 0..1 (default 0.001)")
+    evaluate.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold 0..1 (default 0.45)")
+    evaluate.add_argument(
+        "--max-det", type=int, default=500, help="most detections per image, also COCO's maxDets (default 500)"
+    )
+    evaluate.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
+    evaluate.add_argument("--limit", type=int, help="score only the first N images")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    _common_model_args(evaluate)
+    _slice_args(evaluate, compare=True)
 
     models = sub.add_parser("models", help="show the default model, or what a model file contains")
     models.add_argument("path", nargs="?", help="a model file (default: the embedded default)")
@@ -119,6 +166,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         options["classes"] = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
     if args.imgsz is not None:
         options["imgsz"] = args.imgsz
+    options.update(slice_options(args))
     detect_options = parse_detect_options(options)
     detector = _load_detector(settings)
     failures = 0
@@ -139,6 +187,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
         option = orjson.OPT_INDENT_2 if args.pretty else 0
         sys.stdout.write(orjson.dumps(payload, option=option).decode() + "\n")
     return 1 if failures else 0
+
+
+def _eval_configs(args: argparse.Namespace) -> dict[str, Any]:
+    """Column label -> DetectOptions: one run, or full image and sliced for ``--slice compare``."""
+    from .schemas import parse_detect_options
+
+    base: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, **slice_options(args)}
+    if args.imgsz is not None:
+        base["imgsz"] = args.imgsz
+    if args.slice == SLICE_COMPARE:
+        return {
+            "full image": parse_detect_options({**base, "slice": False}),
+            "sliced": parse_detect_options({**base, "slice": True}),
+        }
+    label = {"on": "sliced", "off": "full image"}.get(args.slice or "auto", "slice auto")
+    return {label: parse_detect_options(base)}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import CocoDataset, evaluate, metrics_table
+
+    settings = settings_from_args(args)
+    configs = _eval_configs(args)  # validate the flags before loading anything
+    dataset = CocoDataset.load(args.dataset)
+    detector = _load_detector(settings)
+    runs = {
+        label: evaluate(detector, dataset, options, max_dets=args.max_det, limit=args.limit)
+        for label, options in configs.items()
+    }
+    if args.json:
+        report = {
+            "dataset": str(args.dataset),
+            "model": detector.model.info.name,
+            "max_dets": args.max_det,
+            "runs": {label: {**run, "options": configs[label].model_dump()} for label, run in runs.items()},
+        }
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    images = next(iter(runs.values()))["images"]
+    print(f"{args.dataset}: {images} image(s), model {detector.model.info.name}, maxDets {args.max_det}")
+    print(metrics_table(runs))
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -185,6 +275,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve,
     "predict": cmd_predict,
+    "eval": cmd_eval,
     "models": cmd_models,
     "bench": cmd_bench,
     "config": cmd_config,

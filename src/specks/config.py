@@ -78,6 +78,44 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SlicingSettings:
+    """Server-wide defaults for sliced (tiled) inference; requests may override each one.
+
+    mode:             "auto" (slice when the image is clearly larger than one tile), "on" or "off".
+    tile_px:          tile side in image pixels; 0 means the model's input size.
+    overlap_ratio:    overlap of neighbouring tiles as a fraction of the tile side.
+    full_image_pass:  also run the whole image once (finds objects too big for a tile).
+    merge:            "nmm" (greedy non-maximum merging) or "nms".
+    merge_metric:     "ios" (intersection over the smaller box) or "iou".
+    merge_threshold:  overlap above which two detections of one class are the same object.
+    max_tiles:        most tiles one request may cost; more is refused with 413.
+    """
+
+    mode: str = "auto"
+    tile_px: int = 0
+    overlap_ratio: float = 0.2
+    full_image_pass: bool = True
+    merge: str = "nmm"
+    merge_metric: str = "ios"
+    merge_threshold: float = 0.5
+    max_tiles: int = 200
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.mode in ("auto", "on", "off"), "mode must be auto, on or off", self.mode),
+            (self.tile_px == 0 or 64 <= self.tile_px <= 4096, "tile_px must be 0 or 64..4096", self.tile_px),
+            (0 <= self.overlap_ratio <= 0.75, "overlap_ratio must be within 0..0.75", self.overlap_ratio),
+            (self.merge in ("nmm", "nms"), "merge must be nmm or nms", self.merge),
+            (self.merge_metric in ("ios", "iou"), "merge_metric must be ios or iou", self.merge_metric),
+            (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
+            (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
+        ]
+        for ok, message, value in checks:
+            if not ok:
+                raise ConfigError(f"slicing: {message}, got {value!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a Specks server or CLI run is configured with.
 
@@ -93,6 +131,7 @@ class Settings:
     request_timeout_s: int = 60
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
+    slicing: SlicingSettings = field(default_factory=SlicingSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -121,6 +160,16 @@ class Settings:
             max_body_bytes=get("MAX_BODY_BYTES", int, Limits.max_body_bytes),
             max_json_depth=get("MAX_JSON_DEPTH", int, Limits.max_json_depth),
         )
+        slicing = SlicingSettings(
+            mode=get("SLICE", str, SlicingSettings.mode).lower(),
+            tile_px=get("TILE", int, SlicingSettings.tile_px),
+            overlap_ratio=get("OVERLAP", float, SlicingSettings.overlap_ratio),
+            full_image_pass=get("FULL_IMAGE", _parse_bool, SlicingSettings.full_image_pass),
+            merge=get("MERGE", str, SlicingSettings.merge).lower(),
+            merge_metric=get("MERGE_METRIC", str, SlicingSettings.merge_metric).lower(),
+            merge_threshold=get("MERGE_THRESHOLD", float, SlicingSettings.merge_threshold),
+            max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
+        )
         return cls(
             host=get("HOST", str, cls.host),
             port=get("PORT", int, cls.port),
@@ -130,10 +179,23 @@ class Settings:
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
             runtime=runtime,
             limits=limits,
+            slicing=slicing,
         )
 
 
 T = TypeVar("T")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_parse_bool.__name__ = "boolean"
 
 
 def _parse_list(text: str) -> tuple[str, ...]:

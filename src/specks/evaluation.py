@@ -9,20 +9,32 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import statistics
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 from .errors import InvalidRequestError
 from .models.names import canonical_names
 from .types import Detections
 
+if TYPE_CHECKING:
+    from .pipeline import Detector
+    from .schemas import DetectOptions
+
 ANNOTATIONS_FILE = "annotations.coco.json"
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "AR_medium", "AR_large")
+# Rows of the `specks eval` table, in order; the last one is timing, not a COCO metric.
+EVAL_TABLE_ROWS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "seconds_per_image")
+ROW_LABELS = {"seconds_per_image": "seconds per image"}
+
+PredictionT = TypeVar("PredictionT")
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,15 @@ class CocoDataset:
 
     def image_path(self, image: dict[str, Any]) -> Path:
         return self.root / "images" / image["file_name"]
+
+    def first(self, count: int) -> CocoDataset:
+        """The first ``count`` images with their annotations only (unseen images must not count as misses)."""
+        if count < 1:
+            raise InvalidRequestError(f"the image limit must be at least 1, got {count}")
+        images = self.images[:count]
+        kept_ids = {image["id"] for image in images}
+        annotations = [a for a in self.annotations["annotations"] if a["image_id"] in kept_ids]
+        return CocoDataset(self.root, {**self.annotations, "images": images, "annotations": annotations})
 
     def category_ids_for(self, model_names: tuple[str, ...]) -> dict[int, int]:
         """Model class id -> dataset category id, matched by (canonical) name."""
@@ -106,11 +127,91 @@ def score_coco(annotations: dict[str, Any], results: list[dict[str, Any]], *, ma
 
 
 def iter_predictions(
-    dataset: CocoDataset, predict: Callable[[bytes], Detections]
-) -> Iterator[tuple[dict[str, Any], Detections, float]]:
-    """(image record, detections in original pixels, seconds) for each image of the set."""
+    dataset: CocoDataset, predict: Callable[[bytes], PredictionT]
+) -> Iterator[tuple[dict[str, Any], PredictionT, float]]:
+    """(image record, what ``predict`` returned for the file's bytes, seconds it took) per image.
+
+    The file is read before the clock starts; decoding is the predictor's and is timed.
+    """
     for image in dataset.images:
         data = dataset.image_path(image).read_bytes()
         start = time.perf_counter()
         found = predict(data)
         yield image, found, time.perf_counter() - start
+
+
+def evaluate(
+    detector: Detector,
+    dataset: CocoDataset,
+    options: DetectOptions,
+    *,
+    max_dets: int,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``detector.predict_bytes`` (the API's pipeline) over the images and score the results.
+
+    Model classes map to dataset categories by name. One untimed prediction warms the model up
+    first. Returns the COCO metrics at ``max_dets`` plus ``seconds_per_image`` (mean wall time of
+    predict_bytes, decoding included), ``images``, ``detections`` and, when the pipeline reports
+    tiles, ``tiles_per_image``.
+    """
+    subset = dataset.first(limit) if limit is not None else dataset
+    if not subset.images:
+        raise InvalidRequestError(f"the dataset at {dataset.root} has no images")
+    category_of = _model_to_dataset_categories(subset, detector.model.info.names)
+    detector.predict_bytes(subset.image_path(subset.images[0]).read_bytes(), options)  # warm-up
+
+    results: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    tiles: list[float] = []
+    predictions = iter_predictions(subset, lambda data: detector.predict_bytes(data, options))
+    for image, prediction, elapsed_s in tqdm(
+        predictions, total=len(subset.images), unit="image", file=sys.stderr, disable=not progress, leave=False
+    ):
+        results.extend(detections_to_coco(image["id"], prediction.detections, category_of))
+        seconds.append(elapsed_s)
+        if "tiles" in prediction.timing_ms:
+            tiles.append(prediction.timing_ms["tiles"])
+    summary: dict[str, Any] = {
+        **score_coco(subset.annotations, results, max_dets=max_dets),
+        "seconds_per_image": round(statistics.fmean(seconds), 4),
+        "images": len(seconds),
+        "detections": len(results),
+    }
+    if tiles:
+        summary["tiles_per_image"] = round(statistics.fmean(tiles), 2)
+    return summary
+
+
+def _model_to_dataset_categories(dataset: CocoDataset, model_names: tuple[str, ...]) -> dict[int, int]:
+    category_of = dataset.category_ids_for(model_names)
+    if not category_of:
+        categories = ", ".join(c["name"] for c in dataset.annotations["categories"][:8])
+        raise InvalidRequestError(
+            f"none of the model's classes ({', '.join(model_names[:8])}, ...) match the dataset's categories "
+            f"({categories}, ...); evaluate with a model trained on these classes"
+        )
+    return category_of
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        return "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))])
+
+    return "\n".join([line(header), *(line(row) for row in rows)])
+
+
+def format_value(value: float) -> str:
+    """A metric or a time for a table; COCO's -1 (nothing of that size in the set) shows as n/a."""
+    return "n/a" if value < 0 else f"{value:.3f}"
+
+
+def metrics_table(runs: Mapping[str, Mapping[str, Any]], rows: Sequence[str] = EVAL_TABLE_ROWS) -> str:
+    """One column per run (e.g. "full image", "sliced"), one row per metric."""
+    body = [[ROW_LABELS.get(name, name), *(format_value(run[name]) for run in runs.values())] for name in rows]
+    return format_table(["metric", *runs], body)

@@ -273,7 +273,7 @@ def read_image_size(data: bytes) -> tuple[ImageSize, str]:
     for sizes beyond Pillow's decompression-bomb limit, like ``decode_image``.
     """
     with _translated_errors(), _open_image(data) as image:
-        return _displayed_size(image.size, _read_orientation(image)), _format_name(image)
+        return _displayed_size(image.size, _orientation_to_apply(image)), _format_name(image)
 
 
 def decode_image(
@@ -292,7 +292,7 @@ def decode_image(
     if min_size_wh is not None and min(min_size_wh) < 1:
         raise ValueError(f"min_size_wh must be positive (w, h), got {min_size_wh}")
     with _translated_errors(), _open_image(data) as image:
-        orientation = _read_orientation(image)
+        orientation = _orientation_to_apply(image)
         size = _displayed_size(image.size, orientation)
         _check_pixel_limit(size, max_image_pixels)
         stored_rgb = _decode_stored_rgb(image, data, _stored_min_wh(min_size_wh, orientation))
@@ -305,6 +305,8 @@ def decode_image(
 @contextmanager
 def _translated_errors() -> Iterator[None]:
     """Turn Pillow's and simplejpeg's exceptions into ``ImageDecodeError`` / ``ImageTooLargeError``."""
+    # catch_warnings swaps the process's warning filters while it runs; concurrent calls all
+    # install this same filter, so interleaving threads cannot leave a different one behind.
     with warnings.catch_warnings():
         # Pillow warns (not raises) between MAX_IMAGE_PIXELS and twice that; refuse those too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -348,8 +350,14 @@ def _format_name(image: Image.Image) -> str:
     return image.format or "UNKNOWN"
 
 
-def _read_orientation(image: Image.Image) -> int:
-    """EXIF orientation 1..8 from the header; 1 when absent, invalid or unreadable."""
+def _orientation_to_apply(image: Image.Image) -> int:
+    """EXIF orientation 1..8 still to apply to the decoded pixels, read from the header.
+
+    1 when absent, invalid or unreadable, and for TIFF: Pillow itself reports a TIFF's
+    displayed size and transposes its pixels on load.
+    """
+    if image.format == "TIFF":
+        return 1
     # PngImageFile.getexif() decodes all pixels to look for an eXIf chunk after the image
     # data; only chunks before it are read here, so this stays a header-only read.
     if image.format == "PNG" and "exif" not in image.info:

@@ -5,9 +5,10 @@ Validation errors become ``InvalidFieldError`` naming the field, here and nowher
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from .errors import InvalidFieldError, InvalidRequestError
 
@@ -35,6 +36,41 @@ class DetectOptions(BaseModel):
     ] = None
 
 
+    slice: Annotated[
+        Literal["auto"] | StrictBool,
+        Field(
+            description=(
+                "Sliced (tiled) inference for small objects: true, false, or \"auto\" "
+                "(slice when the image is clearly larger than the model input)."
+            ),
+        ),
+    ] = "auto"
+    tile: Annotated[
+        int | None,
+        Field(ge=64, le=4096, strict=True, description="Tile side in image pixels (default: server setting)."),
+    ] = None
+    overlap: Annotated[
+        float | None,
+        Field(ge=0.0, le=0.75, strict=True, description="Overlap between neighbouring tiles, as a ratio of the tile."),
+    ] = None
+    full_image: Annotated[
+        bool | None,
+        Field(strict=True, description="Also run the whole image once and merge it with the tiles."),
+    ] = None
+    merge: Annotated[
+        Literal["nms", "nmm"] | None,
+        Field(description="How tile results merge: nms (keep the best box) or nmm (greedy merge into one box)."),
+    ] = None
+    merge_metric: Annotated[
+        Literal["iou", "ios"] | None,
+        Field(description="Overlap measure for merging: iou, or ios (intersection over the smaller box)."),
+    ] = None
+    merge_threshold: Annotated[
+        float | None,
+        Field(ge=0.0, le=1.0, strict=True, description="Overlap above which two tile detections merge."),
+    ] = None
+
+
 class PredictRequest(DetectOptions):
     """Body of ``POST /predict``."""
 
@@ -45,19 +81,22 @@ class PredictRequest(DetectOptions):
 
 
 def _first_error_message(exc: ValidationError) -> InvalidFieldError:
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or None
-    kind = error["type"]
+    """The first failing field as one readable message (union alternatives joined with 'or')."""
+    errors = exc.errors()
+    field = str(errors[0]["loc"][0]) if errors[0]["loc"] else None
+    kind = errors[0]["type"]
     if kind == "missing":
-        message = f"'{location}' is required"
+        message = f"'{field}' is required"
     elif kind == "extra_forbidden":
         allowed = ", ".join(sorted(PredictRequest.model_fields))
-        message = f"unknown field '{location}'; allowed fields: {allowed}"
+        message = f"unknown field '{field}'; allowed fields: {allowed}"
     else:
-        got = error.get("input")
+        same_field = [e for e in errors if e["loc"] and str(e["loc"][0]) == field]
+        reasons = " or ".join(dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in same_field))
+        got = errors[0].get("input")
         shown = repr(got) if not isinstance(got, str) or len(got) < 60 else f"a string of {len(got)} characters"
-        message = f"'{location}': {error['msg']} (got {shown})"
-    return InvalidFieldError(message, field=location)
+        message = f"'{field}' should be {reasons} (got {shown})"
+    return InvalidFieldError(message, field=field)
 
 
 def parse_predict_request(body: Any) -> PredictRequest:
@@ -122,8 +161,9 @@ def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
     """Prediction + ModelInfo -> the JSON-ready dict of a PredictResponse (built directly, for speed)."""
     found = prediction.detections
     names = model_info.names
-    boxes = found.xyxy.round(2).tolist()
-    scores = found.confidence.round(4).tolist()
+    # Round in float64: float32 values rounded then widened print as 1.2300000190734863.
+    boxes = found.xyxy.astype(np.float64).round(2).tolist()
+    scores = found.confidence.astype(np.float64).round(4).tolist()
     detections = [
         {
             "box": {"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]},

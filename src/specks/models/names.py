@@ -43,10 +43,10 @@ def parse_names_metadata(text: str) -> list[str] | None:
     """
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 'a'}
             return None
     if isinstance(value, dict):
         try:

@@ -109,7 +109,7 @@ def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
         return None
     try:
         parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
         return None
     if isinstance(parsed, int):
         return parsed, parsed
@@ -123,7 +123,7 @@ def _metadata_class_count(value: str | None) -> int | None:
         return None
     try:
         parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
         return None
     return len(parsed) if isinstance(parsed, (dict, list)) else None
 

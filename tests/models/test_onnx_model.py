@@ -1,0 +1,378 @@
+"""Tests of ONNX model loading and introspection: the real models in ../shared/models, tiny
+hand-built graphs for metadata corner cases, and the errors of every loading step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from specks.config import RuntimeOptions
+from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
+from specks.models import OnnxModel, load_model, prepare_model, resolve_model_files
+from specks.models.names import COCO80_NAMES
+from specks.models.onnx_model import anchor_points, detect_layout
+from specks.postprocess import OutputLayout, PostprocessParams, postprocess
+from specks.preprocess import letterbox, plan_letterbox
+
+MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
+YOLOV5N = "yolov5n.onnx"
+YOLOV5N_DYNAMIC = "yolov5n_dynamic.onnx"
+YOLO11N = "yolo11n_random_weights_dynamic.onnx"
+YOLO26N = "yolo26n_random_weights_e2e_dynamic.onnx"
+RUNTIME = RuntimeOptions()
+
+ModelLoader = Callable[[str], OnnxModel]
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory: pytest.TempPathFactory) -> ModelLoader:
+    """Load a model from ../shared/models once per module (skip when the file is missing)."""
+    cache_dir = tmp_path_factory.mktemp("onnx-cache")
+    loaded: dict[str, OnnxModel] = {}
+
+    def get(file_name: str) -> OnnxModel:
+        path = MODELS / file_name
+        if not path.is_file():
+            pytest.skip(f"test model not found: {path}")
+        if file_name not in loaded:
+            loaded[file_name] = load_model(str(path), runtime=RUNTIME, threads=1, cache_dir=cache_dir)
+        return loaded[file_name]
+
+    return get
+
+
+def tiny_onnx(
+    output_shape: Sequence[int], metadata: dict[str, str], input_shape: Sequence[int | str] = (1, 3, 64, 64)
+) -> bytes:
+    """A serialized model whose one output is zeros of ``output_shape``, with ``metadata`` props."""
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))]
+    outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, None)]
+    nodes = [  # output0 = zeros + 0 * mean(images), so the graph really reads its input
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["zeros", "nothing"], ["output0"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.zeros(output_shape, np.float32), "zeros"),
+        numpy_helper.from_array(np.float32(0), "zero"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "tiny", inputs, outputs, initializer=initializers),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("file_name", "layout", "input_hw", "dynamic_hw", "dynamic_batch", "output_shape"),
+    [
+        pytest.param(YOLOV5N, OutputLayout.YOLOV5, (640, 640), False, False, (1, 25200, 85), id="yolov5n"),
+        pytest.param(
+            YOLOV5N_DYNAMIC, OutputLayout.YOLOV5, (640, 640), True, True, (1, 25200, 85), id="yolov5n-dyn"
+        ),
+        pytest.param(YOLO11N, OutputLayout.ULTRALYTICS, (640, 640), True, True, (1, 84, 8400), id="yolo11n"),
+        pytest.param(YOLO26N, OutputLayout.END_TO_END, (640, 640), True, True, (1, 300, 6), id="yolo26n-e2e"),
+    ],
+)
+def test_real_model_info(
+    real_model: ModelLoader,
+    file_name: str,
+    layout: OutputLayout,
+    input_hw: tuple[int, int],
+    dynamic_hw: bool,
+    dynamic_batch: bool,
+    output_shape: tuple[int, ...],
+) -> None:
+    model = real_model(file_name)
+    info = model.info
+
+    assert info.layout is layout
+    assert info.input_hw == input_hw
+    assert info.dynamic_hw is dynamic_hw
+    assert info.dynamic_batch is dynamic_batch
+    assert info.stride == 32
+    assert info.input_name == "images"
+    assert info.source_format == "onnx"
+    assert info.name == file_name
+    # yolov5n carries real COCO names; the random-weight models carry placeholders '0'..'79'.
+    assert info.names == COCO80_NAMES
+    assert info.num_classes == 80
+    assert "CPUExecutionProvider" in info.providers
+    assert model.run(np.zeros((1, 3, *input_hw), np.float32)).shape == output_shape
+
+
+def test_model_info_to_dict(real_model: ModelLoader) -> None:
+    described = real_model(YOLO11N).info.to_dict()
+
+    assert described["layout"] == "ultralytics"
+    assert described["input_size"] == {"height": 640, "width": 640}
+    assert described["dynamic_input_size"] is True
+    assert described["num_classes"] == 80
+    assert described["names"][:2] == ["person", "bicycle"]
+    assert described["format"] == "onnx"
+
+
+@pytest.mark.parametrize(
+    ("file_name", "input_hw", "expected_shape"),
+    [
+        pytest.param(YOLO11N, (640, 640), (1, 84, 8400), id="yolo11n-640"),
+        pytest.param(YOLO11N, (320, 480), (1, 84, 3150), id="yolo11n-320x480"),
+        pytest.param(YOLO26N, (640, 640), (1, 300, 6), id="yolo26n-640"),
+        pytest.param(YOLO26N, (320, 480), (1, 300, 6), id="yolo26n-320x480"),
+    ],
+)
+def test_random_weight_outputs_decode(
+    real_model: ModelLoader, file_name: str, input_hw: tuple[int, int], expected_shape: tuple[int, ...]
+) -> None:
+    model = real_model(file_name)
+    rgb = np.random.default_rng(1).integers(0, 256, (480, 720, 3), dtype=np.uint8)
+    tensor = letterbox(rgb, plan_letterbox((720, 480), input_hw))
+
+    raw = model.run(tensor)
+    params = PostprocessParams(conf_threshold=0.0, max_detections=50)
+    found = postprocess(raw[0], model.info.layout, params)
+
+    assert raw.shape == expected_shape
+    assert (
+        detect_layout(raw.shape, input_hw, model.info.layout is OutputLayout.END_TO_END) is model.info.layout
+    )
+    assert len(found) <= params.max_detections
+    assert np.all(np.isfinite(found.xyxy))
+    assert np.all((found.confidence > 0.0) & (found.confidence <= 1.0))
+    assert np.all((found.class_id >= 0) & (found.class_id < model.info.num_classes))
+    assert np.all(np.diff(found.confidence) <= 0)
+
+
+def test_dynamic_model_runs_a_batch_at_another_size(real_model: ModelLoader) -> None:
+    model = real_model(YOLOV5N_DYNAMIC)
+
+    raw = model.run(np.zeros((2, 3, 320, 480), np.float32))
+
+    assert raw.shape == (2, 3 * anchor_points((320, 480), (8, 16, 32)), 85)
+    assert detect_layout(raw[:1].shape, (320, 480), False) is OutputLayout.YOLOV5
+
+
+def test_static_model_rejects_another_size_with_inference_error(real_model: ModelLoader) -> None:
+    with pytest.raises(InferenceError, match="inference failed"):
+        real_model(YOLOV5N).run(np.zeros((1, 3, 320, 320), np.float32))
+
+
+# Two boxes in input pixels, with their class; the second one far from the first.
+PLANTED = [((100.0, 120.0, 180.0, 260.0), 0.9, 0), ((400.0, 300.0, 440.0, 330.0), 0.7, 56)]
+
+
+def planted_output(layout: OutputLayout, num_classes: int, num_rows: int) -> np.ndarray:
+    """A raw output shaped like the real model's (batch axis removed) holding the PLANTED boxes."""
+    if layout is OutputLayout.END_TO_END:
+        raw = np.zeros((num_rows, 6), np.float32)
+        for row, (xyxy, score, class_id) in enumerate(PLANTED):
+            raw[row] = [*xyxy, score, class_id]
+        return raw
+    width = num_classes + (5 if layout is OutputLayout.YOLOV5 else 4)
+    rows = np.zeros((num_rows, width), np.float32)
+    for row, ((x1, y1, x2, y2), score, class_id) in zip((1000, 5000), PLANTED, strict=True):
+        rows[row, :4] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+        first_class = 4
+        if layout is OutputLayout.YOLOV5:
+            rows[row, 4] = 1.0  # objectness
+            first_class = 5
+        rows[row, first_class + class_id] = score
+    return rows if layout is OutputLayout.YOLOV5 else rows.T.copy()
+
+
+@pytest.mark.parametrize(
+    ("file_name", "num_rows"),
+    [
+        pytest.param(YOLOV5N, 25200, id="yolov5n"),
+        pytest.param(YOLO11N, 8400, id="yolo11n"),
+        pytest.param(YOLO26N, 300, id="yolo26n"),
+    ],
+)
+def test_planted_boxes_decode_with_the_models_layout(
+    real_model: ModelLoader, file_name: str, num_rows: int
+) -> None:
+    info = real_model(file_name).info
+    raw = planted_output(info.layout, info.num_classes, num_rows)
+
+    found = postprocess(raw, info.layout, PostprocessParams())
+
+    np.testing.assert_allclose(found.xyxy, [xyxy for xyxy, _, _ in PLANTED], atol=1e-4)
+    np.testing.assert_allclose(found.confidence, [score for _, score, _ in PLANTED], atol=1e-6)
+    assert [info.names[c] for c in found.class_id] == ["person", "chair"]
+
+
+@pytest.mark.parametrize(
+    ("output_shape", "metadata", "layout", "names"),
+    [
+        pytest.param(
+            (1, 30, 6),
+            {"end2end": "True", "names": "{0: 'cat', 1: 'dog'}"},
+            OutputLayout.END_TO_END,
+            ("cat", "dog"),
+            id="e2e-classes-from-metadata",
+        ),
+        pytest.param(
+            (1, 30, 6), {"end2end": "True"}, OutputLayout.END_TO_END, COCO80_NAMES, id="e2e-default-80"
+        ),
+        pytest.param(
+            (1, 30, 6),
+            {"end2end": "True", "names": "{[1]: 'a'}"},
+            OutputLayout.END_TO_END,
+            COCO80_NAMES,
+            id="e2e-garbage-names",
+        ),
+        pytest.param(
+            (1, 6, 84), {}, OutputLayout.ULTRALYTICS, ("class_0", "class_1"), id="ultralytics-2-classes"
+        ),
+        pytest.param((1, 84, 7), {}, OutputLayout.YOLOV5, ("class_0", "class_1"), id="yolov5-2-classes"),
+    ],
+)
+def test_tiny_model_layout_and_names(
+    output_shape: tuple[int, ...], metadata: dict[str, str], layout: OutputLayout, names: tuple[str, ...]
+) -> None:
+    info = OnnxModel.load(
+        tiny_onnx(output_shape, metadata), runtime=RUNTIME, threads=1, path=Path("/nowhere/tiny.onnx")
+    ).info
+
+    assert info.layout is layout
+    assert info.names == names
+    assert info.input_hw == (64, 64)
+    assert info.dynamic_batch is False
+
+
+@pytest.mark.parametrize(
+    ("imgsz", "expected_hw"),
+    [
+        pytest.param("[320, 480]", (320, 480), id="list"),
+        pytest.param("256", (256, 256), id="int"),
+        pytest.param("{[1]: 2}", (640, 640), id="garbage"),
+        pytest.param("[1, 2, 3]", (640, 640), id="three-values"),
+        pytest.param(None, (640, 640), id="absent"),
+    ],
+)
+def test_dynamic_model_input_size_from_imgsz_metadata(
+    imgsz: str | None, expected_hw: tuple[int, int]
+) -> None:
+    metadata = {"end2end": "True"} | ({} if imgsz is None else {"imgsz": imgsz})
+    model = tiny_onnx((1, 30, 6), metadata, input_shape=("batch", 3, "height", "width"))
+
+    info = OnnxModel.load(model, runtime=RUNTIME, threads=1, path=Path("/nowhere/tiny.onnx")).info
+
+    assert info.input_hw == expected_hw
+    assert info.dynamic_hw is True
+    assert info.dynamic_batch is True
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "output_shape", "message"),
+    [
+        pytest.param((1, 1, 64, 64), (1, 30, 6), "3 input channels", id="grey-input"),
+        pytest.param((1, 3, 64), (1, 30, 6), "one image input", id="rank-3-input"),
+        pytest.param((1, 3, 64, 64), (30, 6), "rank 3", id="rank-2-output"),
+        pytest.param((1, 3, 64, 64), (1, 5, 4), "unrecognised", id="too-narrow-output"),
+    ],
+)
+def test_unsupported_models_are_rejected(
+    input_shape: tuple[int, ...], output_shape: tuple[int, ...], message: str
+) -> None:
+    with pytest.raises(UnsupportedModelError, match=message):
+        OnnxModel.load(tiny_onnx(output_shape, {}, input_shape), runtime=RUNTIME, threads=1)
+
+
+def test_load_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        OnnxModel.load(tmp_path / "absent.onnx", runtime=RUNTIME, threads=1)
+
+
+def test_load_of_a_file_that_is_not_onnx(tmp_path: Path) -> None:
+    path = tmp_path / "noise.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+
+    with pytest.raises(ModelLoadError, match="cannot load the ONNX model") as caught:
+        OnnxModel.load(path, runtime=RUNTIME, threads=1)
+    assert caught.value.__cause__ is not None
+
+
+def test_load_of_bytes_that_are_not_onnx() -> None:
+    with pytest.raises(ModelLoadError, match="cannot load the ONNX model"):
+        OnnxModel.load(b"not a model", runtime=RUNTIME, threads=1)
+
+
+def test_prepare_model_of_a_missing_onnx_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        prepare_model(str(tmp_path / "absent.onnx"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("present", "spec", "expected"),
+    [
+        pytest.param([], "det.onnx", ("onnx", "det.onnx", None), id="onnx-not-checked-yet"),
+        pytest.param([], "DET.ONNX", ("onnx", "DET.ONNX", None), id="onnx-upper-case"),
+        pytest.param(["det.cfg", "det.weights"], "det.cfg", ("darknet", "det.cfg", "det.weights"), id="cfg"),
+        pytest.param(
+            ["det.cfg", "det.weights"], "det.weights", ("darknet", "det.cfg", "det.weights"), id="weights"
+        ),
+    ],
+)
+def test_resolve_model_files(
+    tmp_path: Path, present: list[str], spec: str, expected: tuple[str, str, str | None]
+) -> None:
+    for name in present:
+        (tmp_path / name).write_bytes(b"")
+    kind, path, weights = expected
+
+    assert resolve_model_files(str(tmp_path / spec)) == (
+        kind,
+        tmp_path / path,
+        None if weights is None else tmp_path / weights,
+    )
+
+
+@pytest.mark.parametrize(
+    ("present", "spec", "message"),
+    [
+        pytest.param([], "det.pt", "unsupported model file", id="pytorch"),
+        pytest.param([], "det", "unsupported model file", id="no-suffix"),
+        pytest.param(["det.cfg"], "det.cfg", "det.weights is missing", id="cfg-without-weights"),
+        pytest.param(["det.weights"], "det.weights", "det.cfg is missing", id="weights-without-cfg"),
+        pytest.param([], "det.cfg", "det.cfg is missing", id="neither"),
+    ],
+)
+def test_resolve_model_files_errors(tmp_path: Path, present: list[str], spec: str, message: str) -> None:
+    for name in present:
+        (tmp_path / name).write_bytes(b"")
+
+    with pytest.raises(ModelLoadError, match=message):
+        resolve_model_files(str(tmp_path / spec))
+
+
+@pytest.mark.parametrize(
+    ("providers", "expected"),
+    [
+        pytest.param(("cpu",), ["CPUExecutionProvider"], id="cpu"),
+        pytest.param(("CUDA", "cpu"), ["CUDAExecutionProvider", "CPUExecutionProvider"], id="alias-any-case"),
+        pytest.param(("MyOwnExecutionProvider",), ["MyOwnExecutionProvider"], id="full-name"),
+    ],
+)
+def test_runtime_options_provider_names(providers: tuple[str, ...], expected: list[str]) -> None:
+    assert RuntimeOptions(providers=providers).provider_names() == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"providers": ("gpu",)}, "unknown execution provider", id="unknown-provider"),
+        pytest.param({"providers": ("cpu", "tpu")}, "tpu", id="one-unknown"),
+        pytest.param({"intra_op_threads": -1}, "got -1", id="negative-threads"),
+    ],
+)
+def test_runtime_options_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RuntimeOptions(**options)  # type: ignore[arg-type]

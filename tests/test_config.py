@@ -1,0 +1,170 @@
+"""Tests of settings: reading SPECKS_* variables, validation messages, thread sizing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from specks import config
+from specks.config import Limits, RuntimeOptions, Settings
+from specks.errors import ConfigError
+
+
+def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    settings = Settings.from_env({})
+
+    assert settings == Settings(cache_dir=tmp_path / "specks")
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 6060
+    assert settings.workers == 0
+    assert settings.model is None
+    assert settings.request_timeout_s == 60
+    assert settings.runtime == RuntimeOptions(providers=("cpu",), intra_op_threads=0)
+    assert settings.limits == Limits(
+        max_image_pixels=40_000_000, max_body_bytes=20 * 1024 * 1024, max_json_depth=32
+    )
+
+
+def test_from_env_ignores_other_variables() -> None:
+    assert Settings.from_env({"PORT": "1", "specks_port": "2", "SPECKS_PORTX": "3"}).port == 6060
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "read", "expected"),
+    [
+        pytest.param("HOST", "0.0.0.0", lambda s: s.host, "0.0.0.0", id="host"),
+        pytest.param("PORT", "8080", lambda s: s.port, 8080, id="port"),
+        pytest.param("PORT", " 8081 ", lambda s: s.port, 8081, id="port-with-spaces"),
+        pytest.param("PORT", "", lambda s: s.port, 6060, id="empty-keeps-default"),
+        pytest.param("WORKERS", "4", lambda s: s.workers, 4, id="workers"),
+        pytest.param("MODEL", "/models/det.onnx", lambda s: s.model, "/models/det.onnx", id="model"),
+        pytest.param("MODEL", "", lambda s: s.model, None, id="empty-model-is-default"),
+        pytest.param(
+            "CACHE_DIR", "/var/cache/x", lambda s: s.cache_dir, Path("/var/cache/x"), id="cache-dir"
+        ),
+        pytest.param("REQUEST_TIMEOUT_S", "15", lambda s: s.request_timeout_s, 15, id="request-timeout"),
+        pytest.param(
+            "PROVIDERS", "cuda, cpu", lambda s: s.runtime.providers, ("cuda", "cpu"), id="providers"
+        ),
+        pytest.param(
+            "PROVIDERS", "openvino,,", lambda s: s.runtime.providers, ("openvino",), id="providers-blanks"
+        ),
+        pytest.param("THREADS", "3", lambda s: s.runtime.intra_op_threads, 3, id="threads"),
+        pytest.param(
+            "MAX_IMAGE_PIXELS", "1000000", lambda s: s.limits.max_image_pixels, 1_000_000, id="max-pixels"
+        ),
+        pytest.param("MAX_BODY_BYTES", "2048", lambda s: s.limits.max_body_bytes, 2048, id="max-body"),
+        pytest.param("MAX_JSON_DEPTH", "8", lambda s: s.limits.max_json_depth, 8, id="max-json-depth"),
+    ],
+)
+def test_from_env_reads_each_variable(
+    name: str, value: str, read: Callable[[Settings], Any], expected: Any
+) -> None:
+    assert read(Settings.from_env({f"SPECKS_{name}": value})) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("PORT", "http", id="port-word"),
+        pytest.param("PORT", "80.5", id="port-float"),
+        pytest.param("WORKERS", "two", id="workers"),
+        pytest.param("THREADS", "1e3", id="threads"),
+        pytest.param("REQUEST_TIMEOUT_S", "60s", id="timeout-with-unit"),
+        pytest.param("MAX_IMAGE_PIXELS", "40M", id="max-pixels"),
+        pytest.param("MAX_BODY_BYTES", "20MiB", id="max-body"),
+        pytest.param("MAX_JSON_DEPTH", "deep", id="max-json-depth"),
+    ],
+)
+def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({f"SPECKS_{name}": value})
+
+    assert f"SPECKS_{name}" in caught.value.message
+    assert repr(value) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        pytest.param({"SPECKS_PORT": "0"}, "port must be between 1 and 65535, got 0", id="port-zero"),
+        pytest.param({"SPECKS_PORT": "65536"}, "got 65536", id="port-too-high"),
+        pytest.param({"SPECKS_PORT": "-80"}, "got -80", id="port-negative"),
+        pytest.param({"SPECKS_WORKERS": "-1"}, "workers must be >= 0, got -1", id="workers-negative"),
+        pytest.param(
+            {"SPECKS_THREADS": "-2"}, "intra_op_threads must be >= 0, got -2", id="threads-negative"
+        ),
+        pytest.param({"SPECKS_PROVIDERS": "gpu"}, "unknown execution provider", id="provider"),
+        pytest.param(
+            {"SPECKS_MAX_IMAGE_PIXELS": "0"}, "max_image_pixels must be >= 1, got 0", id="max-pixels"
+        ),
+        pytest.param({"SPECKS_MAX_BODY_BYTES": "-1"}, "max_body_bytes must be >= 1, got -1", id="max-body"),
+        pytest.param(
+            {"SPECKS_MAX_JSON_DEPTH": "0"}, "max_json_depth must be >= 1, got 0", id="max-json-depth"
+        ),
+    ],
+)
+def test_from_env_out_of_range(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("port", "valid"),
+    [
+        pytest.param(0, False, id="0"),
+        pytest.param(1, True, id="1"),
+        pytest.param(6060, True, id="6060"),
+        pytest.param(65535, True, id="65535"),
+        pytest.param(65536, False, id="65536"),
+    ],
+)
+def test_port_range(port: int, valid: bool) -> None:
+    if valid:
+        assert Settings(port=port).port == port
+    else:
+        with pytest.raises(ConfigError, match=f"got {port}"):
+            Settings(port=port)
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "threads", "expected_workers", "expected_threads"),
+    [
+        pytest.param(8, 0, 0, 8, 1, id="one-worker-per-core"),
+        pytest.param(8, 2, 0, 2, 4, id="two-workers"),
+        pytest.param(8, 3, 0, 3, 2, id="uneven-rounds-down"),
+        pytest.param(16, 1, 0, 1, 16, id="single-worker-gets-all"),
+        pytest.param(1, 0, 0, 1, 1, id="one-core"),
+        pytest.param(8, 2, 3, 2, 3, id="explicit-threads-win"),
+    ],
+)
+def test_resolved_workers_and_threads_fit_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+    cores: int,
+    workers: int,
+    threads: int,
+    expected_workers: int,
+    expected_threads: int,
+) -> None:
+    monkeypatch.setattr(config, "cpu_count", lambda: cores)
+    settings = Settings(workers=workers, runtime=RuntimeOptions(intra_op_threads=threads))
+
+    assert settings.resolved_workers() == expected_workers
+    assert settings.resolved_threads() == expected_threads
+    if threads == 0:
+        assert settings.resolved_workers() * settings.resolved_threads() <= cores
+
+
+def test_more_workers_than_cores_still_get_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "cpu_count", lambda: 4)
+
+    assert Settings(workers=8).resolved_threads() == 1
+
+
+def test_cpu_count_is_positive() -> None:
+    assert config.cpu_count() >= 1

@@ -1,0 +1,267 @@
+"""Tests of the raw-output decoders on synthetic outputs with known boxes, and of layout detection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from specks import postprocess as postprocess_module
+from specks.errors import UnsupportedModelError
+from specks.models.onnx_model import detect_layout
+from specks.postprocess import OutputLayout, PostprocessParams, postprocess
+from specks.types import Detections
+
+NUM_CLASSES = 3
+Box = tuple[tuple[float, float, float, float], float, int]  # xyxy in input pixels, score, class id
+
+
+def cxcywh(xyxy: Sequence[float]) -> list[float]:
+    x1, y1, x2, y2 = xyxy
+    return [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+
+
+def one_hot(class_id: int, score: float, num_classes: int = NUM_CLASSES) -> list[float]:
+    scores = [0.0] * num_classes
+    scores[class_id] = score
+    return scores
+
+
+def yolov5_row(xyxy: Sequence[float], objectness: float, class_scores: Sequence[float]) -> list[float]:
+    return [*cxcywh(xyxy), objectness, *class_scores]
+
+
+def yolov5_raw(rows: Sequence[Sequence[float]], background: int = 20) -> np.ndarray:
+    """(background + N, 5 + nc): empty anchors, then the given rows."""
+    width = len(rows[0]) if rows else 5 + NUM_CLASSES
+    return np.vstack([np.zeros((background, width)), np.asarray(rows).reshape(-1, width)]).astype(np.float32)
+
+
+def raw_output(layout: OutputLayout, found: Sequence[Box], background: int = 20) -> np.ndarray:
+    """A raw output of ``layout`` holding exactly the boxes ``found`` (objectness 1 for YOLOv5)."""
+    if layout is OutputLayout.YOLOV5:
+        return yolov5_raw([yolov5_row(xyxy, 1.0, one_hot(c, s)) for xyxy, s, c in found], background)
+    if layout is OutputLayout.ULTRALYTICS:
+        columns = [[*cxcywh(xyxy), *one_hot(c, s)] for xyxy, s, c in found]
+        rows = np.vstack(
+            [np.zeros((background, 4 + NUM_CLASSES)), np.asarray(columns).reshape(-1, 4 + NUM_CLASSES)]
+        )
+        return rows.T.astype(np.float32).copy()
+    rows_e2e = [[*xyxy, s, c] for xyxy, s, c in found]
+    return np.vstack([np.asarray(rows_e2e).reshape(-1, 6), np.zeros((background, 6))]).astype(np.float32)
+
+
+def assert_detections(result: Detections, expected: Sequence[Box]) -> None:
+    """``result`` holds exactly ``expected``, in that order."""
+    assert result.xyxy.dtype == np.float32
+    assert result.confidence.dtype == np.float32
+    assert result.class_id.dtype == np.int32
+    np.testing.assert_allclose(
+        result.xyxy, np.asarray([b[0] for b in expected], np.float32).reshape(-1, 4), atol=1e-4
+    )
+    np.testing.assert_allclose(result.confidence, [b[1] for b in expected], atol=1e-6)
+    assert result.class_id.tolist() == [b[2] for b in expected]
+
+
+ALL_LAYOUTS = list(OutputLayout)
+NMS_LAYOUTS = [OutputLayout.YOLOV5, OutputLayout.ULTRALYTICS]
+
+A = (10.0, 20.0, 50.0, 80.0)
+A_SHIFTED = (12.0, 20.0, 52.0, 80.0)  # IoU with A = 38 * 60 / (2 * 40 * 60 - 38 * 60) = 0.90
+B = (100.0, 100.0, 160.0, 130.5)
+C = (300.0, 10.0, 310.0, 20.0)
+D = (400.0, 400.0, 500.0, 600.0)
+E = (0.0, 0.0, 4.0, 4.0)
+
+
+@pytest.mark.parametrize("layout", ALL_LAYOUTS)
+@pytest.mark.parametrize(
+    ("found", "params", "expected"),
+    [
+        pytest.param([(A, 0.9, 1)], PostprocessParams(), [(A, 0.9, 1)], id="one-box"),
+        pytest.param([], PostprocessParams(), [], id="nothing"),
+        pytest.param(
+            [(A, 0.5, 0), (B, 0.9, 2), (C, 0.7, 1)],
+            PostprocessParams(),
+            [(B, 0.9, 2), (C, 0.7, 1), (A, 0.5, 0)],
+            id="sorted-best-first",
+        ),
+        pytest.param(
+            [(A, 0.2, 0), (B, 0.3, 1), (C, 0.25, 2)],
+            PostprocessParams(conf_threshold=0.25),
+            [(B, 0.3, 1)],
+            id="conf-threshold-is-strict",
+        ),
+        pytest.param(
+            [(A, 0.02, 0), (B, 0.001, 1)],
+            PostprocessParams(conf_threshold=0.01),
+            [(A, 0.02, 0)],
+            id="low-conf",
+        ),
+        pytest.param(
+            [(A, 0.9, 0), (B, 0.8, 1), (C, 0.7, 2)],
+            PostprocessParams(class_ids=frozenset({0, 2})),
+            [(A, 0.9, 0), (C, 0.7, 2)],
+            id="class-filter",
+        ),
+        pytest.param(
+            [(A, 0.9, 0)],
+            PostprocessParams(class_ids=frozenset({1, 57})),
+            [],
+            id="class-filter-excludes-all",
+        ),
+        pytest.param(
+            [(A, 0.5, 0), (B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0), (E, 0.4, 1)],
+            PostprocessParams(max_detections=3),
+            [(B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0)],
+            id="max-detections",
+        ),
+    ],
+)
+def test_postprocess_recovers_known_boxes(
+    layout: OutputLayout, found: list[Box], params: PostprocessParams, expected: list[Box]
+) -> None:
+    result = postprocess(raw_output(layout, found), layout, params)
+
+    assert_detections(result, expected)
+
+
+@pytest.mark.parametrize("layout", NMS_LAYOUTS)
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        pytest.param([(A, 0.8, 1), (A_SHIFTED, 0.9, 1)], [(A_SHIFTED, 0.9, 1)], id="same-class-merged"),
+        pytest.param(
+            [(A, 0.8, 1), (A_SHIFTED, 0.9, 2)], [(A_SHIFTED, 0.9, 2), (A, 0.8, 1)], id="other-class-kept"
+        ),
+        pytest.param(
+            [(A, 0.9, 0), (A_SHIFTED, 0.8, 0), (A, 0.7, 2), (B, 0.6, 0)],
+            [(A, 0.9, 0), (A, 0.7, 2), (B, 0.6, 0)],
+            id="mixed",
+        ),
+    ],
+)
+def test_nms_merges_duplicates_of_one_class_only(
+    layout: OutputLayout, found: list[Box], expected: list[Box]
+) -> None:
+    assert_detections(postprocess(raw_output(layout, found), layout, PostprocessParams()), expected)
+
+
+@pytest.mark.parametrize(
+    ("iou_threshold", "expected"),
+    [
+        pytest.param(0.95, [(A_SHIFTED, 0.9, 1), (A, 0.8, 1)], id="loose"),
+        pytest.param(0.5, [(A_SHIFTED, 0.9, 1)], id="strict"),
+    ],
+)
+def test_nms_follows_the_iou_threshold(iou_threshold: float, expected: list[Box]) -> None:
+    raw = raw_output(OutputLayout.ULTRALYTICS, [(A, 0.8, 1), (A_SHIFTED, 0.9, 1)])
+
+    assert_detections(
+        postprocess(raw, OutputLayout.ULTRALYTICS, PostprocessParams(iou_threshold=iou_threshold)), expected
+    )
+
+
+def test_end_to_end_output_is_not_deduplicated_again() -> None:
+    raw = raw_output(OutputLayout.END_TO_END, [(A, 0.8, 1), (A_SHIFTED, 0.9, 1)])
+
+    result = postprocess(raw, OutputLayout.END_TO_END, PostprocessParams())
+
+    assert_detections(result, [(A_SHIFTED, 0.9, 1), (A, 0.8, 1)])
+
+
+def test_end_to_end_class_ids_are_rounded() -> None:
+    raw = raw_output(OutputLayout.END_TO_END, [(A, 0.9, 2)])
+    raw[0, 5] = 1.9999
+
+    assert postprocess(raw, OutputLayout.END_TO_END, PostprocessParams()).class_id.tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    ("objectness", "class_scores", "params", "expected_score", "expected_class"),
+    [
+        pytest.param(0.8, [0.1, 0.9, 0.2], PostprocessParams(), 0.72, 1, id="score-is-obj-times-class"),
+        pytest.param(
+            0.9, [0.3, 0.0, 0.0], PostprocessParams(conf_threshold=0.25), 0.27, 0, id="product-above"
+        ),
+        pytest.param(
+            0.9, [0.3, 0.0, 0.0], PostprocessParams(conf_threshold=0.3), None, None, id="product-below"
+        ),
+        pytest.param(0.2, [0.0, 0.0, 1.0], PostprocessParams(), None, None, id="low-objectness"),
+        pytest.param(
+            1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({1})), 0.6, 1, id="best-allowed"
+        ),
+        pytest.param(
+            1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({2})), None, None, id="allowed-zero"
+        ),
+    ],
+)
+def test_yolov5_scores(
+    objectness: float,
+    class_scores: list[float],
+    params: PostprocessParams,
+    expected_score: float | None,
+    expected_class: int | None,
+) -> None:
+    raw = yolov5_raw([yolov5_row(B, objectness, class_scores)])
+
+    result = postprocess(raw, OutputLayout.YOLOV5, params)
+
+    expected = [] if expected_score is None else [(B, expected_score, expected_class)]
+    assert_detections(result, expected)
+
+
+def test_ultralytics_best_class_among_allowed() -> None:
+    raw = raw_output(OutputLayout.ULTRALYTICS, [(B, 0.9, 0)])
+    raw[4 + 1, -1] = 0.6  # the same box also scores 0.6 for class 1
+
+    result = postprocess(raw, OutputLayout.ULTRALYTICS, PostprocessParams(class_ids=frozenset({1})))
+
+    assert_detections(result, [(B, 0.6, 1)])
+
+
+@pytest.mark.parametrize("layout", NMS_LAYOUTS)
+def test_candidates_are_capped_to_the_best_before_nms(
+    layout: OutputLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", 2)
+    raw = raw_output(layout, [(A, 0.5, 0), (B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0)])
+
+    assert_detections(postprocess(raw, layout, PostprocessParams()), [(B, 0.9, 1), (C, 0.7, 2)])
+
+
+@pytest.mark.parametrize(
+    ("output_shape", "input_hw", "end2end_hint", "expected"),
+    [
+        pytest.param((1, 25200, 85), (640, 640), False, OutputLayout.YOLOV5, id="yolov5-640"),
+        pytest.param((1, 84, 8400), (640, 640), False, OutputLayout.ULTRALYTICS, id="yolov8-640"),
+        pytest.param((1, 5, 8400), (640, 640), False, OutputLayout.ULTRALYTICS, id="ultralytics-one-class"),
+        pytest.param((1, 84, 3150), (320, 480), False, OutputLayout.ULTRALYTICS, id="ultralytics-320x480"),
+        pytest.param((1, 300, 6), (640, 640), True, OutputLayout.END_TO_END, id="e2e-with-hint"),
+        pytest.param((1, 300, 6), (640, 640), False, OutputLayout.END_TO_END, id="e2e-without-hint"),
+        pytest.param((1, 2535, 85), (416, 416), False, OutputLayout.YOLOV5, id="yolov3-tiny-416"),
+        pytest.param((1, 10647, 85), (416, 416), False, OutputLayout.YOLOV5, id="yolov3-416"),
+        pytest.param((1, 9450, 85), (320, 480), False, OutputLayout.YOLOV5, id="yolov5-320x480"),
+        pytest.param((1, 25200, 6), (640, 640), False, OutputLayout.YOLOV5, id="yolov5-one-class"),
+        pytest.param((1, 25200, 6), (640, 640), True, OutputLayout.END_TO_END, id="hint-wins"),
+        pytest.param((1, 1000, 20), (640, 640), False, OutputLayout.YOLOV5, id="unknown-anchor-count"),
+    ],
+)
+def test_detect_layout(
+    output_shape: tuple[int, ...], input_hw: tuple[int, int], end2end_hint: bool, expected: OutputLayout
+) -> None:
+    assert detect_layout(output_shape, input_hw, end2end_hint) is expected
+
+
+@pytest.mark.parametrize(
+    "output_shape",
+    [
+        pytest.param((25200, 85), id="rank-2"),
+        pytest.param((1, 1, 25200, 85), id="rank-4"),
+        pytest.param((1, 100, 5), id="too-few-columns"),
+    ],
+)
+def test_detect_layout_rejects(output_shape: tuple[int, ...]) -> None:
+    with pytest.raises(UnsupportedModelError, match="output"):
+        detect_layout(output_shape, (640, 640), False)
