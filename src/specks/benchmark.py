@@ -124,7 +124,7 @@ def run_latency_benchmark(
     """End-to-end POST /predict vs bare session.run on the same model, image and thread count."""
     from .models import load_model
     from .pipeline import Detector
-    from .preprocess import letterbox, plan_letterbox
+    from .preprocess import plan_letterbox
 
     image_bytes = image_path.read_bytes() if image_path else synthetic_photo_jpeg()
     threads = settings.runtime.intra_op_threads or cpu_count()
@@ -140,10 +140,12 @@ def run_latency_benchmark(
     model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
     detector = Detector(model, settings.limits)
     info = model.info
-    decoded = detector.decode_for_input(image_bytes, info.input_hw)
+    from .imaging import read_image_size
+
+    decoded = detector.decode_for_input(image_bytes, read_image_size(image_bytes)[0], info.input_hw)
     height, width = decoded.rgb.shape[:2]
     plan = plan_letterbox((width, height), info.input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
-    tensor = letterbox(decoded.rgb, plan)
+    tensor = detector.letterbox(decoded.rgb, plan)
     bare_ms, _ = _median_ms(lambda: model.session.run(None, {info.input_name: tensor}), runs, warmup)
 
     stages = {key: statistics.median(t[key] for t in stage_timings) for key in stage_timings[0]}

@@ -8,12 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .config import Settings
 from .errors import SpecksError
+
+if TYPE_CHECKING:
+    from .schemas import DetectOptions
 
 
 def _common_model_args(parser: argparse.ArgumentParser) -> None:
@@ -38,16 +41,17 @@ SLICE_COMPARE = "compare"
 def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> None:
     """Sliced-inference flags; each one left out keeps the server's setting (SPECKS_SLICE, ...)."""
     modes = [*SLICE_MODES, SLICE_COMPARE] if compare else list(SLICE_MODES)
-    slice_help = "tiled inference for small objects: auto (when the image is larger than the model input), on, off"
+    slice_help = "tiled inference for small objects: auto (when the image is larger than one tile), on, off"
     if compare:
-        slice_help += ", or compare (run off and on, side by side)"
-    parser.add_argument("--slice", choices=modes, help=slice_help)
-    parser.add_argument("--tile", type=int, help="tile side in image pixels, 64..4096 (default: the model input)")
-    parser.add_argument("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
-    parser.add_argument("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
-    parser.add_argument("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
-    parser.add_argument("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller box)")
-    parser.add_argument("--merge-threshold", type=float, help="overlap above which two tile detections merge, 0..1")
+        slice_help += ", or compare (off and on, side by side)"
+    add = parser.add_argument
+    add("--slice", choices=modes, help=slice_help)
+    add("--tile", type=int, help="tile side in image pixels, 64..4096 (default: the model input)")
+    add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
+    add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
+    add("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
+    add("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller)")
+    add("--merge-threshold", type=float, help="overlap above which two tile detections merge, 0..1")
 
 
 def slice_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,13 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     _detect_args(predict)
     _slice_args(predict)
 
-    evaluate = sub.add_parser("eval", help="score the detection pipeline on a COCO-format dataset (AP, AR, time)")
-    evaluate.add_argument("dataset", type=Path, help=f"a folder with images/ and annotations.coco.json")
+    evaluate = sub.add_parser("eval", help="score the pipeline on a COCO-format dataset: AP, AR, seconds")
+    evaluate.add_argument("dataset", type=Path, help="a folder with images/ and annotations.coco.json")
     evaluate.add_argument("--conf", type=float, default=0.001, help="minimum confidence 0..1 (default 0.001)")
     evaluate.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold 0..1 (default 0.45)")
-    evaluate.add_argument(
-        "--max-det", type=int, default=500, help="most detections per image, also COCO's maxDets (default 500)"
-    )
+    evaluate.add_argument("--max-det", type=int, default=500, help="most detections per image (default 500)")
     evaluate.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
     evaluate.add_argument("--limit", type=int, help="score only the first N images")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
@@ -189,11 +191,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _eval_configs(args: argparse.Namespace) -> dict[str, Any]:
+def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:
     """Column label -> DetectOptions: one run, or full image and sliced for ``--slice compare``."""
     from .schemas import parse_detect_options
 
-    base: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, **slice_options(args)}
+    base: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det}
+    base.update(slice_options(args))
     if args.imgsz is not None:
         base["imgsz"] = args.imgsz
     if args.slice == SLICE_COMPARE:

@@ -81,22 +81,28 @@ class Limits:
 class SlicingSettings:
     """Server-wide defaults for sliced (tiled) inference; requests may override each one.
 
-    mode:             "auto" (slice when the image is clearly larger than one tile), "on" or "off".
-    tile_px:          tile side in image pixels; 0 means the model's input size.
+    mode:             "auto" (slice when the image is clearly larger than the model input), "on" or "off".
+    tile_px:          tile side in image pixels; 0 picks it from the model: its input size for
+                      fixed-size models, max_tile_input_px / tile_scale for dynamic-size ones.
+    tile_scale:       model-input pixels per image pixel inside a tile on dynamic-size models
+                      (> 1 enlarges small objects).
+    max_tile_input_px: largest model input side a tile may use on dynamic-size models.
     overlap_ratio:    overlap of neighbouring tiles as a fraction of the tile side.
     full_image_pass:  also run the whole image once (finds objects too big for a tile).
-    merge:            "nmm" (greedy non-maximum merging) or "nms".
-    merge_metric:     "ios" (intersection over the smaller box) or "iou".
+    merge:            "nms" or "nmm" (greedy non-maximum merging).
+    merge_metric:     "iou" or "ios" (intersection over the smaller box).
     merge_threshold:  overlap above which two detections of one class are the same object.
     max_tiles:        most tiles one request may cost; more is refused with 413.
     """
 
     mode: str = "auto"
     tile_px: int = 0
+    tile_scale: float = 1.25
+    max_tile_input_px: int = 2560
     overlap_ratio: float = 0.2
     full_image_pass: bool = True
-    merge: str = "nmm"
-    merge_metric: str = "ios"
+    merge: str = "nms"
+    merge_metric: str = "iou"
     merge_threshold: float = 0.5
     max_tiles: int = 200
 
@@ -163,6 +169,8 @@ class Settings:
         slicing = SlicingSettings(
             mode=get("SLICE", str, SlicingSettings.mode).lower(),
             tile_px=get("TILE", int, SlicingSettings.tile_px),
+            tile_scale=get("TILE_SCALE", float, SlicingSettings.tile_scale),
+            max_tile_input_px=get("MAX_TILE_INPUT", int, SlicingSettings.max_tile_input_px),
             overlap_ratio=get("OVERLAP", float, SlicingSettings.overlap_ratio),
             full_image_pass=get("FULL_IMAGE", _parse_bool, SlicingSettings.full_image_pass),
             merge=get("MERGE", str, SlicingSettings.merge).lower(),

@@ -29,9 +29,13 @@ if TYPE_CHECKING:
     from .schemas import DetectOptions
 
 ANNOTATIONS_FILE = "annotations.coco.json"
-METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "AR_medium", "AR_large")
+METRIC_NAMES = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "AR_medium", "AR_large",
+)  # fmt: skip
 # Rows of the `specks eval` table, in order; the last one is timing, not a COCO metric.
-EVAL_TABLE_ROWS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "seconds_per_image")
+EVAL_TABLE_ROWS = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "seconds_per_image",
+)  # fmt: skip
 ROW_LABELS = {"seconds_per_image": "seconds per image"}
 
 PredictionT = TypeVar("PredictionT")
@@ -39,6 +43,8 @@ PredictionT = TypeVar("PredictionT")
 
 @dataclass(frozen=True)
 class CocoDataset:
+    """A COCO-format folder: ``root/images/<file_name>`` plus the parsed ``annotations.coco.json``."""
+
     root: Path
     annotations: dict[str, Any]
 
@@ -46,7 +52,9 @@ class CocoDataset:
     def load(cls, root: Path) -> CocoDataset:
         path = root / ANNOTATIONS_FILE
         if not path.is_file():
-            raise InvalidRequestError(f"not a COCO-format dataset: {path} is missing (expected images/ + {ANNOTATIONS_FILE})")
+            raise InvalidRequestError(
+                f"not a COCO-format dataset: {path} is missing (expected images/ + {ANNOTATIONS_FILE})"
+            )
         return cls(root, json.loads(path.read_text(encoding="utf-8")))
 
     @property
@@ -66,18 +74,22 @@ class CocoDataset:
         return CocoDataset(self.root, {**self.annotations, "images": images, "annotations": annotations})
 
     def category_ids_for(self, model_names: tuple[str, ...]) -> dict[int, int]:
-        """Model class id -> dataset category id, matched by (canonical) name."""
-        by_name = {name.lower(): cat["id"] for cat, name in zip(
-            self.annotations["categories"], canonical_names([c["name"] for c in self.annotations["categories"]]),
-            strict=True,
-        )}
-        return {i: by_name[n.lower()] for i, n in enumerate(model_names) if n.lower() in by_name}
+        """Model class id -> dataset category id, matched by canonical name on both sides.
+
+        Darknet/VOC spellings ("motorbike", "tvmonitor") match their COCO names, whichever side uses them.
+        """
+        categories = self.annotations["categories"]
+        dataset_names = canonical_names([c["name"] for c in categories])
+        by_name = {name.lower(): cat["id"] for cat, name in zip(categories, dataset_names, strict=True)}
+        model_canonical = (name.lower() for name in canonical_names(list(model_names)))
+        return {i: by_name[name] for i, name in enumerate(model_canonical) if name in by_name}
 
 
 def detections_to_coco(image_id: int, found: Detections, category_of: dict[int, int]) -> list[dict[str, Any]]:
     """Detections in original pixels -> COCO result dicts (bbox as x, y, w, h); unmatched classes dropped."""
     results = []
-    for box, score, class_id in zip(found.xyxy.tolist(), found.confidence.tolist(), found.class_id.tolist(), strict=True):
+    columns = (found.xyxy.tolist(), found.confidence.tolist(), found.class_id.tolist())
+    for box, score, class_id in zip(*columns, strict=True):
         if class_id in category_of:
             x1, y1, x2, y2 = box
             results.append({"image_id": image_id, "category_id": category_of[class_id],
@@ -90,8 +102,15 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
-def score_coco(annotations: dict[str, Any], results: list[dict[str, Any]], *, max_dets: int = 100) -> dict[str, float]:
-    """COCO bbox metrics at ``max_dets`` detections per image (AP, AP50, AP75, by size, AR)."""
+def score_coco(
+    annotations: dict[str, Any], results: list[dict[str, Any]], *, max_dets: int = 100
+) -> dict[str, float]:
+    """COCO bbox metrics at ``max_dets`` (AP, AP50, AP75, by size, AR).
+
+    As in pycocotools, ``max_dets`` caps the highest-scoring detections per image *and category*.
+    """
+    if max_dets < 1:
+        raise InvalidRequestError(f"max_dets must be at least 1, got {max_dets}")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -101,7 +120,7 @@ def score_coco(annotations: dict[str, Any], results: list[dict[str, Any]], *, ma
         gt.createIndex()
         dt = gt.loadRes(results) if results else COCO()
         evaluator = COCOeval(gt, dt, "bbox")
-        evaluator.params.maxDets = [1, 10, max_dets]
+        evaluator.params.maxDets = [max_dets]  # evaluate() sorts this list: one entry keeps [-1] at max_dets
         if results:
             evaluator.evaluate()
             evaluator.accumulate()
@@ -166,9 +185,8 @@ def evaluate(
     seconds: list[float] = []
     tiles: list[float] = []
     predictions = iter_predictions(subset, lambda data: detector.predict_bytes(data, options))
-    for image, prediction, elapsed_s in tqdm(
-        predictions, total=len(subset.images), unit="image", file=sys.stderr, disable=not progress, leave=False
-    ):
+    bar = tqdm(predictions, total=len(subset.images), unit="image", file=sys.stderr, disable=not progress)
+    for image, prediction, elapsed_s in bar:
         results.extend(detections_to_coco(image["id"], prediction.detections, category_of))
         seconds.append(elapsed_s)
         if "tiles" in prediction.timing_ms:
@@ -201,7 +219,8 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     def line(cells: Sequence[str]) -> str:
         first, *rest = cells
-        return "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))])
+        right = (cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
+        return "  ".join([first.ljust(widths[0]), *right])
 
     return "\n".join([line(header), *(line(row) for row in rows)])
 
@@ -213,5 +232,6 @@ def format_value(value: float) -> str:
 
 def metrics_table(runs: Mapping[str, Mapping[str, Any]], rows: Sequence[str] = EVAL_TABLE_ROWS) -> str:
     """One column per run (e.g. "full image", "sliced"), one row per metric."""
-    body = [[ROW_LABELS.get(name, name), *(format_value(run[name]) for run in runs.values())] for name in rows]
+    body = [[ROW_LABELS.get(name, name), *(format_value(run[name]) for run in runs.values())]
+            for name in rows]
     return format_table(["metric", *runs], body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -19,17 +19,18 @@ from .config import Limits, SlicingSettings
 from .errors import InvalidFieldError, TooManyTilesError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
 from .models import OnnxModel
+from .models.letterboxer import OrtLetterboxer
 from .models.names import COCO_ALIASES
 from .postprocess import PostprocessParams, postprocess
-from .preprocess import LetterboxPlan, letterbox, letterbox_into, plan_letterbox, resize_rgb
+from .preprocess import LetterboxPlan, letterbox, plan_letterbox, resize_rgb
 from .schemas import DetectOptions
 from .slicing import MatchMetric, MergeStrategy, merge_detections, shift_detections, tile_count, tile_grid
 from .types import Detections, ImageSize
 
-# Tiles per session.run for models with a dynamic batch axis (bounds the batch tensor's memory).
-MAX_TILES_PER_BATCH = 8
-# "auto" slices when the image is this many tiles long on its longer side, or more.
-AUTO_SLICE_MIN_TILES = 1.5
+# Most input pixels per session.run when tiles are batched (bounds the batch tensor's memory).
+MAX_BATCH_INPUT_PIXELS = 8 * 640 * 640
+# "auto" slices when the image's longer side is at least this many model inputs long.
+AUTO_SLICE_MIN_INPUTS = 2.0
 
 
 class StageTimer:
@@ -54,9 +55,14 @@ class StageTimer:
 
 @dataclass(frozen=True)
 class SlicePlan:
-    """How one request is sliced: square tiles of ``tile_px`` image pixels, then merged."""
+    """How one request is sliced: square tiles of ``tile_px`` image pixels, then merged.
+
+    tile_scale: model-input pixels per image pixel inside a tile (dynamic-size models; a
+                fixed-size model's scale is its input side / ``tile_px``).
+    """
 
     tile_px: int
+    tile_scale: float
     overlap_ratio: float
     full_image_pass: bool
     merge: MergeStrategy
@@ -76,11 +82,21 @@ class Prediction:
 class Detector:
     """A loaded model plus the limits it serves under; safe to share between threads."""
 
-    def __init__(self, model: OnnxModel, limits: Limits | None = None, slicing: SlicingSettings | None = None) -> None:
+    def __init__(
+        self,
+        model: OnnxModel,
+        limits: Limits | None = None,
+        slicing: SlicingSettings | None = None,
+        *,
+        use_ort_letterbox: bool = True,
+    ) -> None:
         self.model = model
         self.limits = limits or Limits()
         self.slicing = slicing or SlicingSettings()
         self._class_lookup = _class_lookup(model.info.names)
+        self.letterbox: Callable[[np.ndarray, LetterboxPlan], np.ndarray] = (
+            OrtLetterboxer(model.threads) if use_ort_letterbox else letterbox
+        )
 
     # -- option handling -------------------------------------------------------------------
     def input_hw(self, imgsz: int | None) -> tuple[int, int]:
@@ -125,20 +141,36 @@ class Detector:
     def slice_plan(self, options: DetectOptions, image: ImageSize, input_hw: tuple[int, int]) -> SlicePlan | None:
         """Resolve the request's slicing options against the server defaults; None: no slicing."""
         defaults = self.slicing
-        tile_px = options.tile or defaults.tile_px or max(input_hw)
-        mode = {True: "on", False: "off"}.get(options.slice, options.slice) if options.slice != "auto" else None
-        mode = mode or defaults.mode
+        mode = {True: "on", False: "off", "auto": defaults.mode}[options.slice]
         if mode == "off":
             return None
-        if mode == "auto" and max(image.width, image.height) < AUTO_SLICE_MIN_TILES * tile_px:
+        if mode == "auto" and max(image.width, image.height) < AUTO_SLICE_MIN_INPUTS * max(input_hw):
             return None
+        tile_scale = options.tile_scale or defaults.tile_scale
+        # Measured on VisDrone: dynamic-size models do best with large tiles enlarged by tile_scale
+        # (one tile for a 2000x1500 photo); fixed-size ones with native tiles of their input size.
+        if self.model.info.dynamic_hw:
+            default_tile = defaults.max_tile_input_px / tile_scale
+        else:
+            default_tile = max(input_hw) / (options.tile_scale or 1.0)
         return SlicePlan(
-            tile_px=tile_px,
+            tile_px=options.tile or defaults.tile_px or int(round(default_tile)),
+            tile_scale=tile_scale,
             overlap_ratio=defaults.overlap_ratio if options.overlap is None else options.overlap,
             full_image_pass=defaults.full_image_pass if options.full_image is None else options.full_image,
             merge=MergeStrategy(options.merge or defaults.merge),
             merge_metric=MatchMetric(options.merge_metric or defaults.merge_metric),
             merge_threshold=defaults.merge_threshold if options.merge_threshold is None else options.merge_threshold,
+        )
+
+    def tile_input_hw(self, tile_wh: tuple[int, int], plan: SlicePlan, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """Model input size for one tile: the fixed input, or the tile enlarged by ``tile_scale``."""
+        info = self.model.info
+        if not info.dynamic_hw:
+            return input_hw
+        limit = self.slicing.max_tile_input_px
+        return tuple(  # type: ignore[return-value]
+            min(limit, math.ceil(side * plan.tile_scale / info.stride) * info.stride) for side in tile_wh[::-1]
         )
 
     def check_tile_budget(self, image: ImageSize, plan: SlicePlan) -> int:
@@ -196,7 +228,7 @@ class Detector:
         with timer.stage("preprocess"):
             height, width = image.rgb.shape[:2]
             plan = plan_letterbox((width, height), input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
-            tensor = letterbox(image.rgb, plan)
+            tensor = self.letterbox(image.rgb, plan)
         with timer.stage("inference"):
             raw = self.model.run(tensor)
         with timer.stage("postprocess"):
@@ -214,11 +246,13 @@ class Detector:
     ) -> Detections:
         """Tiles (and optionally the whole image) through the model, merged -> original pixels."""
         tiles = tile_grid((image.size.width, image.size.height), plan.tile_px, plan.overlap_ratio)
-        parts = self._detect_tiles(image, tiles, input_hw, params, timer)
-        if plan.full_image_pass:
+        parts = self._detect_tiles(image, tiles, self.tile_input_hw(_tile_wh(tiles), plan, input_hw), params, timer)
+        if plan.full_image_pass and len(tiles) > 1:  # one tile already covers the whole image
             with timer.stage("preprocess"):
                 small = downscaled(image, input_hw)
             parts.append(self.detect_decoded(small, input_hw, params, timer))
+        if len(parts) == 1:
+            return parts[0]
         with timer.stage("merge"):
             merged = merge_detections(Detections.concat(parts), plan.merge, plan.merge_metric, plan.merge_threshold)
             return merged[: params.max_detections]
@@ -227,31 +261,45 @@ class Detector:
         self,
         image: DecodedImage,
         tiles_xyxy: np.ndarray,
-        input_hw: tuple[int, int],
+        tile_input_hw: tuple[int, int],
         params: PostprocessParams,
         timer: StageTimer,
     ) -> list[Detections]:
         """Run every tile, batched when the model allows; Detections per tile in image pixels."""
         info = self.model.info
-        x1, y1, x2, y2 = (int(v) for v in tiles_xyxy[0])
-        tile_plan = plan_letterbox((x2 - x1, y2 - y1), input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
-        batch_size = MAX_TILES_PER_BATCH if info.dynamic_batch else 1
+        tile_plan = plan_letterbox(_tile_wh(tiles_xyxy), tile_input_hw, stride=info.stride,
+                                   minimal_padding=info.dynamic_hw)
+        in_h, in_w = tile_plan.input_hw
+        batch_size = max(1, min(len(tiles_xyxy), MAX_BATCH_INPUT_PIXELS // (in_h * in_w))) if info.dynamic_batch else 1
         found: list[Detections] = []
         for start in range(0, len(tiles_xyxy), batch_size):
-            chunk = tiles_xyxy[start : start + batch_size]
+            chunk = tiles_xyxy[start : start + batch_size].tolist()
             with timer.stage("preprocess"):
-                batch = np.empty((len(chunk), 3, *tile_plan.input_hw), np.float32)
-                for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk.tolist()):
-                    letterbox_into(image.rgb[ty1:ty2, tx1:tx2], tile_plan, batch[slot])
+                batch = np.empty((len(chunk), 3, in_h, in_w), np.float32)
+                for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
+                    batch[slot] = self.letterbox(image.rgb[ty1:ty2, tx1:tx2], tile_plan)[0]
             with timer.stage("inference"):
                 raw = self.model.run(batch)
             with timer.stage("postprocess"):
-                for slot, (tx1, ty1, _, _) in enumerate(chunk.tolist()):
+                for slot, (tx1, ty1, _, _) in enumerate(chunk):
                     tile_found = postprocess(raw[slot], info.layout, params)
                     tile_found = Detections(tile_plan.input_to_source(tile_found.xyxy), tile_found.confidence,
                                             tile_found.class_id)
-                    found.append(shift_detections(tile_found, (tx1, ty1)))
+                    found.append(clip_to_tile(shift_detections(tile_found, (tx1, ty1)), (tx1, ty1, tx2, ty2)))
         return found
+
+
+def _tile_wh(tiles_xyxy: np.ndarray) -> tuple[int, int]:
+    """Width and height shared by every tile of a grid."""
+    x1, y1, x2, y2 = (int(v) for v in tiles_xyxy[0])
+    return x2 - x1, y2 - y1
+
+
+def clip_to_tile(found: Detections, tile_xyxy: tuple[int, int, int, int]) -> Detections:
+    """Clip boxes to their tile (letterbox margins can push them past its edges)."""
+    x1, y1, x2, y2 = tile_xyxy
+    xyxy = clip_xyxy(found.xyxy - np.array([x1, y1, x1, y1], np.float32), x2 - x1, y2 - y1)
+    return Detections(xyxy + np.array([x1, y1, x1, y1], np.float32), found.confidence, found.class_id)
 
 
 def downscaled(image: DecodedImage, input_hw: tuple[int, int]) -> DecodedImage:

@@ -49,6 +49,13 @@ class DetectOptions(BaseModel):
         int | None,
         Field(ge=64, le=4096, strict=True, description="Tile side in image pixels (default: server setting)."),
     ] = None
+    tile_scale: Annotated[
+        float | None,
+        Field(
+            ge=0.25, le=4.0, strict=True,
+            description="Model-input pixels per image pixel inside a tile; above 1 enlarges small objects.",
+        ),
+    ] = None
     overlap: Annotated[
         float | None,
         Field(ge=0.0, le=0.75, strict=True, description="Overlap between neighbouring tiles, as a ratio of the tile."),

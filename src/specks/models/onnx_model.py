@@ -158,9 +158,10 @@ class OnnxModel:
     ``run`` is thread-safe (ONNX Runtime sessions are); nothing here holds per-request state.
     """
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo) -> None:
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, threads: int = 1) -> None:
         self.session = session
         self.info = info
+        self.threads = threads
 
     @classmethod
     def load(
@@ -173,7 +174,7 @@ class OnnxModel:
             raise ModelLoadError(f"model file not found: {model}")
         session = create_session(str(model) if isinstance(model, Path) else model, runtime, threads)
         info = inspect_session(session, model_path, source_format, name or model_path.name)
-        return cls(session, info)
+        return cls(session, info, threads)
 
     def run(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(B, 3, H, W) float32 in 0..1 -> the raw first output, (B, ...) float32."""

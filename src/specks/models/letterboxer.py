@@ -1,0 +1,70 @@
+"""Letterboxing on ONNX Runtime: resize, pad and scale to 0..1 in one multi-threaded call.
+
+Same result as ``specks.preprocess.letterbox`` (Pillow + numpy) within rounding, several
+times faster on large images: ONNX Runtime's Resize runs on all intra-op threads and
+writes the float tensor directly, with no intermediate uint8 resize or transpose copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from ..preprocess import PAD_VALUE, LetterboxPlan
+
+_OPSET = 18  # Resize with the antialias attribute
+
+
+def _letterbox_graph() -> bytes:
+    nodes = [
+        helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["image_f"], ["chw"], perm=[2, 0, 1]),
+        helper.make_node("Unsqueeze", ["chw", "batch_axis"], ["nchw"]),
+        # antialias only acts when shrinking: a proper low-pass, like Pillow's resize.
+        helper.make_node("Resize", ["nchw", "", "", "sizes"], ["resized"], mode="linear", antialias=1),
+        helper.make_node("Mul", ["resized", "inv_255"], ["scaled"]),
+        helper.make_node("Pad", ["scaled", "pads", "pad_value"], ["tensor"], mode="constant"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "specks_letterbox",
+        [
+            helper.make_tensor_value_info("image", TensorProto.UINT8, ["h", "w", 3]),
+            helper.make_tensor_value_info("sizes", TensorProto.INT64, [4]),
+            helper.make_tensor_value_info("pads", TensorProto.INT64, [8]),
+        ],
+        [helper.make_tensor_value_info("tensor", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        initializer=[
+            helper.make_tensor("batch_axis", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("inv_255", TensorProto.FLOAT, [], [1 / 255]),
+            helper.make_tensor("pad_value", TensorProto.FLOAT, [], [PAD_VALUE / 255]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+class OrtLetterboxer:
+    """Callable (h, w, 3) uint8 RGB + plan -> (1, 3, H, W) float32 model input in 0..1."""
+
+    def __init__(self, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(_letterbox_graph(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, rgb: npt.NDArray[np.uint8], plan: LetterboxPlan) -> npt.NDArray[np.float32]:
+        (content_w, content_h), (pad_x, pad_y) = plan.content_wh, plan.pad_xy
+        in_h, in_w = plan.input_hw
+        pads = [0, 0, pad_y, pad_x, 0, 0, in_h - content_h - pad_y, in_w - content_w - pad_x]
+        feed = {
+            "image": np.ascontiguousarray(rgb),
+            "sizes": np.array([1, 3, content_h, content_w], np.int64),
+            "pads": np.array(pads, np.int64),
+        }
+        tensor: npt.NDArray[np.float32] = self._session.run(None, feed)[0]
+        return tensor

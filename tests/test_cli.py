@@ -1,0 +1,129 @@
+"""The `specks eval` and `specks predict` commands, run through specks.cli.main."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import COCO_TINY, MODELS, require
+from specks.cli import build_parser, main, slice_options
+from specks.evaluation import METRIC_NAMES
+
+
+@pytest.fixture()
+def yolov5n(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SPECKS_CACHE_DIR", str(cache_dir))
+    return str(require(MODELS / "yolov5n.onnx"))
+
+
+@pytest.fixture(scope="module")
+def photo() -> Path:
+    return sorted((require(COCO_TINY) / "images").iterdir())[0]
+
+
+# -- eval ----------------------------------------------------------------------------------------
+
+
+def test_eval_json_reports_the_metrics_and_time(yolov5n: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["eval", str(require(COCO_TINY)), "--model", yolov5n, "--limit", "5", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["max_dets"] == 500
+    (run,) = report["runs"].values()
+    assert set(METRIC_NAMES) <= set(run)
+    assert run["images"] == 5
+    assert run["seconds_per_image"] > 0
+    assert run["AP50"] > 0.3
+    assert run["options"]["conf"] == 0.001
+
+
+def test_eval_compare_prints_full_image_and_sliced_side_by_side(
+    yolov5n: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["eval", str(require(COCO_TINY)), "--model", yolov5n, "--limit", "2", "--slice", "compare"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    header = next(i for i, line in enumerate(lines) if line.startswith("metric"))
+    assert lines[header].split() == ["metric", "full", "image", "sliced"]
+    rows = [line.split()[0] for line in lines[header + 1:]]
+    assert rows == ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "seconds"]
+    assert all(len(line.split()) >= 3 for line in lines[header + 1:])
+
+
+def test_eval_of_a_folder_without_annotations_fails_with_a_message(
+    yolov5n: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["eval", str(tmp_path), "--model", yolov5n])
+    assert code == 2
+    assert "annotations.coco.json" in capsys.readouterr().err
+
+
+# -- predict -------------------------------------------------------------------------------------
+
+
+def test_predict_prints_the_api_json(yolov5n: str, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", str(photo), "--model", yolov5n, "--slice", "off"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(payload) == {"detections", "image", "model", "timing_ms"}
+    assert payload["detections"]
+    assert {"box", "class_id", "label", "confidence"} <= set(payload["detections"][0])
+
+
+def test_predict_of_a_missing_file_fails_with_a_message(
+    yolov5n: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.jpg"
+    code = main(["predict", str(missing), "--model", yolov5n])
+    captured = capsys.readouterr()
+    assert code != 0
+    assert str(missing) in captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [(["--conf", "2.0"], "conf"), (["--tile", "10"], "tile"), (["--overlap", "0.9"], "overlap")],
+)
+def test_predict_rejects_out_of_range_options_naming_them(
+    yolov5n: str, photo: Path, capsys: pytest.CaptureFixture[str], flags: list[str], field: str
+) -> None:
+    code = main(["predict", str(photo), "--model", yolov5n, *flags])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"'{field}'" in captured.err
+    assert captured.out == ""
+
+
+# -- slicing flags -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (["--slice", "on"], {"slice": True}),
+        (["--slice", "off"], {"slice": False}),
+        (["--slice", "auto"], {"slice": "auto"}),
+        (["--full-image", "off"], {"full_image": False}),
+        (
+            ["--tile", "512", "--overlap", "0.25", "--full-image", "on", "--merge", "nms",
+             "--merge-metric", "iou", "--merge-threshold", "0.6"],
+            {"tile": 512, "overlap": 0.25, "full_image": True, "merge": "nms", "merge_metric": "iou",
+             "merge_threshold": 0.6},
+        ),
+    ],
+)
+def test_slice_flags_map_to_detect_options(flags: list[str], expected: dict[str, Any]) -> None:
+    assert slice_options(build_parser().parse_args(["predict", "x.jpg", *flags])) == expected
+
+
+def test_compare_is_an_eval_mode_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert slice_options(build_parser().parse_args(["eval", "data", "--slice", "compare"])) == {}
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["predict", "x.jpg", "--slice", "compare"])
+    assert exit_info.value.code == 2
+    assert "--slice" in capsys.readouterr().err
