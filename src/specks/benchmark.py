@@ -138,7 +138,7 @@ def run_latency_benchmark(
         server.stop()
 
     model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
-    detector = Detector(model, settings.limits)
+    detector = Detector(model, settings.limits, settings.slicing)
     info = model.info
     from .imaging import read_image_size
 

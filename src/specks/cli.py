@@ -135,7 +135,7 @@ def _load_detector(settings: Settings, *, workers: int = 1) -> Any:
 
     threads = settings.runtime.intra_op_threads or max(1, _cores() // workers)
     model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
-    return Detector(model, settings.limits)
+    return Detector(model, settings.limits, settings.slicing)
 
 
 def _cores() -> int:

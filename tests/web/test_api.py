@@ -9,7 +9,7 @@ import time
 
 import pytest
 import requests
-from conftest import COCO_TINY, LiveServer, coco_annotations, jpeg_bytes, require
+from conftest import COCO_TINY, MODELS, LiveServer, coco_annotations, jpeg_bytes, require
 from factories import b64, exif_rotated_jpeg
 
 from specks.config import Settings
@@ -129,3 +129,18 @@ def test_live_server_refuses_huge_body_from_content_length(live_server: LiveServ
     assert answer.startswith("HTTP/1.1 413")
     assert '"payload_too_large"' in answer
     assert time.monotonic() - started < 5
+
+
+def test_server_slicing_settings_reach_the_detector(yolov5n_detector, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SPECKS_SLICE / SPECKS_MAX_TILES and friends configure the app's Detector."""
+    from dataclasses import replace
+
+    from specks.config import SlicingSettings
+
+    settings = replace(Settings.from_env({}), cache_dir=tmp_path, model=str(MODELS / "yolov5n.onnx"),
+                       slicing=SlicingSettings(mode="on", max_tiles=2))
+    app = create_app(settings, load_in_background=False)
+    client = app.test_client()
+    response = client.post("/predict", json={"image": b64(jpeg_bytes(1600, 1200))})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "too_many_tiles"

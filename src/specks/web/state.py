@@ -69,5 +69,5 @@ class ModelHolder:
             self._error = "unexpected error, see the server log"
             log.exception("model load failed")
             raise exc
-        self._detector = Detector(model, settings.limits)
+        self._detector = Detector(model, settings.limits, settings.slicing)
         log.info("model %s ready in %.1f s", model.info.name, time.perf_counter() - started)
