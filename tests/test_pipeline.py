@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import COCO_TINY, coco_annotations, jpeg_bytes
+from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes
 from factories import encode, exif_rotated_jpeg
 
 from specks.boxes import iou_matrix
@@ -79,3 +79,28 @@ def test_imgsz_only_on_dynamic_models(yolov5n_detector: Detector, yolov5n_dynami
     assert yolov5n_dynamic_detector.input_hw(1000) == (1024, 1024)  # rounded up to the stride
     prediction = yolov5n_dynamic_detector.predict_bytes(jpeg_bytes(800, 600), DetectOptions(imgsz=320))
     assert prediction.image_size.width == 800
+
+
+@pytest.mark.parametrize(
+    ("options", "sliced", "iou", "multi_label"),
+    [
+        ({}, False, 0.45, False),
+        ({}, True, 0.6, True),
+        ({"iou": 0.3}, True, 0.3, True),
+        ({"multi_label": False}, True, 0.6, False),
+        ({"multi_label": True, "iou": 0.7}, False, 0.7, True),
+    ],
+)
+def test_nms_defaults_depend_on_the_mode(yolov5n_detector: Detector, options, sliced, iou, multi_label) -> None:  # type: ignore[no-untyped-def]
+    params = yolov5n_detector.postprocess_params(DetectOptions(**options), sliced=sliced)
+    assert params.iou_threshold == iou
+    assert params.multi_label is multi_label
+
+
+def test_multi_label_lets_a_box_carry_several_classes(yolov5n_detector: Detector) -> None:
+    data = sorted((VISDRONE / "images").glob("*.jpg"))[0].read_bytes()
+    single = yolov5n_detector.predict_bytes(data, DetectOptions(conf=0.01, multi_label=False, slice=False)).detections
+    multi = yolov5n_detector.predict_bytes(data, DetectOptions(conf=0.01, multi_label=True, slice=False)).detections
+    assert len(multi) > len(single)
+    boxes = {tuple(b) for b in multi.xyxy.round(1).tolist()}
+    assert len(boxes) < len(multi)  # some box appears with more than one label

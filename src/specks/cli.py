@@ -25,9 +25,16 @@ def _common_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
 
 
+def _iou_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iou", type=float, help="NMS IoU threshold 0..1 (default 0.45; 0.6 when sliced)")
+    parser.add_argument(
+        "--multi-label", choices=["on", "off"], help="one box may carry several classes (default: on only when sliced)"
+    )
+
+
 def _detect_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=float, default=0.25, help="minimum confidence 0..1 (default 0.25)")
-    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold 0..1 (default 0.45)")
+    _iou_args(parser)
     parser.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
     parser.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
     parser.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
@@ -88,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="score the pipeline on a COCO-format dataset: AP, AR, seconds")
     evaluate.add_argument("dataset", type=Path, help="a folder with images/ and annotations.coco.json")
     evaluate.add_argument("--conf", type=float, default=0.001, help="minimum confidence 0..1 (default 0.001)")
-    evaluate.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold 0..1 (default 0.45)")
+    _iou_args(evaluate)
     evaluate.add_argument("--max-det", type=int, default=500, help="most detections per image (default 500)")
     evaluate.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
     evaluate.add_argument("--limit", type=int, help="score only the first N images")
@@ -159,11 +166,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iou_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--iou / --multi-label as DetectOptions fields; absent flags leave the mode's defaults."""
+    options: dict[str, Any] = {}
+    if args.iou is not None:
+        options["iou"] = args.iou
+    if args.multi_label is not None:
+        options["multi_label"] = args.multi_label == "on"
+    return options
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .schemas import encode_prediction, parse_detect_options
 
     settings = settings_from_args(args)
-    options: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det}
+    options: dict[str, Any] = {"conf": args.conf, "max_det": args.max_det, **_iou_options(args)}
     if args.classes:
         options["classes"] = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
     if args.imgsz is not None:
@@ -195,7 +212,7 @@ def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:
     """Column label -> DetectOptions: one run, or full image and sliced for ``--slice compare``."""
     from .schemas import parse_detect_options
 
-    base: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det}
+    base: dict[str, Any] = {"conf": args.conf, "max_det": args.max_det, **_iou_options(args)}
     base.update(slice_options(args))
     if args.imgsz is not None:
         base["imgsz"] = args.imgsz

@@ -93,6 +93,8 @@ class SlicingSettings:
     merge_metric:     "iou" or "ios" (intersection over the smaller box).
     merge_threshold:  overlap above which two detections of one class are the same object.
     max_tiles:        most tiles one request may cost; more is refused with 413.
+    iou_threshold:    NMS IoU inside each tile in small-object mode (crowds need a higher one).
+    multi_label:      in small-object mode a box may carry several classes above the threshold.
     """
 
     mode: str = "auto"
@@ -105,6 +107,8 @@ class SlicingSettings:
     merge_metric: str = "iou"
     merge_threshold: float = 0.5
     max_tiles: int = 200
+    iou_threshold: float = 0.6
+    multi_label: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,6 +119,7 @@ class SlicingSettings:
             (self.merge_metric in ("ios", "iou"), "merge_metric must be ios or iou", self.merge_metric),
             (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
             (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
+            (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
         ]
         for ok, message, value in checks:
             if not ok:
@@ -177,6 +182,8 @@ class Settings:
             merge_metric=get("MERGE_METRIC", str, SlicingSettings.merge_metric).lower(),
             merge_threshold=get("MERGE_THRESHOLD", float, SlicingSettings.merge_threshold),
             max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
+            iou_threshold=get("SLICE_IOU", float, SlicingSettings.iou_threshold),
+            multi_label=get("SLICE_MULTI_LABEL", _parse_bool, SlicingSettings.multi_label),
         )
         return cls(
             host=get("HOST", str, cls.host),

@@ -29,6 +29,8 @@ from .types import Detections, ImageSize
 
 # Most input pixels per session.run when tiles are batched (bounds the batch tensor's memory).
 MAX_BATCH_INPUT_PIXELS = 8 * 640 * 640
+# NMS IoU of plain full-image requests (YOLOv5's detect default).
+FULL_IMAGE_IOU = 0.45
 # "auto" slices when the image's longer side is at least this many model inputs long.
 AUTO_SLICE_MIN_INPUTS = 2.0
 
@@ -115,11 +117,14 @@ class Detector:
         side = math.ceil(imgsz / info.stride) * info.stride
         return side, side
 
-    def postprocess_params(self, options: DetectOptions) -> PostprocessParams:
+    def postprocess_params(self, options: DetectOptions, *, sliced: bool = False) -> PostprocessParams:
+        """Per-request filtering; unset ``iou`` / ``multi_label`` take the mode's measured defaults."""
         class_ids = None
         if options.classes is not None:
             class_ids = frozenset(self._class_id(c) for c in options.classes)
-        return PostprocessParams(options.conf, options.iou, options.max_det, class_ids)
+        iou = options.iou if options.iou is not None else (self.slicing.iou_threshold if sliced else FULL_IMAGE_IOU)
+        multi_label = options.multi_label if options.multi_label is not None else (sliced and self.slicing.multi_label)
+        return PostprocessParams(options.conf, iou, options.max_det, class_ids, multi_label)
 
     def _class_id(self, selector: int | str) -> int:
         if isinstance(selector, int):
@@ -195,11 +200,12 @@ class Detector:
 
     def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer) -> Prediction:
         input_hw = self.input_hw(options.imgsz)
-        params = self.postprocess_params(options)
         with timer.stage("decode"):
             size, _ = read_image_size(data)
-            plan = self.slice_plan(options, size, input_hw)
-            tiles = self.check_tile_budget(size, plan) if plan else 0
+        plan = self.slice_plan(options, size, input_hw)
+        params = self.postprocess_params(options, sliced=plan is not None)
+        tiles = self.check_tile_budget(size, plan) if plan else 0
+        with timer.stage("decode"):
             image = self.decode_for_input(data, size, None if plan else input_hw)
         if plan is None:
             detections = self.detect_decoded(image, input_hw, params, timer)

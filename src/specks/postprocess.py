@@ -38,6 +38,7 @@ class PostprocessParams:
     iou_threshold: float = 0.45
     max_detections: int = 300
     class_ids: frozenset[int] | None = None
+    multi_label: bool = False
 
 
 def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.bool_] | None:
@@ -58,23 +59,38 @@ def _best_class(
     return np.take_along_axis(class_scores, class_id[:, None].astype(np.intp), axis=1)[:, 0], class_id
 
 
+def _candidates(
+    boxes_cxcywh: npt.NDArray[np.float32], class_scores: npt.NDArray[np.float32], params: PostprocessParams
+) -> Detections:
+    """Rows of boxes and (N, nc) class scores -> candidates above the threshold.
+
+    With ``multi_label`` a box yields one candidate per class above the threshold (as the
+    YOLO validators score), else only its best class.
+    """
+    allowed = _class_mask(class_scores.shape[1], params.class_ids)
+    if params.multi_label:
+        if allowed is not None:
+            class_scores = np.where(allowed[None, :], class_scores, -1.0)
+        row, class_id = np.nonzero(class_scores > params.conf_threshold)
+        return Detections(
+            cxcywh_to_xyxy(boxes_cxcywh[row]), class_scores[row, class_id].astype(np.float32), class_id.astype(np.int32)
+        )
+    score, class_id = _best_class(class_scores, allowed)
+    keep = score > params.conf_threshold
+    return Detections(cxcywh_to_xyxy(boxes_cxcywh[keep]), score[keep].astype(np.float32), class_id[keep])
+
+
 def decode_yolov5(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:
     """(N, 5 + nc) rows -> candidate Detections (before NMS), input pixels."""
     rows = raw[raw[:, 4] > params.conf_threshold]
-    allowed = _class_mask(rows.shape[1] - 5, params.class_ids)
-    score, class_id = _best_class(rows[:, 5:] * rows[:, 4:5], allowed)
-    keep = score > params.conf_threshold
-    return Detections(cxcywh_to_xyxy(rows[keep, :4]), score[keep].astype(np.float32), class_id[keep])
+    return _candidates(rows[:, :4], rows[:, 5:] * rows[:, 4:5], params)
 
 
 def decode_ultralytics(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:
     """(4 + nc, N) columns -> candidate Detections (before NMS), input pixels."""
     candidates = raw[4:].max(axis=0) > params.conf_threshold
     rows = raw[:, candidates].T
-    allowed = _class_mask(rows.shape[1] - 4, params.class_ids)
-    score, class_id = _best_class(rows[:, 4:], allowed)
-    keep = score > params.conf_threshold
-    return Detections(cxcywh_to_xyxy(rows[keep, :4]), score[keep].astype(np.float32), class_id[keep])
+    return _candidates(rows[:, :4], rows[:, 4:], params)
 
 
 def decode_end_to_end(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:

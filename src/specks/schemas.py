@@ -21,7 +21,19 @@ class DetectOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     conf: Annotated[float, Field(ge=0.0, le=1.0, strict=True, description="Minimum confidence, 0..1.")] = 0.25
-    iou: Annotated[float, Field(ge=0.0, le=1.0, strict=True, description="NMS IoU threshold, 0..1.")] = 0.45
+    iou: Annotated[
+        float | None,
+        Field(ge=0.0, le=1.0, strict=True, description="NMS IoU threshold, 0..1 (default 0.45; 0.6 when sliced)."),
+    ] = None
+    multi_label: Annotated[
+        StrictBool | None,
+        Field(
+            description=(
+                "Let one box carry every class above 'conf' (e.g. car and truck) instead of only its best "
+                "(default false; true when sliced)."
+            ),
+        ),
+    ] = None
     max_det: Annotated[int, Field(ge=1, le=10_000, strict=True, description="Most detections returned.")] = 300
     classes: Annotated[
         list[ClassSelector] | None,
