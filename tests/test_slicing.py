@@ -249,3 +249,24 @@ def test_merge_happens_only_above_the_threshold(
     merged = merge_detections(detections(rows), strategy, metric, threshold)
     assert len(merged) == expected_count
     assert merged.confidence[0] == np.float32(0.9)
+
+
+# A piece of a cut object that misses the best piece but lies inside the grown box is absorbed.
+CUT_LEFT, CUT_RIGHT, CUT_WHOLE = [100, 100, 140, 160], [140, 100, 180, 160], [100, 100, 180, 160]
+# A car 700 px wide across tiles [0, 640] and [512, 1152]: pieces overlap by IoS 128/340 = 0.38.
+BIG_LEFT, BIG_RIGHT, BIG_WHOLE = [300, 0, 640, 100], [512, 0, 1000, 100], [300, 0, 1000, 100]
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "expected_box"),
+    [
+        ([CUT_LEFT, CUT_RIGHT, CUT_WHOLE], [0.8, 0.7, 0.9], CUT_WHOLE),  # the full-image box scores best
+        ([CUT_LEFT, CUT_RIGHT, CUT_WHOLE], [0.9, 0.8, 0.6], CUT_WHOLE),  # the right piece lies inside the grown box
+        ([BIG_LEFT, BIG_RIGHT, BIG_WHOLE], [0.9, 0.8, 0.6], BIG_WHOLE),  # likewise, for a 700 px object
+    ],
+)
+def test_nmm_ios_merges_every_piece_of_a_cut_object(boxes, scores, expected_box) -> None:
+    found = Detections.from_arrays(boxes, scores, [2] * len(boxes))
+    merged = merge_detections(found, MergeStrategy.NMM, MatchMetric.IOS, 0.5)
+    np.testing.assert_array_equal(merged.xyxy, np.array([expected_box], np.float32))
+    assert merged.confidence.tolist() == [pytest.approx(max(scores))]

@@ -98,12 +98,41 @@ def merge_detections(
         best, rest = remaining[0], remaining[1:]
         overlap = _overlaps(shifted[best], shifted[rest], float(box_areas[best]), box_areas[rest], metric)
         group = rest[overlap > threshold]
+        rest = rest[overlap <= threshold]
         box = found.xyxy[best]
         if strategy is MergeStrategy.NMM and group.size:
-            members = found.xyxy[np.concatenate([[best], group])]
-            box = np.concatenate([members[:, :2].min(axis=0), members[:, 2:].max(axis=0)])
+            box, _, rest = _grow(found.xyxy, shifted, box_areas, best, group, rest, metric, threshold)
         kept_xyxy.append(box)
         kept_index.append(best)
-        remaining = rest[overlap <= threshold]
+        remaining = rest
     index = np.asarray(kept_index, np.intp)
     return Detections(np.asarray(kept_xyxy, np.float32).reshape(-1, 4), found.confidence[index], found.class_id[index])
+
+
+def _enclosing(xyxy: FloatArray) -> FloatArray:
+    return np.concatenate([xyxy[:, :2].min(axis=0), xyxy[:, 2:].max(axis=0)])
+
+
+def _grow(
+    xyxy: FloatArray,
+    shifted: FloatArray,
+    box_areas: FloatArray,
+    best: int,
+    group: npt.NDArray[np.intp],
+    rest: npt.NDArray[np.intp],
+    metric: MatchMetric,
+    threshold: float,
+) -> tuple[FloatArray, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Merge ``group`` into ``best``, then re-check the rest once against the grown box.
+
+    A piece of an object cut by a tile edge may miss the best-scoring piece yet lie inside
+    the grown box; one re-check absorbs it without chaining through a dense crowd.
+    """
+    members = np.concatenate([[best], group])
+    grown_shifted = _enclosing(shifted[members])
+    if rest.size:
+        grown_area = float(areas(grown_shifted[None, :])[0])
+        overlap = _overlaps(grown_shifted, shifted[rest], grown_area, box_areas[rest], metric)
+        members = np.concatenate([members, rest[overlap > threshold]])
+        rest = rest[overlap <= threshold]
+    return _enclosing(xyxy[members]), members, rest
