@@ -2,7 +2,7 @@
 
 ``run_latency_benchmark`` measures, on one model and one image in one run:
 - the median end-to-end ``POST /predict`` latency against a real ``specks serve`` process
-  (one worker, seed-style JSON body, keep-alive connection), and
+  (one worker, seed-style JSON body plus ``"slice": false``, keep-alive connection), and
 - the median bare ``InferenceSession.run`` time on the already prepared input tensor,
 and their ratio, the overhead of everything that is not the network forward pass.
 """
@@ -128,7 +128,9 @@ def run_latency_benchmark(
 
     image_bytes = image_path.read_bytes() if image_path else synthetic_photo_jpeg()
     threads = settings.runtime.intra_op_threads or cpu_count()
-    body = orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii")})
+    # Full-image inference at the model's input size: the path whose overhead this measures
+    # ("auto" would slice a large photo into tiles, which is a different workload).
+    body = orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii"), "slice": False})
 
     server = _ServerProcess(settings, threads)
     try:
