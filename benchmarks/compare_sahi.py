@@ -75,9 +75,7 @@ class SahiSlicing:
 # -- a SAHI model wrapper around a YOLOv5 ONNX file --------------------------------------------------
 
 
-def letterbox_rgb(
-    rgb: npt.NDArray[np.uint8], input_hw: tuple[int, int]
-) -> tuple[FloatArray, float, tuple[int, int]]:
+def letterbox_rgb(rgb: npt.NDArray[np.uint8], input_hw: tuple[int, int]) -> tuple[FloatArray, float, tuple[int, int]]:
     """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 0..1 tensor, centred on grey 114, as YOLOv5's letterbox.
 
     Returns the tensor, the scale (input pixels per image pixel) and the (left, top) padding in input pixels.
@@ -90,7 +88,7 @@ def letterbox_rgb(
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if scale != 1 else rgb
     left, top = (input_hw[1] - new_w) // 2, (input_hw[0] - new_h) // 2
     canvas = np.full((*input_hw, 3), 114, np.uint8)
-    canvas[top:top + new_h, left:left + new_w] = resized
+    canvas[top : top + new_h, left : left + new_w] = resized
     tensor = canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
     return np.ascontiguousarray(tensor), scale, (left, top)
 
@@ -137,15 +135,24 @@ class OnnxYoloV5(DetectionModel):
     YOLOv5's AutoShape does), decodes, and keeps boxes above SAHI's ``confidence_threshold``.
     """
 
-    def __init__(self, model_path: str, *, threads: int, confidence_threshold: float, image_size: int = 640,
-                 iou_threshold: float = 0.45, max_det: int = 1000) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        threads: int,
+        confidence_threshold: float,
+        image_size: int = 640,
+        iou_threshold: float = 0.45,
+        max_det: int = 1000,
+    ) -> None:
         self.threads = threads
         self.iou_threshold = iou_threshold
         self.max_det = max_det
         self.names: list[str] = []
         self._image_hw: tuple[int, int] = (0, 0)
-        super().__init__(model_path=model_path, device="cpu", confidence_threshold=confidence_threshold,
-                         image_size=image_size)
+        super().__init__(
+            model_path=model_path, device="cpu", confidence_threshold=confidence_threshold, image_size=image_size
+        )
 
     def load_model(self) -> None:
         options = ort.SessionOptions()
@@ -204,10 +211,16 @@ class OnnxYoloV5(DetectionModel):
         for x1, y1, x2, y2, score, class_id in self._original_predictions.tolist():
             if x2 <= x1 or y2 <= y1:
                 continue
-            predictions.append(ObjectPrediction(
-                bbox=[x1, y1, x2, y2], category_id=int(class_id), category_name=self.names[int(class_id)],
-                score=score, shift_amount=list(shift_amount), full_shape=full_shape,
-            ))
+            predictions.append(
+                ObjectPrediction(
+                    bbox=[x1, y1, x2, y2],
+                    category_id=int(class_id),
+                    category_name=self.names[int(class_id)],
+                    score=score,
+                    shift_amount=list(shift_amount),
+                    full_shape=full_shape,
+                )
+            )
         self._object_prediction_list_per_image = [predictions]
 
 
@@ -219,21 +232,29 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
-def run_sahi(dataset: CocoDataset, model: OnnxYoloV5, slicing: SahiSlicing,
-             runs_per_image: int) -> tuple[dict[int, Detections], list[float], list[int]]:
+def run_sahi(
+    dataset: CocoDataset, model: OnnxYoloV5, slicing: SahiSlicing, runs_per_image: int
+) -> tuple[dict[int, Detections], list[float], list[int]]:
     """Detections per image id, seconds per call, slices per image (full-image pass not counted)."""
 
     def predict(rgb: npt.NDArray[np.uint8]) -> Detections:
         result = get_sliced_prediction(
-            rgb, model, slice_height=slicing.slice_px, slice_width=slicing.slice_px,
-            overlap_height_ratio=slicing.overlap_ratio, overlap_width_ratio=slicing.overlap_ratio,
-            perform_standard_pred=slicing.full_image_pass, postprocess_type=slicing.postprocess_type,
+            rgb,
+            model,
+            slice_height=slicing.slice_px,
+            slice_width=slicing.slice_px,
+            overlap_height_ratio=slicing.overlap_ratio,
+            overlap_width_ratio=slicing.overlap_ratio,
+            perform_standard_pred=slicing.full_image_pass,
+            postprocess_type=slicing.postprocess_type,
             postprocess_match_metric=slicing.match_metric,
-            postprocess_match_threshold=slicing.match_threshold, verbose=0,
+            postprocess_match_threshold=slicing.match_threshold,
+            verbose=0,
         )
         found = result.object_prediction_list
-        return Detections.from_arrays([p.bbox.to_xyxy() for p in found], [p.score.value for p in found],
-                                      [p.category.id for p in found])
+        return Detections.from_arrays(
+            [p.bbox.to_xyxy() for p in found], [p.score.value for p in found], [p.category.id for p in found]
+        )
 
     predict(read_rgb(dataset.image_path(dataset.images[0])))  # warm-up
     detections: dict[int, Detections] = {}
@@ -245,10 +266,18 @@ def run_sahi(dataset: CocoDataset, model: OnnxYoloV5, slicing: SahiSlicing,
             start = time.perf_counter()
             detections[image["id"]] = predict(rgb)
             seconds.append(time.perf_counter() - start)
-        slices.append(len(get_slice_bboxes(
-            rgb.shape[0], rgb.shape[1], slice_height=slicing.slice_px, slice_width=slicing.slice_px,
-            overlap_height_ratio=slicing.overlap_ratio, overlap_width_ratio=slicing.overlap_ratio,
-        )))
+        slices.append(
+            len(
+                get_slice_bboxes(
+                    rgb.shape[0],
+                    rgb.shape[1],
+                    slice_height=slicing.slice_px,
+                    slice_width=slicing.slice_px,
+                    overlap_height_ratio=slicing.overlap_ratio,
+                    overlap_width_ratio=slicing.overlap_ratio,
+                )
+            )
+        )
     return detections, seconds, slices
 
 
@@ -266,12 +295,14 @@ def response_detections(payload: dict[str, Any]) -> Detections:
     found = payload["detections"]
     return Detections.from_arrays(
         [[d["box"]["x1"], d["box"]["y1"], d["box"]["x2"], d["box"]["y2"]] for d in found],
-        [d["confidence"] for d in found], [d["class_id"] for d in found],
+        [d["confidence"] for d in found],
+        [d["class_id"] for d in found],
     )
 
 
-def run_specks(port: int, dataset: CocoDataset, options: dict[str, Any], label: str,
-               runs_per_image: int) -> tuple[dict[int, Detections], list[float], list[float]]:
+def run_specks(
+    port: int, dataset: CocoDataset, options: dict[str, Any], label: str, runs_per_image: int
+) -> tuple[dict[int, Detections], list[float], list[float]]:
     """Detections per image id, seconds per POST /predict, tiles per image (as the server reports)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
@@ -295,21 +326,29 @@ def run_specks(port: int, dataset: CocoDataset, options: dict[str, Any], label: 
     return detections, seconds, tiles
 
 
-def score_run(dataset: CocoDataset, names: Sequence[str], detections: dict[int, Detections],
-              seconds: list[float], max_dets: int) -> dict[str, Any]:
+def score_run(
+    dataset: CocoDataset, names: Sequence[str], detections: dict[int, Detections], seconds: list[float], max_dets: int
+) -> dict[str, Any]:
     category_of = dataset.category_ids_for(tuple(names))
-    results = [result for image_id, found in detections.items()
-               for result in detections_to_coco(image_id, found, category_of)]
-    return {**score_coco(dataset.annotations, results, max_dets=max_dets),
-            "seconds_per_image": round(statistics.fmean(seconds), 4), "detections": len(results)}
+    results = [
+        result for image_id, found in detections.items() for result in detections_to_coco(image_id, found, category_of)
+    ]
+    return {
+        **score_coco(dataset.annotations, results, max_dets=max_dets),
+        "seconds_per_image": round(statistics.fmean(seconds), 4),
+        "detections": len(results),
+    }
 
 
 def measure_sahi(dataset: CocoDataset, args: argparse.Namespace, threads: int) -> dict[str, Any]:
     slicing = SahiSlicing()
     model = OnnxYoloV5(str(args.model), threads=threads, confidence_threshold=args.conf)
     found, seconds, slices = run_sahi(dataset, model, slicing, args.runs_per_image)
-    return {**score_run(dataset, model.names, found, seconds, args.max_det),
-            "tiles_per_image": statistics.fmean(slices), "options": dataclasses.asdict(slicing)}
+    return {
+        **score_run(dataset, model.names, found, seconds, args.max_det),
+        "tiles_per_image": statistics.fmean(slices),
+        "options": dataclasses.asdict(slicing),
+    }
 
 
 def measure_specks(dataset: CocoDataset, args: argparse.Namespace, threads: int) -> dict[str, dict[str, Any]]:
@@ -326,8 +365,11 @@ def measure_specks(dataset: CocoDataset, args: argparse.Namespace, threads: int)
         names = model_names(server.port)
         for label, options in configs.items():
             found, seconds, tiles = run_specks(server.port, dataset, options, label, args.runs_per_image)
-            runs[label] = {**score_run(dataset, names, found, seconds, args.max_det),
-                           "tiles_per_image": statistics.fmean(tiles), "options": options}
+            runs[label] = {
+                **score_run(dataset, names, found, seconds, args.max_det),
+                "tiles_per_image": statistics.fmean(tiles),
+                "options": options,
+            }
     finally:
         server.stop()
     return runs
@@ -355,9 +397,14 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     runs = {"SAHI": measure_sahi(dataset, args, threads), **measure_specks(dataset, args, threads)}
     sahi, specks = runs["SAHI"], runs["Specks"]
     return {
-        "dataset": str(args.dataset), "model": str(args.model), "images": len(dataset.images),
-        "max_dets": args.max_det, "conf": args.conf, "threads": threads,
-        "runs_per_image": args.runs_per_image, "sahi_version": importlib.metadata.version("sahi"),
+        "dataset": str(args.dataset),
+        "model": str(args.model),
+        "images": len(dataset.images),
+        "max_dets": args.max_det,
+        "conf": args.conf,
+        "threads": threads,
+        "runs_per_image": args.runs_per_image,
+        "sahi_version": importlib.metadata.version("sahi"),
         "runs": {label: runs[label] for label in ("full image", "SAHI", "Specks")},
         "specks_over_sahi": {
             "AP50": round(specks["AP50"] / sahi["AP50"], 3) if sahi["AP50"] > 0 else None,
@@ -374,14 +421,16 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [[label, *(format_value(run[c]) for c in TABLE_COLUMNS)] for label, run in report["runs"].items()]
     ratios = report["specks_over_sahi"]
     ap50_ratio = "n/a" if ratios["AP50"] is None else f"x{ratios['AP50']:.3f}"
-    return "\n".join([
-        f"{report['dataset']}: {report['images']} image(s), {Path(report['model']).name}, "
-        f"conf {report['conf']}, maxDets {report['max_dets']}, {report['threads']} thread(s), "
-        f"{report['runs_per_image']} run(s) per image, SAHI {report['sahi_version']}",
-        format_table(header, rows),
-        f"Specks / SAHI: AP50 {ap50_ratio}, time x{ratios['seconds_per_image']:.3f}",
-        "(SAHI timed on decoded pixels; Specks timed end to end: HTTP, base64 and JPEG decoding included)",
-    ])
+    return "\n".join(
+        [
+            f"{report['dataset']}: {report['images']} image(s), {Path(report['model']).name}, "
+            f"conf {report['conf']}, maxDets {report['max_dets']}, {report['threads']} thread(s), "
+            f"{report['runs_per_image']} run(s) per image, SAHI {report['sahi_version']}",
+            format_table(header, rows),
+            f"Specks / SAHI: AP50 {ap50_ratio}, time x{ratios['seconds_per_image']:.3f}",
+            "(SAHI timed on decoded pixels; Specks timed end to end: HTTP, base64 and JPEG decoding included)",
+        ]
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -78,7 +78,7 @@ def jpeg_bytes(width: int, height: int, *, color: tuple[int, int, int] = (90, 14
     rng = np.random.default_rng(0)
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
-    pixels = (x * 0.5 + y * 0.3 + np.array(color, np.float32) * 0.2 + rng.normal(0, 8, (height, width, 3)))
+    pixels = x * 0.5 + y * 0.3 + np.array(color, np.float32) * 0.2 + rng.normal(0, 8, (height, width, 3))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
@@ -127,7 +127,10 @@ class LiveServer:
 def live_server(cache_dir: Path) -> Iterator[LiveServer]:
     """A real gunicorn server with yolov5n (2 workers, as in production)."""
     server = LiveServer(
-        "--model", str(require(MODELS / "yolov5n.onnx")), "--workers", "2",
+        "--model",
+        str(require(MODELS / "yolov5n.onnx")),
+        "--workers",
+        "2",
         env={"SPECKS_CACHE_DIR": str(cache_dir)},
     )
     try:

@@ -65,9 +65,7 @@ def test_iou_matrix_pairs_every_box_of_a_with_every_box_of_b() -> None:
         pytest.param(boxes(), boxes(), (0, 0), id="both-empty"),
     ],
 )
-def test_iou_matrix_of_empty_arrays_has_an_empty_shape(
-    a: np.ndarray, b: np.ndarray, expected_shape: tuple
-) -> None:
+def test_iou_matrix_of_empty_arrays_has_an_empty_shape(a: np.ndarray, b: np.ndarray, expected_shape: tuple) -> None:
     assert iou_matrix(a, b).shape == expected_shape
 
 
@@ -144,21 +142,13 @@ FOUR_DISJOINT = boxes([0, 0, 1, 1], [10, 10, 11, 11], [20, 20, 21, 21], [30, 30,
         pytest.param(NEAR_DUPLICATES, scores(0.9, 0.8), 0.5, None, [0], id="duplicate-dropped"),
         pytest.param(NEAR_DUPLICATES, scores(0.8, 0.9), 0.5, None, [1], id="higher-score-wins"),
         pytest.param(NEAR_DUPLICATES, scores(0.9, 0.8), 0.9, None, [0, 1], id="below-threshold-kept"),
-        pytest.param(
-            boxes(UNIT, [0, 0, 10, 5]), scores(0.9, 0.8), 0.5, None, [0, 1], id="iou-equal-threshold-kept"
-        ),
-        pytest.param(
-            CHAIN, scores(0.9, 0.8, 0.7), 0.3, None, [0, 2], id="greedy-dropped-box-suppresses-nothing"
-        ),
+        pytest.param(boxes(UNIT, [0, 0, 10, 5]), scores(0.9, 0.8), 0.5, None, [0, 1], id="iou-equal-threshold-kept"),
+        pytest.param(CHAIN, scores(0.9, 0.8, 0.7), 0.3, None, [0, 2], id="greedy-dropped-box-suppresses-nothing"),
         pytest.param(CHAIN, scores(0.9, 0.8, 0.7), 0.4, None, [0, 1, 2], id="chain-below-threshold"),
-        pytest.param(
-            FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, None, [1, 2, 0, 3], id="sorted-by-score"
-        ),
+        pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, None, [1, 2, 0, 3], id="sorted-by-score"),
         pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, 2, [1, 2], id="max-keep"),
         pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, 0, [], id="max-keep-zero"),
-        pytest.param(
-            FOUR_DISJOINT, scores(0.5, 0.5, 0.5, 0.5), 0.5, None, [0, 1, 2, 3], id="ties-keep-index-order"
-        ),
+        pytest.param(FOUR_DISJOINT, scores(0.5, 0.5, 0.5, 0.5), 0.5, None, [0, 1, 2, 3], id="ties-keep-index-order"),
         pytest.param(
             boxes([5, 5, 5, 5], [5, 5, 5, 5]),
             scores(0.9, 0.8),

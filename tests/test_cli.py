@@ -48,9 +48,9 @@ def test_eval_compare_prints_full_image_and_sliced_side_by_side(
     assert code == 0
     header = next(i for i, line in enumerate(lines) if line.startswith("metric"))
     assert lines[header].split() == ["metric", "full", "image", "sliced"]
-    rows = [line.split()[0] for line in lines[header + 1:]]
+    rows = [line.split()[0] for line in lines[header + 1 :]]
     assert rows == ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR", "AR_small", "seconds"]
-    assert all(len(line.split()) >= 3 for line in lines[header + 1:])
+    assert all(len(line.split()) >= 3 for line in lines[header + 1 :])
 
 
 def test_eval_of_a_folder_without_annotations_fails_with_a_message(
@@ -110,10 +110,28 @@ def test_predict_rejects_out_of_range_options_naming_them(
         (["--slice", "auto"], {"slice": "auto"}),
         (["--full-image", "off"], {"full_image": False}),
         (
-            ["--tile", "512", "--overlap", "0.25", "--full-image", "on", "--merge", "nms",
-             "--merge-metric", "iou", "--merge-threshold", "0.6"],
-            {"tile": 512, "overlap": 0.25, "full_image": True, "merge": "nms", "merge_metric": "iou",
-             "merge_threshold": 0.6},
+            [
+                "--tile",
+                "512",
+                "--overlap",
+                "0.25",
+                "--full-image",
+                "on",
+                "--merge",
+                "nms",
+                "--merge-metric",
+                "iou",
+                "--merge-threshold",
+                "0.6",
+            ],
+            {
+                "tile": 512,
+                "overlap": 0.25,
+                "full_image": True,
+                "merge": "nms",
+                "merge_metric": "iou",
+                "merge_threshold": 0.6,
+            },
         ),
     ],
 )

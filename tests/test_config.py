@@ -25,9 +25,7 @@ def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert settings.model is None
     assert settings.request_timeout_s == 60
     assert settings.runtime == RuntimeOptions(providers=("cpu",), intra_op_threads=0)
-    assert settings.limits == Limits(
-        max_image_pixels=40_000_000, max_body_bytes=20 * 1024 * 1024, max_json_depth=32
-    )
+    assert settings.limits == Limits(max_image_pixels=40_000_000, max_body_bytes=20 * 1024 * 1024, max_json_depth=32)
 
 
 def test_from_env_ignores_other_variables() -> None:
@@ -44,27 +42,17 @@ def test_from_env_ignores_other_variables() -> None:
         pytest.param("WORKERS", "4", lambda s: s.workers, 4, id="workers"),
         pytest.param("MODEL", "/models/det.onnx", lambda s: s.model, "/models/det.onnx", id="model"),
         pytest.param("MODEL", "", lambda s: s.model, None, id="empty-model-is-default"),
-        pytest.param(
-            "CACHE_DIR", "/var/cache/x", lambda s: s.cache_dir, Path("/var/cache/x"), id="cache-dir"
-        ),
+        pytest.param("CACHE_DIR", "/var/cache/x", lambda s: s.cache_dir, Path("/var/cache/x"), id="cache-dir"),
         pytest.param("REQUEST_TIMEOUT_S", "15", lambda s: s.request_timeout_s, 15, id="request-timeout"),
-        pytest.param(
-            "PROVIDERS", "cuda, cpu", lambda s: s.runtime.providers, ("cuda", "cpu"), id="providers"
-        ),
-        pytest.param(
-            "PROVIDERS", "openvino,,", lambda s: s.runtime.providers, ("openvino",), id="providers-blanks"
-        ),
+        pytest.param("PROVIDERS", "cuda, cpu", lambda s: s.runtime.providers, ("cuda", "cpu"), id="providers"),
+        pytest.param("PROVIDERS", "openvino,,", lambda s: s.runtime.providers, ("openvino",), id="providers-blanks"),
         pytest.param("THREADS", "3", lambda s: s.runtime.intra_op_threads, 3, id="threads"),
-        pytest.param(
-            "MAX_IMAGE_PIXELS", "1000000", lambda s: s.limits.max_image_pixels, 1_000_000, id="max-pixels"
-        ),
+        pytest.param("MAX_IMAGE_PIXELS", "1000000", lambda s: s.limits.max_image_pixels, 1_000_000, id="max-pixels"),
         pytest.param("MAX_BODY_BYTES", "2048", lambda s: s.limits.max_body_bytes, 2048, id="max-body"),
         pytest.param("MAX_JSON_DEPTH", "8", lambda s: s.limits.max_json_depth, 8, id="max-json-depth"),
     ],
 )
-def test_from_env_reads_each_variable(
-    name: str, value: str, read: Callable[[Settings], Any], expected: Any
-) -> None:
+def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Settings], Any], expected: Any) -> None:
     assert read(Settings.from_env({f"SPECKS_{name}": value})) == expected
 
 
@@ -96,17 +84,11 @@ def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> Non
         pytest.param({"SPECKS_PORT": "65536"}, "got 65536", id="port-too-high"),
         pytest.param({"SPECKS_PORT": "-80"}, "got -80", id="port-negative"),
         pytest.param({"SPECKS_WORKERS": "-1"}, "workers must be >= 0, got -1", id="workers-negative"),
-        pytest.param(
-            {"SPECKS_THREADS": "-2"}, "intra_op_threads must be >= 0, got -2", id="threads-negative"
-        ),
+        pytest.param({"SPECKS_THREADS": "-2"}, "intra_op_threads must be >= 0, got -2", id="threads-negative"),
         pytest.param({"SPECKS_PROVIDERS": "gpu"}, "unknown execution provider", id="provider"),
-        pytest.param(
-            {"SPECKS_MAX_IMAGE_PIXELS": "0"}, "max_image_pixels must be >= 1, got 0", id="max-pixels"
-        ),
+        pytest.param({"SPECKS_MAX_IMAGE_PIXELS": "0"}, "max_image_pixels must be >= 1, got 0", id="max-pixels"),
         pytest.param({"SPECKS_MAX_BODY_BYTES": "-1"}, "max_body_bytes must be >= 1, got -1", id="max-body"),
-        pytest.param(
-            {"SPECKS_MAX_JSON_DEPTH": "0"}, "max_json_depth must be >= 1, got 0", id="max-json-depth"
-        ),
+        pytest.param({"SPECKS_MAX_JSON_DEPTH": "0"}, "max_json_depth must be >= 1, got 0", id="max-json-depth"),
     ],
 )
 def test_from_env_out_of_range(environ: dict[str, str], message: str) -> None:

@@ -36,7 +36,8 @@ def perfect_results(annotations: dict[str, Any]) -> list[dict[str, Any]]:
     """Every non-crowd ground-truth box as a detection with score 1."""
     return [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 1.0}
-        for a in annotations["annotations"] if not a.get("iscrowd", 0)
+        for a in annotations["annotations"]
+        if not a.get("iscrowd", 0)
     ]
 
 
@@ -49,12 +50,23 @@ def noisy_results(annotations: dict[str, Any], seed: int = 0) -> list[dict[str, 
             continue
         x, y, w, h = result["bbox"]
         dx, dy, dw, dh = rng.normal(0, 0.08, 4) * [w, h, w, h]
-        results.append({**result, "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
-                        "score": float(rng.uniform(0.05, 1.0))})
+        results.append(
+            {
+                **result,
+                "bbox": [x + dx, y + dy, max(1.0, w + dw), max(1.0, h + dh)],
+                "score": float(rng.uniform(0.05, 1.0)),
+            }
+        )
     for image in annotations["images"][::3]:
         x, y = rng.uniform(0, 300, 2)
-        results.append({"image_id": image["id"], "category_id": 1, "bbox": [x, y, 40.0, 60.0],
-                        "score": float(rng.uniform(0.05, 1.0))})
+        results.append(
+            {
+                "image_id": image["id"],
+                "category_id": 1,
+                "bbox": [x, y, 40.0, 60.0],
+                "score": float(rng.uniform(0.05, 1.0)),
+            }
+        )
     return results
 
 
@@ -82,8 +94,16 @@ def test_score_coco_agrees_with_pycocotools_summarize(tiny: dict[str, Any]) -> N
     stats = pycocotools_stats(tiny, results)
     metrics = score_coco(tiny, results, max_dets=100)
     assert 0.1 < metrics["AP"] < 0.9  # a case where the numbers mean something
-    expected = {"AP": stats[0], "AP50": stats[1], "AP75": stats[2], "AP_small": stats[3],
-                "AP_medium": stats[4], "AP_large": stats[5], "AR": stats[8], "AR_small": stats[9]}
+    expected = {
+        "AP": stats[0],
+        "AP50": stats[1],
+        "AP75": stats[2],
+        "AP_small": stats[3],
+        "AP_medium": stats[4],
+        "AP_large": stats[5],
+        "AR": stats[8],
+        "AR_small": stats[9],
+    }
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-4), name
 
@@ -118,8 +138,7 @@ def test_max_dets_above_100_keeps_detections_that_summarize_would_drop(tiny: dic
     # 150 false people scored above the true ones push the true ones past the 100th place.
     crowd = people_of(tiny, 296649)
     truth = [{**r, "score": 0.5} for r in perfect_results(crowd)]
-    junk = [{"image_id": 296649, "category_id": 1, "bbox": [float(i), 0.0, 1.0, 1.0], "score": 0.9}
-            for i in range(150)]
+    junk = [{"image_id": 296649, "category_id": 1, "bbox": [float(i), 0.0, 1.0, 1.0], "score": 0.9} for i in range(150)]
     assert score_coco(crowd, junk + truth, max_dets=100)["AR"] == 0.0
     assert score_coco(crowd, junk + truth, max_dets=500)["AR"] == pytest.approx(1.0)
 
@@ -128,8 +147,7 @@ def test_max_dets_above_100_keeps_detections_that_summarize_would_drop(tiny: dic
 
 
 def dataset_with(categories: list[tuple[int, str]]) -> CocoDataset:
-    annotations = {"images": [], "annotations": [],
-                   "categories": [{"id": i, "name": n} for i, n in categories]}
+    annotations = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in categories]}
     return CocoDataset(Path("."), annotations)
 
 
@@ -201,8 +219,7 @@ class GroundTruthDetector:
         coco80_of = {v: k for k, v in dataset.category_ids_for(COCO80_NAMES).items()}
         self.truth: dict[bytes, Detections] = {}
         for image in dataset.images:
-            boxes = [a for a in dataset.annotations["annotations"]
-                     if a["image_id"] == image["id"] and not a["iscrowd"]]
+            boxes = [a for a in dataset.annotations["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
             xyxy = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in boxes)]
             classes = [coco80_of[a["category_id"]] for a in boxes]
             found = Detections.from_arrays(xyxy, [1.0] * len(boxes), classes)

@@ -82,10 +82,7 @@ def png_header_only(width: int, height: int, *, bit_depth: int = 8, color_type: 
 
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
     )
 
 
@@ -407,12 +404,8 @@ REJECT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("make", "message_part"), [pytest.param(*row[1:], id=row[0]) for row in REJECT_CASES]
-)
-def test_decode_image_rejects_unsupported_and_broken_data(
-    make: Callable[[], bytes], message_part: str
-) -> None:
+@pytest.mark.parametrize(("make", "message_part"), [pytest.param(*row[1:], id=row[0]) for row in REJECT_CASES])
+def test_decode_image_rejects_unsupported_and_broken_data(make: Callable[[], bytes], message_part: str) -> None:
     with pytest.raises(ImageDecodeError) as caught:
         decode_image(make(), max_image_pixels=NO_LIMIT)
     assert message_part in caught.value.message
@@ -462,9 +455,7 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding(
         pytest.param(lambda: encode(noise((100, 80)), "TIFF"), id="tiff"),
     ],
 )
-def test_too_large_images_are_never_decoded(
-    make: Callable[[], bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_too_large_images_are_never_decoded(make: Callable[[], bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     data = make()
     decoder_calls: list[str] = []
     original_load = ImageFile.ImageFile.load
@@ -633,9 +624,7 @@ def test_reduced_scale_cmyk_jpeg_falls_back_to_pillow_draft() -> None:
 
 
 def test_min_size_does_not_shrink_non_jpeg_images() -> None:
-    decoded = decode_image(
-        encode(gradient((200, 150)), "PNG"), max_image_pixels=NO_LIMIT, min_size_wh=(50, 40)
-    )
+    decoded = decode_image(encode(gradient((200, 150)), "PNG"), max_image_pixels=NO_LIMIT, min_size_wh=(50, 40))
     assert decoded.rgb.shape == (150, 200, 3)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes
 from factories import encode, exif_rotated_jpeg
-
 from specks.boxes import iou_matrix
 from specks.errors import InvalidFieldError
 from specks.pipeline import Detector
@@ -17,8 +17,11 @@ COCO_TO_MODEL = {1: 0, 3: 2}  # person, car
 
 def ground_truth(image_id: int, category_id: int) -> np.ndarray:
     annotations = coco_annotations(COCO_TINY)["annotations"]
-    boxes = [a["bbox"] for a in annotations if a["image_id"] == image_id and a["category_id"] == category_id
-             and not a["iscrowd"]]
+    boxes = [
+        a["bbox"]
+        for a in annotations
+        if a["image_id"] == image_id and a["category_id"] == category_id and not a["iscrowd"]
+    ]
     return np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], np.float32).reshape(-1, 4)
 
 

@@ -45,9 +45,18 @@ PLAN_CASES = {
     "auto, longer side 2 inputs": (STATIC, {}, {}, (1280, 900), {"tile_px": 640}),
     "auto, portrait 2 inputs tall": (STATIC, {}, {}, (600, 1500), {"tile_px": 640}),
     "auto, 2000x1500: server defaults": (
-        STATIC, {}, {}, (2000, 1500),
-        {"tile_px": 640, "overlap_ratio": 0.2, "full_image_pass": True, "merge": NMS, "merge_metric": IOU,
-         "merge_threshold": 0.5},
+        STATIC,
+        {},
+        {},
+        (2000, 1500),
+        {
+            "tile_px": 640,
+            "overlap_ratio": 0.2,
+            "full_image_pass": True,
+            "merge": NMS,
+            "merge_metric": IOU,
+            "merge_threshold": 0.5,
+        },
     ),
     "true on a small image": (STATIC, {}, {"slice": True}, (320, 240), {"tile_px": 640}),
     "server off, request auto": (STATIC, {"mode": "off"}, {}, (2000, 1500), None),
@@ -55,21 +64,58 @@ PLAN_CASES = {
     "server on, request auto, small image": (STATIC, {"mode": "on"}, {}, (320, 240), {"tile_px": 640}),
     "server defaults other than the built-in ones": (
         STATIC,
-        {"tile_px": 800, "overlap_ratio": 0.1, "full_image_pass": False, "merge": "nmm",
-         "merge_metric": "ios", "merge_threshold": 0.6, "tile_scale": 1.5},
-        {"slice": True}, (2000, 1500),
-        {"tile_px": 800, "tile_scale": 1.5, "overlap_ratio": 0.1, "full_image_pass": False, "merge": NMM,
-         "merge_metric": IOS, "merge_threshold": 0.6},
+        {
+            "tile_px": 800,
+            "overlap_ratio": 0.1,
+            "full_image_pass": False,
+            "merge": "nmm",
+            "merge_metric": "ios",
+            "merge_threshold": 0.6,
+            "tile_scale": 1.5,
+        },
+        {"slice": True},
+        (2000, 1500),
+        {
+            "tile_px": 800,
+            "tile_scale": 1.5,
+            "overlap_ratio": 0.1,
+            "full_image_pass": False,
+            "merge": NMM,
+            "merge_metric": IOS,
+            "merge_threshold": 0.6,
+        },
     ),
     "request overrides beat server defaults": (
         STATIC,
-        {"tile_px": 800, "overlap_ratio": 0.1, "full_image_pass": True, "merge": "nms", "merge_metric": "iou",
-         "merge_threshold": 0.6, "tile_scale": 1.5},
-        {"slice": True, "tile": 1024, "overlap": 0.4, "full_image": False, "merge": "nmm",
-         "merge_metric": "ios", "merge_threshold": 0.3, "tile_scale": 2.0},
+        {
+            "tile_px": 800,
+            "overlap_ratio": 0.1,
+            "full_image_pass": True,
+            "merge": "nms",
+            "merge_metric": "iou",
+            "merge_threshold": 0.6,
+            "tile_scale": 1.5,
+        },
+        {
+            "slice": True,
+            "tile": 1024,
+            "overlap": 0.4,
+            "full_image": False,
+            "merge": "nmm",
+            "merge_metric": "ios",
+            "merge_threshold": 0.3,
+            "tile_scale": 2.0,
+        },
         (2000, 1500),
-        {"tile_px": 1024, "tile_scale": 2.0, "overlap_ratio": 0.4, "full_image_pass": False, "merge": NMM,
-         "merge_metric": IOS, "merge_threshold": 0.3},
+        {
+            "tile_px": 1024,
+            "tile_scale": 2.0,
+            "overlap_ratio": 0.4,
+            "full_image_pass": False,
+            "merge": NMM,
+            "merge_metric": IOS,
+            "merge_threshold": 0.3,
+        },
     ),
     "request zero / false values beat server defaults": (
         STATIC,
@@ -79,31 +125,63 @@ PLAN_CASES = {
         {"overlap_ratio": 0.0, "full_image_pass": False, "merge_threshold": 0.0},
     ),
     "fixed-size model: request tile_scale shrinks the default tile": (
-        STATIC, {}, {"slice": True, "tile_scale": 2.0}, (2000, 1500), {"tile_px": 320, "tile_scale": 2.0},
+        STATIC,
+        {},
+        {"slice": True, "tile_scale": 2.0},
+        (2000, 1500),
+        {"tile_px": 320, "tile_scale": 2.0},
     ),
     "fixed-size model: server tile_scale (dynamic models only) keeps native tiles": (
-        STATIC, {"tile_scale": 2.0}, {"slice": True}, (2000, 1500), {"tile_px": 640},
+        STATIC,
+        {"tile_scale": 2.0},
+        {"slice": True},
+        (2000, 1500),
+        {"tile_px": 640},
     ),
     "dynamic model: max_tile_input_px / tile_scale": (
-        DYNAMIC, {}, {"slice": True}, (2000, 1500), {"tile_px": 2048, "tile_scale": 1.25},
+        DYNAMIC,
+        {},
+        {"slice": True},
+        (2000, 1500),
+        {"tile_px": 2048, "tile_scale": 1.25},
     ),
     "dynamic model, auto on 2000x1500": (DYNAMIC, {}, {}, (2000, 1500), {"tile_px": 2048}),
     "dynamic model, auto on 800x600": (DYNAMIC, {}, {}, (800, 600), None),
     "dynamic model, auto with imgsz 1280 on 2000x1500": (DYNAMIC, {}, {"imgsz": 1280}, (2000, 1500), None),
     "dynamic model, request tile_scale": (
-        DYNAMIC, {}, {"slice": True, "tile_scale": 2.0}, (2000, 1500), {"tile_px": 1280, "tile_scale": 2.0},
+        DYNAMIC,
+        {},
+        {"slice": True, "tile_scale": 2.0},
+        (2000, 1500),
+        {"tile_px": 1280, "tile_scale": 2.0},
     ),
     "dynamic model, server tile_scale": (
-        DYNAMIC, {"tile_scale": 2.0}, {"slice": True}, (2000, 1500), {"tile_px": 1280, "tile_scale": 2.0},
+        DYNAMIC,
+        {"tile_scale": 2.0},
+        {"slice": True},
+        (2000, 1500),
+        {"tile_px": 1280, "tile_scale": 2.0},
     ),
     "dynamic model, server max_tile_input_px": (
-        DYNAMIC, {"max_tile_input_px": 1280}, {"slice": True}, (2000, 1500), {"tile_px": 1024},
+        DYNAMIC,
+        {"max_tile_input_px": 1280},
+        {"slice": True},
+        (2000, 1500),
+        {"tile_px": 1024},
     ),
     "dynamic model, server tile_px": (
-        DYNAMIC, {"tile_px": 900}, {"slice": True}, (2000, 1500), {"tile_px": 900},
+        DYNAMIC,
+        {"tile_px": 900},
+        {"slice": True},
+        (2000, 1500),
+        {"tile_px": 900},
     ),
     "dynamic model, request tile": (
-        DYNAMIC, {}, {"slice": True, "tile": 700}, (2000, 1500), {"tile_px": 700},
+        DYNAMIC,
+        {},
+        {"slice": True, "tile": 700},
+        (2000, 1500),
+        {"tile_px": 700},
     ),
 }
 
@@ -170,6 +248,7 @@ def test_dynamic_default_plan_is_one_upscaled_tile(yolov5n_dynamic_detector: Det
 
 # -- the tile budget ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("max_tiles", "image_wh", "tile", "overlap", "expected"),
     [
@@ -185,7 +264,11 @@ def test_dynamic_default_plan_is_one_upscaled_tile(yolov5n_dynamic_detector: Det
     ],
 )
 def test_check_tile_budget(
-    yolov5n_detector: Detector, max_tiles: int, image_wh: tuple[int, int], tile: int, overlap: float,
+    yolov5n_detector: Detector,
+    max_tiles: int,
+    image_wh: tuple[int, int],
+    tile: int,
+    overlap: float,
     expected: int | type[Exception],
 ) -> None:
     detector = with_slicing(yolov5n_detector, max_tiles=max_tiles)
@@ -197,9 +280,7 @@ def test_check_tile_budget(
             detector.check_tile_budget(ImageSize(*image_wh), tile_plan)
 
 
-def test_too_many_tiles_is_refused_before_decoding(
-    yolov5n_detector: Detector, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_too_many_tiles_is_refused_before_decoding(yolov5n_detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
     detector = Detector(yolov5n_detector.model, yolov5n_detector.limits, SlicingSettings(max_tiles=4))
 
     def no_decoding(*args: object, **kwargs: object) -> None:
@@ -224,6 +305,7 @@ def test_too_many_tiles_is_413_over_http(yolov5n_detector: Detector, cache_dir: 
 
 
 # -- timings --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("model", "slice_option", "expected_tiles", "merged"),
@@ -251,9 +333,14 @@ DRONE_IMAGES = ("9999999_00037_d_0000007.jpg", "9999999_00043_d_0000009.jpg")  #
 
 
 def small_truth(dataset: dict[str, Any], image_id: int, category_id: int) -> np.ndarray:
-    boxes = [a["bbox"] for a in dataset["annotations"]
-             if a["image_id"] == image_id and a["category_id"] == category_id and not a["iscrowd"]
-             and a["bbox"][2] * a["bbox"][3] < 32 * 32]
+    boxes = [
+        a["bbox"]
+        for a in dataset["annotations"]
+        if a["image_id"] == image_id
+        and a["category_id"] == category_id
+        and not a["iscrowd"]
+        and a["bbox"][2] * a["bbox"][3] < 32 * 32
+    ]
     return np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], np.float32).reshape(-1, 4)
 
 
@@ -292,6 +379,7 @@ def test_slicing_finds_many_more_small_objects_on_drone_photos(
 
 
 # -- the API ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("field", "value"),

@@ -44,9 +44,7 @@ def raw_output(layout: OutputLayout, found: Sequence[Box], background: int = 20)
         return yolov5_raw([yolov5_row(xyxy, 1.0, one_hot(c, s)) for xyxy, s, c in found], background)
     if layout is OutputLayout.ULTRALYTICS:
         columns = [[*cxcywh(xyxy), *one_hot(c, s)] for xyxy, s, c in found]
-        rows = np.vstack(
-            [np.zeros((background, 4 + NUM_CLASSES)), np.asarray(columns).reshape(-1, 4 + NUM_CLASSES)]
-        )
+        rows = np.vstack([np.zeros((background, 4 + NUM_CLASSES)), np.asarray(columns).reshape(-1, 4 + NUM_CLASSES)])
         return rows.T.astype(np.float32).copy()
     rows_e2e = [[*xyxy, s, c] for xyxy, s, c in found]
     return np.vstack([np.asarray(rows_e2e).reshape(-1, 6), np.zeros((background, 6))]).astype(np.float32)
@@ -57,9 +55,7 @@ def assert_detections(result: Detections, expected: Sequence[Box]) -> None:
     assert result.xyxy.dtype == np.float32
     assert result.confidence.dtype == np.float32
     assert result.class_id.dtype == np.int32
-    np.testing.assert_allclose(
-        result.xyxy, np.asarray([b[0] for b in expected], np.float32).reshape(-1, 4), atol=1e-4
-    )
+    np.testing.assert_allclose(result.xyxy, np.asarray([b[0] for b in expected], np.float32).reshape(-1, 4), atol=1e-4)
     np.testing.assert_allclose(result.confidence, [b[1] for b in expected], atol=1e-6)
     assert result.class_id.tolist() == [b[2] for b in expected]
 
@@ -132,9 +128,7 @@ def test_postprocess_recovers_known_boxes(
     ("found", "expected"),
     [
         pytest.param([(A, 0.8, 1), (A_SHIFTED, 0.9, 1)], [(A_SHIFTED, 0.9, 1)], id="same-class-merged"),
-        pytest.param(
-            [(A, 0.8, 1), (A_SHIFTED, 0.9, 2)], [(A_SHIFTED, 0.9, 2), (A, 0.8, 1)], id="other-class-kept"
-        ),
+        pytest.param([(A, 0.8, 1), (A_SHIFTED, 0.9, 2)], [(A_SHIFTED, 0.9, 2), (A, 0.8, 1)], id="other-class-kept"),
         pytest.param(
             [(A, 0.9, 0), (A_SHIFTED, 0.8, 0), (A, 0.7, 2), (B, 0.6, 0)],
             [(A, 0.9, 0), (A, 0.7, 2), (B, 0.6, 0)],
@@ -142,9 +136,7 @@ def test_postprocess_recovers_known_boxes(
         ),
     ],
 )
-def test_nms_merges_duplicates_of_one_class_only(
-    layout: OutputLayout, found: list[Box], expected: list[Box]
-) -> None:
+def test_nms_merges_duplicates_of_one_class_only(layout: OutputLayout, found: list[Box], expected: list[Box]) -> None:
     assert_detections(postprocess(raw_output(layout, found), layout, PostprocessParams()), expected)
 
 
@@ -182,19 +174,11 @@ def test_end_to_end_class_ids_are_rounded() -> None:
     ("objectness", "class_scores", "params", "expected_score", "expected_class"),
     [
         pytest.param(0.8, [0.1, 0.9, 0.2], PostprocessParams(), 0.72, 1, id="score-is-obj-times-class"),
-        pytest.param(
-            0.9, [0.3, 0.0, 0.0], PostprocessParams(conf_threshold=0.25), 0.27, 0, id="product-above"
-        ),
-        pytest.param(
-            0.9, [0.3, 0.0, 0.0], PostprocessParams(conf_threshold=0.3), None, None, id="product-below"
-        ),
+        pytest.param(0.9, [0.3, 0.0, 0.0], PostprocessParams(conf_threshold=0.25), 0.27, 0, id="product-above"),
+        pytest.param(0.9, [0.3, 0.0, 0.0], PostprocessParams(conf_threshold=0.3), None, None, id="product-below"),
         pytest.param(0.2, [0.0, 0.0, 1.0], PostprocessParams(), None, None, id="low-objectness"),
-        pytest.param(
-            1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({1})), 0.6, 1, id="best-allowed"
-        ),
-        pytest.param(
-            1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({2})), None, None, id="allowed-zero"
-        ),
+        pytest.param(1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({1})), 0.6, 1, id="best-allowed"),
+        pytest.param(1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({2})), None, None, id="allowed-zero"),
     ],
 )
 def test_yolov5_scores(
@@ -222,9 +206,7 @@ def test_ultralytics_best_class_among_allowed() -> None:
 
 
 @pytest.mark.parametrize("layout", NMS_LAYOUTS)
-def test_candidates_are_capped_to_the_best_before_nms(
-    layout: OutputLayout, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_candidates_are_capped_to_the_best_before_nms(layout: OutputLayout, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", 2)
     raw = raw_output(layout, [(A, 0.5, 0), (B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0)])
 

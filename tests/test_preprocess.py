@@ -149,9 +149,7 @@ SOURCES = [
 
 
 @pytest.mark.parametrize(("source_wh", "minimal_padding"), SOURCES)
-def test_input_to_source_inverts_the_forward_mapping(
-    source_wh: tuple[int, int], minimal_padding: bool
-) -> None:
+def test_input_to_source_inverts_the_forward_mapping(source_wh: tuple[int, int], minimal_padding: bool) -> None:
     plan = plan_letterbox(source_wh, (640, 640), minimal_padding=minimal_padding)
     w, h = source_wh
     source_xyxy = np.array([[0, 0, w, h], [w / 3, h / 7, w / 2, h * 0.9], [1, 2, 3, 4]], np.float32)
@@ -176,9 +174,7 @@ def test_input_to_source_maps_the_content_rectangle_onto_the_whole_source(
 
 
 def test_input_to_source_of_a_hand_made_plan() -> None:
-    plan = LetterboxPlan(
-        source_wh=(200, 100), input_hw=(64, 64), content_wh=(64, 32), pad_xy=(0, 16), scale=0.32
-    )
+    plan = LetterboxPlan(source_wh=(200, 100), input_hw=(64, 64), content_wh=(64, 32), pad_xy=(0, 16), scale=0.32)
 
     back = plan.input_to_source(np.array([[0, 16, 32, 32], [16, 0, 48, 64]], np.float32))
 

@@ -52,9 +52,7 @@ def test_minimal_body_gets_the_defaults() -> None:
         pytest.param({"classes": None}, "classes", None, id="classes-null"),
         pytest.param({"imgsz": 1280}, "imgsz", 1280, id="imgsz"),
         pytest.param({"imgsz": None}, "imgsz", None, id="imgsz-null"),
-        pytest.param(
-            {"image": "data:image/png;base64,AAAA"}, "image", "data:image/png;base64,AAAA", id="data-uri"
-        ),
+        pytest.param({"image": "data:image/png;base64,AAAA"}, "image", "data:image/png;base64,AAAA", id="data-uri"),
     ],
 )
 def test_optional_fields(fields: dict[str, Any], attribute: str, expected: Any) -> None:
@@ -87,9 +85,7 @@ def test_optional_fields(fields: dict[str, Any], attribute: str, expected: Any) 
         pytest.param(body(classes=list(range(1001))), "classes", "at most 1000", id="classes-too-many"),
         pytest.param({"image": 123}, "image", "got 123", id="image-number"),
         pytest.param({"image": ["a"]}, "image", "valid string", id="image-list"),
-        pytest.param(
-            body(conf="x" * 100), "conf", "got a string of 100 characters", id="long-value-not-echoed"
-        ),
+        pytest.param(body(conf="x" * 100), "conf", "got a string of 100 characters", id="long-value-not-echoed"),
         pytest.param({}, "image", "'image' is required", id="image-missing"),
         pytest.param({"conf": 0.5}, "image", "'image' is required", id="only-options"),
         pytest.param(body(confidence=0.5), "confidence", "unknown field 'confidence'", id="unknown-field"),
@@ -157,9 +153,7 @@ class FakePrediction:
 
 
 def test_encode_prediction() -> None:
-    found = Detections.from_arrays(
-        [[1.234, 2.345, 10.0, 20.5], [100.0, 50.0, 300.126, 400.0]], [0.876543, 0.5], [2, 7]
-    )
+    found = Detections.from_arrays([[1.234, 2.345, 10.0, 20.5], [100.0, 50.0, 300.126, 400.0]], [0.876543, 0.5], [2, 7])
 
     encoded = encode_prediction(FakePrediction(found), FakeModelInfo())
 

@@ -30,6 +30,7 @@ def detections(rows: list[tuple[list[float], float, int]]) -> Detections:
 
 # -- geometry --------------------------------------------------------------------------------------
 
+
 # step = round(tile * (1 - overlap)); the last tile is shifted inward to end at the border.
 @pytest.mark.parametrize(
     ("length", "tile", "overlap", "expected"),
@@ -61,14 +62,22 @@ def test_axis_offsets(length: int, tile: int, overlap: float, expected: list[int
         ((640, 480), 640, 0.2, [[0, 0, 640, 480]]),  # both axes fit: one tile, as tall as the image
         ((100, 80), 640, 0.2, [[0, 0, 100, 80]]),
         (
-            (1500, 700), 640, 0.2,  # x: 0, 512, 860; y: 0, 60 -- row by row
+            (1500, 700),
+            640,
+            0.2,  # x: 0, 512, 860; y: 0, 60 -- row by row
             [
-                [0, 0, 640, 640], [512, 0, 1152, 640], [860, 0, 1500, 640],
-                [0, 60, 640, 700], [512, 60, 1152, 700], [860, 60, 1500, 700],
+                [0, 0, 640, 640],
+                [512, 0, 1152, 640],
+                [860, 0, 1500, 640],
+                [0, 60, 640, 700],
+                [512, 60, 1152, 700],
+                [860, 60, 1500, 700],
             ],
         ),
         (
-            (100, 2000), 640, 0.2,  # narrower than a tile: tiles as wide as the image
+            (100, 2000),
+            640,
+            0.2,  # narrower than a tile: tiles as wide as the image
             [[0, 0, 100, 640], [0, 512, 100, 1152], [0, 1024, 100, 1664], [0, 1360, 100, 2000]],
         ),
         ((1280, 640), 640, 0.0, [[0, 0, 640, 640], [640, 0, 1280, 640]]),
@@ -128,6 +137,7 @@ def test_tiles_keep_their_size_stay_inside_and_cover_every_pixel(
 
 # -- shifting ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("offset", "expected"),
     [
@@ -136,9 +146,7 @@ def test_tiles_keep_their_size_stay_inside_and_cover_every_pixel(
         ((860, 1024), [[870, 1044, 890, 1064], [860, 1024, 1500, 1664]]),
     ],
 )
-def test_shift_detections_moves_boxes_by_the_tile_offset(
-    offset: tuple[int, int], expected: list[list[float]]
-) -> None:
+def test_shift_detections_moves_boxes_by_the_tile_offset(offset: tuple[int, int], expected: list[list[float]]) -> None:
     found = detections([([10, 20, 30, 40], 0.9, 0), ([0, 0, 640, 640], 0.4, 7)])
     shifted = shift_detections(found, offset)
     np.testing.assert_array_equal(shifted.xyxy, np.array(expected, np.float32))
@@ -154,47 +162,65 @@ LEFT_HALF, RIGHT_HALF, WHOLE = [100, 100, 140, 160], [140, 100, 180, 160], [100,
 MERGE_CASES = {
     "cut at a tile edge + full-image box -> one union box (nmm, ios)": (
         [(LEFT_HALF, 0.7, 2), (RIGHT_HALF, 0.6, 2), (WHOLE, 0.8, 2)],
-        NMM, IOS, 0.5,
+        NMM,
+        IOS,
+        0.5,
         [(WHOLE, 0.8, 2)],
     ),
     "halves of overlapping tiles, a half scoring best -> union box, best score (nmm, ios)": (
         [([500, 100, 640, 160], 0.9, 0), ([512, 100, 700, 160], 0.8, 0), ([505, 100, 690, 160], 0.6, 0)],
-        NMM, IOS, 0.5,
+        NMM,
+        IOS,
+        0.5,
         [([500, 100, 700, 160], 0.9, 0)],
     ),
     "nmm grows the best box to the smallest box enclosing its group": (
         [([10, 10, 50, 50], 0.9, 1), ([5, 12, 48, 55], 0.5, 1)],
-        NMM, IOU, 0.5,
+        NMM,
+        IOU,
+        0.5,
         [([5, 10, 50, 55], 0.9, 1)],
     ),
     "neighbours that touch and barely overlap stay two (nms, iou 0.5)": (
         [([0, 0, 40, 60], 0.9, 0), ([38, 0, 78, 60], 0.8, 0)],
-        NMS, IOU, 0.5,
+        NMS,
+        IOU,
+        0.5,
         [([0, 0, 40, 60], 0.9, 0), ([38, 0, 78, 60], 0.8, 0)],
     ),
     "neighbours that touch stay two under nmm too": (
         [([0, 0, 40, 60], 0.9, 0), ([38, 0, 78, 60], 0.8, 0)],
-        NMM, IOU, 0.5,
+        NMM,
+        IOU,
+        0.5,
         [([0, 0, 40, 60], 0.9, 0), ([38, 0, 78, 60], 0.8, 0)],
     ),
     "nms keeps the highest-scoring box unchanged": (
         [([12, 12, 52, 52], 0.7, 0), ([10, 10, 50, 50], 0.9, 0), ([11, 9, 51, 49], 0.8, 0)],
-        NMS, IOU, 0.5,
+        NMS,
+        IOU,
+        0.5,
         [([10, 10, 50, 50], 0.9, 0)],
     ),
     "different classes never merge, even at threshold 0 (nmm)": (
         [(WHOLE, 0.9, 0), (WHOLE, 0.8, 1), (LEFT_HALF, 0.7, 2)],
-        NMM, IOS, 0.0,
+        NMM,
+        IOS,
+        0.0,
         [(WHOLE, 0.9, 0), (WHOLE, 0.8, 1), (LEFT_HALF, 0.7, 2)],
     ),
     "different classes never merge (nms)": (
         [(WHOLE, 0.9, 3), (WHOLE, 0.8, 5)],
-        NMS, IOU, 0.0,
+        NMS,
+        IOU,
+        0.0,
         [(WHOLE, 0.9, 3), (WHOLE, 0.8, 5)],
     ),
     "output sorted by confidence, separate boxes all kept": (
         [([0, 0, 10, 10], 0.3, 0), ([100, 0, 110, 10], 0.9, 0), ([200, 0, 210, 10], 0.6, 1)],
-        NMS, IOU, 0.5,
+        NMS,
+        IOU,
+        0.5,
         [([100, 0, 110, 10], 0.9, 0), ([200, 0, 210, 10], 0.6, 1), ([0, 0, 10, 10], 0.3, 0)],
     ),
     "empty input": ([], NMM, IOS, 0.5, []),

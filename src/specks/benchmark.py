@@ -69,8 +69,20 @@ class _ServerProcess:
 
     def __init__(self, settings: Settings, threads: int) -> None:
         self.port = _free_port()
-        command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--workers", "1", "--threads", str(threads)]
+        command = [
+            sys.executable,
+            "-m",
+            "specks.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--threads",
+            str(threads),
+        ]
         if settings.model:
             command += ["--model", settings.model]
         env = {**os.environ, "SPECKS_CACHE_DIR": str(settings.cache_dir)}
@@ -153,8 +165,12 @@ def run_latency_benchmark(
     stages = {key: statistics.median(t[key] for t in stage_timings) for key in stage_timings[0]}
     return {
         "model": info.name,
-        "image": {"path": str(image_path) if image_path else "synthetic", "bytes": len(image_bytes),
-                  "width": decoded.size.width, "height": decoded.size.height},
+        "image": {
+            "path": str(image_path) if image_path else "synthetic",
+            "bytes": len(image_bytes),
+            "width": decoded.size.width,
+            "height": decoded.size.height,
+        },
         "input_tensor_shape": list(tensor.shape),
         "threads": threads,
         "runs": runs,
@@ -174,7 +190,6 @@ def format_latency_report(report: dict[str, Any]) -> str:
         f"end-to-end POST /predict median: {report['end_to_end_ms']:8.2f} ms",
         f"bare session.run median:         {report['bare_session_run_ms']:8.2f} ms",
         f"ratio end-to-end / bare:         {report['ratio']:8.3f}",
-        "server-side stages (median ms): "
-        + ", ".join(f"{k} {v}" for k, v in report["server_stage_median_ms"].items()),
+        "server-side stages (median ms): " + ", ".join(f"{k} {v}" for k, v in report["server_stage_median_ms"].items()),
     ]
     return "\n".join(lines)

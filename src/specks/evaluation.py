@@ -92,8 +92,14 @@ def detections_to_coco(image_id: int, found: Detections, category_of: dict[int, 
     for box, score, class_id in zip(*columns, strict=True):
         if class_id in category_of:
             x1, y1, x2, y2 = box
-            results.append({"image_id": image_id, "category_id": category_of[class_id],
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_of[class_id],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": score,
+                }
+            )
     return results
 
 
@@ -102,9 +108,7 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
-def score_coco(
-    annotations: dict[str, Any], results: list[dict[str, Any]], *, max_dets: int = 100
-) -> dict[str, float]:
+def score_coco(annotations: dict[str, Any], results: list[dict[str, Any]], *, max_dets: int = 100) -> dict[str, float]:
     """COCO bbox metrics at ``max_dets`` (AP, AP50, AP75, by size, AR).
 
     As in pycocotools, ``max_dets`` caps the highest-scoring detections per image *and category*.
@@ -232,6 +236,5 @@ def format_value(value: float) -> str:
 
 def metrics_table(runs: Mapping[str, Mapping[str, Any]], rows: Sequence[str] = EVAL_TABLE_ROWS) -> str:
     """One column per run (e.g. "full image", "sliced"), one row per metric."""
-    body = [[ROW_LABELS.get(name, name), *(format_value(run[name]) for run in runs.values())]
-            for name in rows]
+    body = [[ROW_LABELS.get(name, name), *(format_value(run[name]) for run in runs.values())] for name in rows]
     return format_table(["metric", *runs], body)

@@ -276,9 +276,7 @@ def read_image_size(data: bytes) -> tuple[ImageSize, str]:
         return _displayed_size(image.size, _orientation_to_apply(image)), _format_name(image)
 
 
-def decode_image(
-    data: bytes, *, max_image_pixels: int, min_size_wh: tuple[int, int] | None = None
-) -> DecodedImage:
+def decode_image(data: bytes, *, max_image_pixels: int, min_size_wh: tuple[int, int] | None = None) -> DecodedImage:
     """Decode image file bytes into an RGB array, checking the pixel limit from the header first.
 
     max_image_pixels: width * height above this raises ``ImageTooLargeError`` before decoding.
@@ -327,9 +325,7 @@ def _translated_errors() -> Iterator[None]:
 def _open_image(data: bytes) -> Iterator[ImageFile.ImageFile]:
     """Open ``data`` with Pillow (header only) restricted to the supported formats."""
     if not data:
-        raise ImageDecodeError(
-            "image data is empty; send the bytes of a JPEG, PNG, GIF, BMP, TIFF or WEBP file"
-        )
+        raise ImageDecodeError("image data is empty; send the bytes of a JPEG, PNG, GIF, BMP, TIFF or WEBP file")
     try:
         image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except UnidentifiedImageError as exc:
@@ -409,9 +405,7 @@ def _decode_stored_rgb(
     return _to_rgb_array(image)
 
 
-def _decode_with_simplejpeg(
-    data: bytes, stored_min_wh: tuple[int, int] | None
-) -> npt.NDArray[np.uint8] | None:
+def _decode_with_simplejpeg(data: bytes, stored_min_wh: tuple[int, int] | None) -> npt.NDArray[np.uint8] | None:
     """Decode a JPEG with libjpeg-turbo (scales n/8); None when it reports any problem.
 
     ``strict=True`` makes every libjpeg warning an error. Pillow then decides: it still

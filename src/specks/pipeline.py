@@ -241,7 +241,6 @@ class Detector:
             found = postprocess(raw[0], info.layout, params)
             return to_original_frame(found, plan, image)
 
-
     def detect_sliced(
         self,
         image: DecodedImage,
@@ -273,8 +272,9 @@ class Detector:
     ) -> list[Detections]:
         """Run every tile, batched when the model allows; Detections per tile in image pixels."""
         info = self.model.info
-        tile_plan = plan_letterbox(_tile_wh(tiles_xyxy), tile_input_hw, stride=info.stride,
-                                   minimal_padding=info.dynamic_hw)
+        tile_plan = plan_letterbox(
+            _tile_wh(tiles_xyxy), tile_input_hw, stride=info.stride, minimal_padding=info.dynamic_hw
+        )
         in_h, in_w = tile_plan.input_hw
         batch_size = max(1, min(len(tiles_xyxy), MAX_BATCH_INPUT_PIXELS // (in_h * in_w))) if info.dynamic_batch else 1
         found: list[Detections] = []
@@ -289,8 +289,9 @@ class Detector:
             with timer.stage("postprocess"):
                 for slot, (tx1, ty1, _, _) in enumerate(chunk):
                     tile_found = postprocess(raw[slot], info.layout, params)
-                    tile_found = Detections(tile_plan.input_to_source(tile_found.xyxy), tile_found.confidence,
-                                            tile_found.class_id)
+                    tile_found = Detections(
+                        tile_plan.input_to_source(tile_found.xyxy), tile_found.confidence, tile_found.class_id
+                    )
                     found.append(clip_to_tile(shift_detections(tile_found, (tx1, ty1)), (tx1, ty1, tx2, ty2)))
         return found
 

@@ -71,9 +71,9 @@ def _candidates(
     if params.multi_label:
         if allowed is not None:
             class_scores = np.where(allowed[None, :], class_scores, -1.0)
-        row, class_id = np.nonzero(class_scores > params.conf_threshold)
+        row, column = np.nonzero(class_scores > params.conf_threshold)
         return Detections(
-            cxcywh_to_xyxy(boxes_cxcywh[row]), class_scores[row, class_id].astype(np.float32), class_id.astype(np.int32)
+            cxcywh_to_xyxy(boxes_cxcywh[row]), class_scores[row, column].astype(np.float32), column.astype(np.int32)
         )
     score, class_id = _best_class(class_scores, allowed)
     keep = score > params.conf_threshold

@@ -5,14 +5,14 @@ Validation errors become ``InvalidFieldError`` naming the field, here and nowher
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from .errors import InvalidFieldError, InvalidRequestError
 
-ClassSelector = Union[StrictInt, StrictStr]
+ClassSelector = StrictInt | StrictStr
 
 
 class DetectOptions(BaseModel):
@@ -42,17 +42,18 @@ class DetectOptions(BaseModel):
     imgsz: Annotated[
         int | None,
         Field(
-            ge=32, le=4096, strict=True,
+            ge=32,
+            le=4096,
+            strict=True,
             description="Model input size in pixels (dynamic-shape models only); rounded up to the stride.",
         ),
     ] = None
-
 
     slice: Annotated[
         Literal["auto"] | StrictBool,
         Field(
             description=(
-                "Sliced (tiled) inference for small objects: true, false, or \"auto\" "
+                'Sliced (tiled) inference for small objects: true, false, or "auto" '
                 "(slice when the image is clearly larger than the model input)."
             ),
         ),
@@ -64,7 +65,9 @@ class DetectOptions(BaseModel):
     tile_scale: Annotated[
         float | None,
         Field(
-            ge=0.25, le=4.0, strict=True,
+            ge=0.25,
+            le=4.0,
+            strict=True,
             description="Model-input pixels per image pixel inside a tile; above 1 enlarges small objects.",
         ),
     ] = None

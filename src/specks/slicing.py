@@ -66,19 +66,16 @@ def shift_detections(found: Detections, offset_xy: tuple[int, int]) -> Detection
     return Detections(found.xyxy + np.array([dx, dy, dx, dy], np.float32), found.confidence, found.class_id)
 
 
-def _overlaps(box_xyxy: FloatArray, others_xyxy: FloatArray, box_area: float, other_areas: FloatArray,
-              metric: MatchMetric) -> FloatArray:
+def _overlaps(
+    box_xyxy: FloatArray, others_xyxy: FloatArray, box_area: float, other_areas: FloatArray, metric: MatchMetric
+) -> FloatArray:
     inter = intersections(box_xyxy, others_xyxy)
     if metric is MatchMetric.IOS:
-        denominator = np.minimum(box_area, other_areas)
-    else:
-        denominator = box_area + other_areas - inter
-    return inter / np.maximum(denominator, 1e-9)
+        return (inter / np.maximum(np.minimum(box_area, other_areas), 1e-9)).astype(np.float32)
+    return (inter / np.maximum(box_area + other_areas - inter, 1e-9)).astype(np.float32)
 
 
-def merge_detections(
-    found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float
-) -> Detections:
+def merge_detections(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:
     """Merge duplicates of one object (same class, overlap above ``threshold``), best first.
 
     NMS keeps the highest-scoring box of each group. NMM (greedy non-maximum merging)

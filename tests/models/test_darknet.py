@@ -233,8 +233,7 @@ def run_onnx(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
 
 def test_parse_cfg_handles_comments_spaces_and_blank_lines() -> None:
     text = (
-        "# header\n\n[net]\n width = 416 \nheight=320\n; note\n"
-        "[ convolutional ]\nfilters = 16\n\n[YOLO]\nmask = 1, 2\n"
+        "# header\n\n[net]\n width = 416 \nheight=320\n; note\n[ convolutional ]\nfilters = 16\n\n[YOLO]\nmask = 1, 2\n"
     )
     assert parse_cfg(text) == [
         CfgSection("net", {"width": "416", "height": "320"}),
@@ -425,9 +424,7 @@ def test_cache_converts_once_per_cfg_text(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(darknet, "convert_darknet", lambda *_: pytest.fail("converted again"))
     second = convert_darknet_cached(cfg_path, weights_path, cache_dir)
     monkeypatch.undo()
-    patched = convert_darknet_cached(
-        cfg_path, weights_path, cache_dir, cfg_text=cfg.replace("mask=1,2", "mask=0,1")
-    )
+    patched = convert_darknet_cached(cfg_path, weights_path, cache_dir, cfg_text=cfg.replace("mask=1,2", "mask=0,1"))
 
     assert first == second and first.name.startswith("darknet-") and first.suffix == ".onnx"
     assert len(first.stem) == len("darknet-") + 16
@@ -476,9 +473,7 @@ def iou_xyxy(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / (area + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter)
 
 
-def detect(
-    rows: np.ndarray, conf_threshold: float, iou_threshold: float = 0.45
-) -> list[tuple[np.ndarray, int]]:
+def detect(rows: np.ndarray, conf_threshold: float, iou_threshold: float = 0.45) -> list[tuple[np.ndarray, int]]:
     """(N, 85) YOLOv5-layout rows -> per-class NMS-kept (xyxy in input pixels, class index)."""
     scores = rows[:, 4:5] * rows[:, 5:]
     keep_row, keep_class = np.nonzero(scores > conf_threshold)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_TINY, coco_annotations
 
+from conftest import COCO_TINY, coco_annotations
 from specks.config import Limits, RuntimeOptions
 from specks.models import OnnxModel, load_model
 from specks.models.darknet import convert_darknet_cached, parse_cfg
@@ -50,11 +50,19 @@ def _size_ratios(detector: Detector) -> list[float]:
     class_of = {COCO_PERSON: 0, COCO_CAR: 2}
     ratios = []
     for image in annotations["images"]:
-        truths = [a for a in annotations["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]
-                  and a["category_id"] in class_of and 16 * 16 <= a["area"] <= 96 * 96]
+        truths = [
+            a
+            for a in annotations["annotations"]
+            if a["image_id"] == image["id"]
+            and not a["iscrowd"]
+            and a["category_id"] in class_of
+            and 16 * 16 <= a["area"] <= 96 * 96
+        ]
         if not truths:
             continue
-        found = detector.predict_bytes((COCO_TINY / "images" / image["file_name"]).read_bytes(), DetectOptions()).detections
+        found = detector.predict_bytes(
+            (COCO_TINY / "images" / image["file_name"]).read_bytes(), DetectOptions()
+        ).detections
         for truth in truths:
             x, y, w, h = truth["bbox"]
             same = found[found.class_id == class_of[truth["category_id"]]]

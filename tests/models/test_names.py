@@ -52,9 +52,7 @@ def test_parse_names_metadata(text: str, expected: list[str] | None) -> None:
         pytest.param(["diningtable"], ["dining table"], id="diningtable"),
         pytest.param(["tvmonitor"], ["tv"], id="tvmonitor"),
         pytest.param([" Motorbike ", "TVMonitor"], ["motorcycle", "tv"], id="case-and-space"),
-        pytest.param(
-            ["person", " traffic light "], ["person", "traffic light"], id="official-names-stripped"
-        ),
+        pytest.param(["person", " traffic light "], ["person", "traffic light"], id="official-names-stripped"),
         pytest.param(["Widget"], ["Widget"], id="other-names-keep-case"),
         pytest.param([], [], id="empty"),
     ],
@@ -75,13 +73,9 @@ METADATA_CAT_DOG = "{0: 'cat', 1: 'dog'}"
 @pytest.mark.parametrize(
     ("metadata", "files", "num_classes", "expected"),
     [
-        pytest.param(
-            METADATA_CAT_DOG, {"det.names": ["a", "b"]}, 2, ["cat", "dog"], id="metadata-beats-file"
-        ),
+        pytest.param(METADATA_CAT_DOG, {"det.names": ["a", "b"]}, 2, ["cat", "dog"], id="metadata-beats-file"),
         pytest.param(PLACEHOLDER_DICT, {"det.names": ["a", "b"]}, 2, ["a", "b"], id="placeholders-use-file"),
-        pytest.param(
-            None, {"coco.names": ["motorbike", "sofa"]}, 2, ["motorcycle", "couch"], id="coco-names-file"
-        ),
+        pytest.param(None, {"coco.names": ["motorbike", "sofa"]}, 2, ["motorcycle", "couch"], id="coco-names-file"),
         pytest.param(None, {"classes.txt": ["a", "", "b"]}, 2, ["a", "b"], id="classes-txt-blank-lines"),
         pytest.param(None, {"names.txt": ["a", "b"]}, 2, ["a", "b"], id="names-txt"),
         pytest.param(
@@ -95,9 +89,7 @@ METADATA_CAT_DOG = "{0: 'cat', 1: 'dog'}"
         pytest.param(PLACEHOLDER_DICT, {}, 80, list(COCO80_NAMES), id="placeholders-80-coco"),
         pytest.param(None, {}, 80, list(COCO80_NAMES), id="no-names-80-coco"),
         pytest.param(None, {}, 3, ["class_0", "class_1", "class_2"], id="no-names-by-index"),
-        pytest.param(
-            None, {"det.names": ["a", "b"]}, 4, ["a", "b", "class_2", "class_3"], id="short-file-padded"
-        ),
+        pytest.param(None, {"det.names": ["a", "b"]}, 4, ["a", "b", "class_2", "class_3"], id="short-file-padded"),
         pytest.param(None, {"det.names": ["a", "b", "c"]}, 2, ["a", "b"], id="long-file-truncated"),
         pytest.param("['cat']", {}, 2, ["cat", "class_1"], id="short-metadata-padded"),
         pytest.param("{0: 'aeroplane'}", {}, 1, ["airplane"], id="metadata-canonicalised"),

@@ -74,9 +74,7 @@ def tiny_onnx(
     ("file_name", "layout", "input_hw", "dynamic_hw", "dynamic_batch", "output_shape"),
     [
         pytest.param(YOLOV5N, OutputLayout.YOLOV5, (640, 640), False, False, (1, 25200, 85), id="yolov5n"),
-        pytest.param(
-            YOLOV5N_DYNAMIC, OutputLayout.YOLOV5, (640, 640), True, True, (1, 25200, 85), id="yolov5n-dyn"
-        ),
+        pytest.param(YOLOV5N_DYNAMIC, OutputLayout.YOLOV5, (640, 640), True, True, (1, 25200, 85), id="yolov5n-dyn"),
         pytest.param(YOLO11N, OutputLayout.ULTRALYTICS, (640, 640), True, True, (1, 84, 8400), id="yolo11n"),
         pytest.param(YOLO26N, OutputLayout.END_TO_END, (640, 640), True, True, (1, 300, 6), id="yolo26n-e2e"),
     ],
@@ -140,9 +138,7 @@ def test_random_weight_outputs_decode(
     found = postprocess(raw[0], model.info.layout, params)
 
     assert raw.shape == expected_shape
-    assert (
-        detect_layout(raw.shape, input_hw, model.info.layout is OutputLayout.END_TO_END) is model.info.layout
-    )
+    assert detect_layout(raw.shape, input_hw, model.info.layout is OutputLayout.END_TO_END) is model.info.layout
     assert len(found) <= params.max_detections
     assert np.all(np.isfinite(found.xyxy))
     assert np.all((found.confidence > 0.0) & (found.confidence <= 1.0))
@@ -195,9 +191,7 @@ def planted_output(layout: OutputLayout, num_classes: int, num_rows: int) -> np.
         pytest.param(YOLO26N, 300, id="yolo26n"),
     ],
 )
-def test_planted_boxes_decode_with_the_models_layout(
-    real_model: ModelLoader, file_name: str, num_rows: int
-) -> None:
+def test_planted_boxes_decode_with_the_models_layout(real_model: ModelLoader, file_name: str, num_rows: int) -> None:
     info = real_model(file_name).info
     raw = planted_output(info.layout, info.num_classes, num_rows)
 
@@ -218,9 +212,7 @@ def test_planted_boxes_decode_with_the_models_layout(
             ("cat", "dog"),
             id="e2e-classes-from-metadata",
         ),
-        pytest.param(
-            (1, 30, 6), {"end2end": "True"}, OutputLayout.END_TO_END, COCO80_NAMES, id="e2e-default-80"
-        ),
+        pytest.param((1, 30, 6), {"end2end": "True"}, OutputLayout.END_TO_END, COCO80_NAMES, id="e2e-default-80"),
         pytest.param(
             (1, 30, 6),
             {"end2end": "True", "names": "{[1]: 'a'}"},
@@ -228,9 +220,7 @@ def test_planted_boxes_decode_with_the_models_layout(
             COCO80_NAMES,
             id="e2e-garbage-names",
         ),
-        pytest.param(
-            (1, 6, 84), {}, OutputLayout.ULTRALYTICS, ("class_0", "class_1"), id="ultralytics-2-classes"
-        ),
+        pytest.param((1, 6, 84), {}, OutputLayout.ULTRALYTICS, ("class_0", "class_1"), id="ultralytics-2-classes"),
         pytest.param((1, 84, 7), {}, OutputLayout.YOLOV5, ("class_0", "class_1"), id="yolov5-2-classes"),
     ],
 )
@@ -257,9 +247,7 @@ def test_tiny_model_layout_and_names(
         pytest.param(None, (640, 640), id="absent"),
     ],
 )
-def test_dynamic_model_input_size_from_imgsz_metadata(
-    imgsz: str | None, expected_hw: tuple[int, int]
-) -> None:
+def test_dynamic_model_input_size_from_imgsz_metadata(imgsz: str | None, expected_hw: tuple[int, int]) -> None:
     metadata = {"end2end": "True"} | ({} if imgsz is None else {"imgsz": imgsz})
     model = tiny_onnx((1, 30, 6), metadata, input_shape=("batch", 3, "height", "width"))
 
@@ -316,9 +304,7 @@ def test_prepare_model_of_a_missing_onnx_file(tmp_path: Path) -> None:
         pytest.param([], "det.onnx", ("onnx", "det.onnx", None), id="onnx-not-checked-yet"),
         pytest.param([], "DET.ONNX", ("onnx", "DET.ONNX", None), id="onnx-upper-case"),
         pytest.param(["det.cfg", "det.weights"], "det.cfg", ("darknet", "det.cfg", "det.weights"), id="cfg"),
-        pytest.param(
-            ["det.cfg", "det.weights"], "det.weights", ("darknet", "det.cfg", "det.weights"), id="weights"
-        ),
+        pytest.param(["det.cfg", "det.weights"], "det.weights", ("darknet", "det.cfg", "det.weights"), id="weights"),
     ],
 )
 def test_resolve_model_files(

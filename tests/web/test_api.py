@@ -9,9 +9,9 @@ import time
 
 import pytest
 import requests
+
 from conftest import COCO_TINY, MODELS, LiveServer, coco_annotations, jpeg_bytes, require
 from factories import b64, exif_rotated_jpeg
-
 from specks.config import Settings
 from specks.web import create_app
 
@@ -137,8 +137,12 @@ def test_server_slicing_settings_reach_the_detector(yolov5n_detector, tmp_path) 
 
     from specks.config import SlicingSettings
 
-    settings = replace(Settings.from_env({}), cache_dir=tmp_path, model=str(MODELS / "yolov5n.onnx"),
-                       slicing=SlicingSettings(mode="on", max_tiles=2))
+    settings = replace(
+        Settings.from_env({}),
+        cache_dir=tmp_path,
+        model=str(MODELS / "yolov5n.onnx"),
+        slicing=SlicingSettings(mode="on", max_tiles=2),
+    )
     app = create_app(settings, load_in_background=False)
     client = app.test_client()
     response = client.post("/predict", json={"image": b64(jpeg_bytes(1600, 1200))})

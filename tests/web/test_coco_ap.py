@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import COCO_TINY, require
 from factories import b64
-
 from specks.evaluation import CocoDataset, score_coco
 from specks.models.names import COCO80_NAMES
 
@@ -22,12 +22,14 @@ def test_yolov5n_through_the_api_scores_coco_ap(client) -> None:  # type: ignore
         for detection in response.get_json()["detections"]:
             if detection["class_id"] in category_of:
                 box = detection["box"]
-                results.append({
-                    "image_id": image["id"],
-                    "category_id": category_of[detection["class_id"]],
-                    "bbox": [box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"]],
-                    "score": detection["confidence"],
-                })
+                results.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": category_of[detection["class_id"]],
+                        "bbox": [box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"]],
+                        "score": detection["confidence"],
+                    }
+                )
     metrics = score_coco(dataset.annotations, results, max_dets=100)
     assert metrics["AP"] >= 0.33
     assert metrics["AP50"] >= 0.5

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from conftest import jpeg_bytes
 from factories import (
     animated_gif,

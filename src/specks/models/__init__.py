@@ -15,7 +15,13 @@ from .default import DEFAULT_MODEL_NAME, corrected_tiny_cfg, embedded_default_fi
 from .onnx_model import ModelInfo, OnnxModel
 
 __all__ = [
-    "DEFAULT_MODEL_NAME", "ModelInfo", "OnnxModel", "PreparedModel", "load_model", "prepare_model", "resolve_model_files",
+    "DEFAULT_MODEL_NAME",
+    "ModelInfo",
+    "OnnxModel",
+    "PreparedModel",
+    "load_model",
+    "prepare_model",
+    "resolve_model_files",
 ]
 
 DEFAULT_ALIASES = {"", "default", "yolov3-tiny"}
@@ -34,7 +40,9 @@ def resolve_model_files(spec: str | None) -> tuple[str, Path, Path | None]:
         cfg, weights = path.with_suffix(".cfg"), path.with_suffix(".weights")
         for needed in (cfg, weights):
             if not needed.is_file():
-                raise ModelLoadError(f"a Darknet model needs {cfg.name} and {weights.name} side by side; {needed} is missing")
+                raise ModelLoadError(
+                    f"a Darknet model needs {cfg.name} and {weights.name} side by side; {needed} is missing"
+                )
         return "darknet", cfg, weights
     raise ModelLoadError(f"unsupported model file {spec!r}: give an .onnx file or a Darknet .cfg (with its .weights)")
 

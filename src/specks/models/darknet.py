@@ -256,9 +256,7 @@ def _convolutional(
     height, width = ((n + 2 * padding - size) // stride + 1 for n in (source.height, source.width))
     if filters < 1 or size < 1 or stride < 1 or height < 1 or width < 1:
         raise ModelLoadError(f"filters={filters}, size={size}, stride={stride} gives no output")
-    kernel, bias = _read_conv_params(
-        reader, filters, source.channels, size, section.get_int("batch_normalize", 0) != 0
-    )
+    kernel, bias = _read_conv_params(reader, filters, source.channels, size, section.get_int("batch_normalize", 0) != 0)
     value = graph.node(
         "Conv",
         [
@@ -333,9 +331,7 @@ def _route(graph: _GraphBuilder, section: CfgSection, layer: int, outputs: list[
     if not sources:
         raise ModelLoadError("[route] needs at least one entry in layers=")
     if len({(s.height, s.width) for s in sources}) != 1:
-        raise ModelLoadError(
-            f"[route] joins layers of different sizes: {[(s.height, s.width) for s in sources]}"
-        )
+        raise ModelLoadError(f"[route] joins layers of different sizes: {[(s.height, s.width) for s in sources]}")
     if len(sources) == 1:
         return sources[0]
     value = graph.node("Concat", [s.name for s in sources], f"route_{layer}", axis=1)
@@ -361,15 +357,11 @@ def _earlier_output(outputs: list[_Tensor | None], layer: int, index: int) -> _T
         raise ModelLoadError(f"layer reference {index} points outside layers 0..{layer - 1}")
     output = outputs[absolute]
     if output is None:
-        raise UnsupportedModelError(
-            f"layer reference {index} points at a [yolo] layer, which cannot be reused"
-        )
+        raise UnsupportedModelError(f"layer reference {index} points at a [yolo] layer, which cannot be reused")
     return output
 
 
-def _yolo(
-    graph: _GraphBuilder, section: CfgSection, layer: int, source: _Tensor, net_hw: tuple[int, int]
-) -> _Head:
+def _yolo(graph: _GraphBuilder, section: CfgSection, layer: int, source: _Tensor, net_hw: tuple[int, int]) -> _Head:
     """Decode a ``[yolo]`` head to float32 ``[batch, A*gh*gw, 5 + classes]`` rows (see module doc)."""
     if section.get_float("scale_x_y", 1.0) != 1.0 or section.get_int("new_coords", 0) != 0:
         raise UnsupportedModelError("[yolo] with scale_x_y or new_coords is not supported")
@@ -516,9 +508,7 @@ def _make_model(graph: _GraphBuilder, net_chw: tuple[int, int, int], heads: list
     channels, height, width = net_chw
     images = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", channels, height, width])
     rows = sum(head.rows for head in heads)
-    output = helper.make_tensor_value_info(
-        OUTPUT_NAME, TensorProto.FLOAT, ["batch", rows, 5 + heads[0].classes]
-    )
+    output = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", rows, 5 + heads[0].classes])
     onnx_graph = helper.make_graph(graph.nodes, "darknet", [images], [output], initializer=graph.initializers)
     return helper.make_model(
         onnx_graph,
@@ -528,9 +518,7 @@ def _make_model(graph: _GraphBuilder, net_chw: tuple[int, int, int], heads: list
     )
 
 
-def _set_metadata(
-    model: onnx.ModelProto, net_chw: tuple[int, int, int], heads: list[_Head], cfg_text: str
-) -> None:
+def _set_metadata(model: onnx.ModelProto, net_chw: tuple[int, int, int], heads: list[_Head], cfg_text: str) -> None:
     """Record stride, input size, source and the cfg's sha256 in ``metadata_props``."""
     stride_px = max(head.stride_px for head in heads)
     metadata = {
@@ -542,9 +530,7 @@ def _set_metadata(
     helper.set_model_props(model, metadata)
 
 
-def convert_darknet_cached(
-    cfg_path: Path, weights_path: Path, cache_dir: Path, *, cfg_text: str | None = None
-) -> Path:
+def convert_darknet_cached(cfg_path: Path, weights_path: Path, cache_dir: Path, *, cfg_text: str | None = None) -> Path:
     """Convert once and cache: return ``cache_dir/darknet-<hash16>.onnx``.
 
     The hash is the sha256 of the cfg text used (``cfg_text`` if given, else the

@@ -165,8 +165,14 @@ class OnnxModel:
 
     @classmethod
     def load(
-        cls, model: Path | bytes, *, runtime: RuntimeOptions, threads: int, source_format: str = "onnx",
-        path: Path | None = None, name: str | None = None,
+        cls,
+        model: Path | bytes,
+        *,
+        runtime: RuntimeOptions,
+        threads: int,
+        source_format: str = "onnx",
+        path: Path | None = None,
+        name: str | None = None,
     ) -> OnnxModel:
         """Open an ONNX file (or serialized bytes) and work out its input size, layout and names."""
         model_path = path if path is not None else (model if isinstance(model, Path) else Path("model.onnx"))
