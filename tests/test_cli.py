@@ -109,6 +109,7 @@ def test_predict_rejects_out_of_range_options_naming_them(
         (["--slice", "off"], {"slice": False}),
         (["--slice", "auto"], {"slice": "auto"}),
         (["--full-image", "off"], {"full_image": False}),
+        (["--tile-scale", "1.5"], {"tile_scale": 1.5}),
         (
             [
                 "--tile",
@@ -145,3 +146,18 @@ def test_compare_is_an_eval_mode_only(capsys: pytest.CaptureFixture[str]) -> Non
         build_parser().parse_args(["predict", "x.jpg", "--slice", "compare"])
     assert exit_info.value.code == 2
     assert "--slice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (["--iou", "0.6"], {"iou": 0.6}),
+        (["--multi-label", "on"], {"multi_label": True}),
+        (["--multi-label", "off", "--iou", "0.3"], {"multi_label": False, "iou": 0.3}),
+    ],
+)
+def test_iou_flags_leave_the_mode_defaults_when_absent(flags: list[str], expected: dict[str, Any]) -> None:
+    from specks.cli import _iou_options
+
+    assert _iou_options(build_parser().parse_args(["predict", "x.jpg", *flags])) == expected

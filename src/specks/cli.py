@@ -48,12 +48,13 @@ SLICE_COMPARE = "compare"
 def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> None:
     """Sliced-inference flags; each one left out keeps the server's setting (SPECKS_SLICE, ...)."""
     modes = [*SLICE_MODES, SLICE_COMPARE] if compare else list(SLICE_MODES)
-    slice_help = "tiled inference for small objects: auto (when the image is larger than one tile), on, off"
+    slice_help = "tiled inference for small objects: auto (image at least twice the model input), on, off"
     if compare:
         slice_help += ", or compare (off and on, side by side)"
     add = parser.add_argument
     add("--slice", choices=modes, help=slice_help)
-    add("--tile", type=int, help="tile side in image pixels, 64..4096 (default: the model input)")
+    add("--tile", type=int, help="tile side in image pixels, 64..4096 (default: from the model)")
+    add("--tile-scale", type=float, help="model-input pixels per image pixel in a tile (default 1.25, dynamic models)")
     add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
     add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
     add("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
@@ -68,7 +69,7 @@ def slice_options(args: argparse.Namespace) -> dict[str, Any]:
         options["slice"] = SLICE_MODES[args.slice]
     if args.full_image is not None:
         options["full_image"] = args.full_image == "on"
-    for name in ("tile", "overlap", "merge", "merge_metric", "merge_threshold"):
+    for name in ("tile", "tile_scale", "overlap", "merge", "merge_metric", "merge_threshold"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options
