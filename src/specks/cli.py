@@ -289,7 +289,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    print(orjson.dumps(dataclasses.asdict(settings), option=orjson.OPT_INDENT_2, default=str).decode())
+    shown = dataclasses.asdict(settings)
+    shown["security"] = settings.security.describe()  # never print the keys
+    shown["resolved"] = {"workers": settings.resolved_workers(), "threads_per_worker": settings.resolved_threads()}
+    print(orjson.dumps(shown, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0
 
 

@@ -127,11 +127,64 @@ class SlicingSettings:
 
 
 @dataclass(frozen=True)
+class Security:
+    """Optional API keys.
+
+    api_keys:   accepted keys; empty means authentication is off.
+    open_paths: paths answered without a key (liveness, readiness, metrics, API docs).
+    """
+
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def describe(self) -> dict[str, object]:
+        """For display: never the keys themselves."""
+        return {"api_keys": f"{len(self.api_keys)} configured" if self.api_keys else "off", "open_paths": self.open_paths}
+
+
+@dataclass(frozen=True)
+class Observability:
+    """Logging and metrics.
+
+    log_format:      "json" (one object per line, with the request id) or "text".
+    metrics_enabled: serve Prometheus metrics at /metrics.
+    """
+
+    log_format: str = "json"
+    log_level: str = "info"
+    metrics_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"log_format must be json or text, got {self.log_format!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+
+def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Keys from SPECKS_API_KEYS (comma-separated) and SPECKS_API_KEYS_FILE (one per line, # comments)."""
+    keys = list(_parse_list(env.get(ENV_PREFIX + "API_KEYS", "")))
+    path = env.get(ENV_PREFIX + "API_KEYS_FILE")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{ENV_PREFIX}API_KEYS_FILE cannot be read: {path} ({exc.strerror})") from exc
+        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return tuple(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a Specks server or CLI run is configured with.
 
-    model:   path of an .onnx or Darknet .cfg file; None serves the embedded default.
-    workers: server processes, each with its own model; 0 means one per core.
+    model:      path of an .onnx or Darknet .cfg file; None serves the embedded default.
+    workers:    server processes, each with its own model; 0 means one per core.
+    io_threads: threads per worker for network I/O (slow clients, keep-alive).
     """
 
     host: str = "127.0.0.1"
@@ -140,11 +193,18 @@ class Settings:
     model: str | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
+    graceful_timeout_s: int = 30
+    io_threads: int = 4
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
+    security: Security = field(default_factory=Security)
+    observability: Observability = field(default_factory=Observability)
 
     def __post_init__(self) -> None:
+        for name in ("request_timeout_s", "graceful_timeout_s", "io_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
         if self.workers < 0:
@@ -192,6 +252,17 @@ class Settings:
             model=get("MODEL", str, None) or None,
             cache_dir=get("CACHE_DIR", Path, default_cache_dir()),
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
+            graceful_timeout_s=get("GRACEFUL_TIMEOUT_S", int, cls.graceful_timeout_s),
+            io_threads=get("IO_THREADS", int, cls.io_threads),
+            security=Security(
+                api_keys=read_api_keys(env),
+                open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),
+            ),
+            observability=Observability(
+                log_format=get("LOG_FORMAT", str, Observability.log_format).lower(),
+                log_level=get("LOG_LEVEL", str, Observability.log_level).lower(),
+                metrics_enabled=get("METRICS", _parse_bool, Observability.metrics_enabled),
+            ),
             runtime=runtime,
             limits=limits,
             slicing=slicing,

@@ -9,19 +9,15 @@ from gunicorn.app.base import BaseApplication
 from ..config import Settings
 from . import create_app
 
-# Threads per worker for network I/O (slow clients, keep-alive); inference itself is
-# bounded by ONNX Runtime's intra-op threads.
-IO_THREADS_PER_WORKER = 4
-
-
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.resolved_workers(),
         "worker_class": "gthread",
-        "threads": IO_THREADS_PER_WORKER,
+        # I/O threads per worker (slow clients, keep-alive); inference is bounded by ORT's threads.
+        "threads": settings.io_threads,
         "timeout": settings.request_timeout_s,
-        "graceful_timeout": 30,
+        "graceful_timeout": settings.graceful_timeout_s,
         "keepalive": 5,
         "preload_app": False,  # each worker loads its own model after the fork
         "accesslog": None,
