@@ -11,7 +11,10 @@ from flask import Flask
 
 from ..config import Settings
 from ..pipeline import Detector
+from .auth import register_auth
+from .docs import register_docs
 from .errors import register_error_handlers
+from .observability import register_observability
 from .routes import api
 from .state import ModelHolder
 
@@ -28,5 +31,9 @@ def create_app(
     app.extensions["specks.model"] = holder
     app.register_blueprint(api)
     register_error_handlers(app)
+    # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
+    register_observability(app, settings)
+    register_auth(app, settings)
+    register_docs(app, settings)
     holder.start_loading(background=load_in_background)
     return app
