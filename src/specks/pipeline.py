@@ -22,7 +22,7 @@ from .models import OnnxModel
 from .models.letterboxer import OrtLetterboxer
 from .models.names import COCO_ALIASES
 from .postprocess import PostprocessParams, postprocess
-from .preprocess import LetterboxPlan, letterbox, plan_letterbox, resize_rgb
+from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .schemas import DetectOptions
 from .slicing import MatchMetric, MergeStrategy, merge_detections, shift_detections, tile_count, tile_grid
 from .types import Detections, ImageSize
@@ -253,9 +253,7 @@ class Detector:
         tiles = tile_grid((image.size.width, image.size.height), plan.tile_px, plan.overlap_ratio)
         parts = self._detect_tiles(image, tiles, self.tile_input_hw(_tile_wh(tiles), plan, input_hw), params, timer)
         if plan.full_image_pass and len(tiles) > 1:  # one tile already covers the whole image
-            with timer.stage("preprocess"):
-                small = downscaled(image, input_hw)
-            parts.append(self.detect_decoded(small, input_hw, params, timer))
+            parts.append(self.detect_decoded(image, input_hw, params, timer))
         if len(parts) == 1:
             return parts[0]
         with timer.stage("merge"):
@@ -307,15 +305,6 @@ def clip_to_tile(found: Detections, tile_xyxy: tuple[int, int, int, int]) -> Det
     x1, y1, x2, y2 = tile_xyxy
     xyxy = clip_xyxy(found.xyxy - np.array([x1, y1, x1, y1], np.float32), x2 - x1, y2 - y1)
     return Detections(xyxy + np.array([x1, y1, x1, y1], np.float32), found.confidence, found.class_id)
-
-
-def downscaled(image: DecodedImage, input_hw: tuple[int, int]) -> DecodedImage:
-    """A copy of a decoded image no larger than its letterboxed content at ``input_hw``."""
-    height, width = image.rgb.shape[:2]
-    plan = plan_letterbox((width, height), input_hw)
-    if plan.scale >= 1:
-        return image
-    return DecodedImage(resize_rgb(image.rgb, plan.content_wh), image.size, image.format)
 
 
 def to_original_frame(found: Detections, plan: LetterboxPlan, image: DecodedImage) -> Detections:
