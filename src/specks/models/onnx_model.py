@@ -104,13 +104,18 @@ def create_session(model: str | bytes, runtime: RuntimeOptions, threads: int) ->
         raise ModelLoadError(f"cannot load the ONNX model: {exc}") from exc
 
 
-def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
+def _metadata_literal(value: str | None) -> object:
+    """A metadata value parsed as a Python literal, or None when absent or unreadable."""
     if not value:
         return None
     try:
-        parsed = ast.literal_eval(value)
+        return ast.literal_eval(value)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
         return None
+
+
+def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
+    parsed = _metadata_literal(value)
     if isinstance(parsed, int):
         return parsed, parsed
     if isinstance(parsed, (list, tuple)) and len(parsed) == 2 and all(isinstance(v, int) for v in parsed):
@@ -119,12 +124,7 @@ def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
 
 
 def _metadata_class_count(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
-        return None
+    parsed = _metadata_literal(value)
     return len(parsed) if isinstance(parsed, (dict, list)) else None
 
 
