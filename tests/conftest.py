@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,15 +98,17 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        # Output goes to a file: an unread pipe fills up (one access-log line per request) and stalls the server.
+        self.log = tempfile.NamedTemporaryFile(prefix="specks-server-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            command, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                output = Path(self.log.name).read_text(errors="replace")
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{output}")
             try:
                 if requests.get(self.url + "/ready", timeout=1).status_code == 200:
@@ -121,6 +124,8 @@ class LiveServer:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -141,9 +141,20 @@ class Security:
     def enabled(self) -> bool:
         return bool(self.api_keys)
 
+    def is_open(self, path: str) -> bool:
+        """True when ``path`` is an open path or lies below one (``/docs`` covers ``/docs/...``)."""
+        for open_path in self.open_paths:
+            base = open_path.rstrip("/")
+            if path == open_path or (base and (path == base or path.startswith(base + "/"))):
+                return True
+        return False
+
     def describe(self) -> dict[str, object]:
         """For display: never the keys themselves."""
-        return {"api_keys": f"{len(self.api_keys)} configured" if self.api_keys else "off", "open_paths": self.open_paths}
+        return {
+            "api_keys": f"{len(self.api_keys)} configured" if self.api_keys else "off",
+            "open_paths": self.open_paths,
+        }
 
 
 @dataclass(frozen=True)

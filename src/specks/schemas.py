@@ -179,6 +179,47 @@ class PredictResponse(BaseModel):
     timing_ms: dict[str, float] = Field(description="Milliseconds per stage and in total.")
 
 
+class ModelDetails(BaseModel):
+    """Body of ``GET /model``: what the loaded model is and expects."""
+
+    name: str
+    path: str
+    format: str = Field(description="The file format the model was loaded from: onnx or darknet.")
+    input_size: ImageInfo = Field(description="Nominal model input size in pixels.")
+    dynamic_input_size: bool = Field(description="The model accepts other input sizes (see 'imgsz').")
+    dynamic_batch: bool
+    stride: int
+    layout: str = Field(description="Output layout the detections are decoded from.")
+    num_classes: int
+    names: list[str] = Field(description="Class names by class id.")
+    providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+
+
+class HealthResponse(BaseModel):
+    """Body of ``GET /health``: the process is up."""
+
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    """Body of ``GET /ready`` once the model is loaded and warm."""
+
+    status: Literal["ready"]
+    model: str = Field(description="Name of the loaded model.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_field, invalid_base64, image_too_large.")
+    message: str = Field(description="What is wrong and, where possible, how to fix it.")
+    field: str | None = Field(default=None, description="The request field at fault, when there is one.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: one JSON envelope, never HTML, never a traceback."""
+
+    error: ErrorDetail
+
+
 def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
     """Prediction + ModelInfo -> the JSON-ready dict of a PredictResponse (built directly, for speed)."""
     found = prediction.detections

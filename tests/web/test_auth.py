@@ -17,7 +17,7 @@ from factories import b64
 from specks.config import Security, Settings
 from specks.pipeline import Detector
 from specks.web import create_app
-from specks.web.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, is_open_path
+from specks.web.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE
 
 KEYS = ("k1", "k2")
 
@@ -168,7 +168,7 @@ def test_open_paths_are_configurable(
     ],
 )
 def test_is_open_path(path: str, open_paths: tuple[str, ...], expected: bool) -> None:
-    assert is_open_path(path, open_paths) is expected
+    assert Security(open_paths=open_paths).is_open(path) is expected
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def register_auth(app: Flask, settings: Settings) -> None:
     open_paths = security.open_paths
 
     def require_api_key() -> None:
-        if is_open_path(request.path, open_paths) or _is_cors_preflight():
+        if security.is_open(request.path) or _is_cors_preflight():
             return
         presented = presented_key(request.headers)
         if presented is None:
@@ -58,15 +58,6 @@ def register_auth(app: Flask, settings: Settings) -> None:
     app.before_request(require_api_key)
     app.after_request(_add_bearer_challenge)
     log.info("API keys required (%d configured); open paths: %s", len(key_digests), ", ".join(open_paths) or "none")
-
-
-def is_open_path(path: str, open_paths: Iterable[str]) -> bool:
-    """True when ``path`` is an open path or lies below one (``/docs`` covers ``/docs/...``)."""
-    for open_path in open_paths:
-        base = open_path.rstrip("/")
-        if path == open_path or (base and (path == base or path.startswith(base + "/"))):
-            return True
-    return False
 
 
 def presented_key(headers: Headers) -> str | None:

@@ -1,0 +1,228 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from the pydantic schemas in ``specks.schemas``.
+
+The document is assembled from openapi-pydantic's models of the specification; every request and
+response body is the JSON schema pydantic derives from the model the API itself validates with or
+answers, so the document cannot drift from the code. No Flask here: ``specks.web.docs`` serves it.
+
+Security appears only when API keys are configured: both schemes (``X-API-Key`` header and
+``Authorization: Bearer``) are declared document-wide and every open path overrides that with none.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from openapi_pydantic import (
+    Components,
+    Info,
+    MediaType,
+    OpenAPI,
+    Operation,
+    PathItem,
+    Reference,
+    RequestBody,
+    Response,
+    Schema,
+    SecurityScheme,
+    Tag,
+)
+from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema_class
+from pydantic import BaseModel
+
+from . import __version__
+from .config import Security, Settings
+from .schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelDetails,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+)
+
+OPENAPI_VERSION: Final = "3.1.1"
+JSON = "application/json"
+
+# A 32x32 grey PNG: a valid image, so "Try it out" and the explicit-example tests get a 200.
+EXAMPLE_IMAGE_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAKUlEQVR42u3NMQEAAAgDIDXy+h+W0A8K0Enq09QzgUAg"
+    "EAgEAoFAcGUBwTMBluq9d7oAAAAASUVORK5CYII="
+)
+
+DESCRIPTION = """\
+Small-object detection: send an image as base64 inside a JSON `POST /predict`, get back bounding boxes
+in original-image pixels, class labels and confidences. Every error is one JSON envelope,
+`{"error": {"code": ..., "message": ..., "field": ...}}`.
+
+A client in a few lines:
+
+```python
+import base64, json, requests
+
+with open("street.jpg", "rb") as f:
+    payload = {"image": base64.b64encode(f.read()).decode("utf-8")}
+response = requests.post("http://127.0.0.1:6060/predict", data=json.dumps(payload),
+                         headers={"Content-type": "application/json"})
+print(response.json()["detections"])
+```
+"""
+
+# Reusable error answers, by name in #/components/responses.
+ERROR_RESPONSES: dict[str, tuple[int, str]] = {
+    "InvalidRequest": (
+        400,
+        "The request is malformed: the body is not a JSON object (`invalid_json`, `invalid_request`), a field "
+        "is missing, of the wrong type, out of range or unknown (`invalid_field`, with `field`), or the image "
+        "is not valid base64 (`invalid_base64`) or not a decodable image (`invalid_image`).",
+    ),
+    "Unauthorized": (401, "No valid API key: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`."),
+    "PayloadTooLarge": (
+        413,
+        "Too big: the body is over the byte limit (`payload_too_large`), the image over the pixel limit "
+        "(`image_too_large`), or slicing would need more tiles than allowed (`too_many_tiles`).",
+    ),
+    "UnsupportedMediaType": (415, "The body is not sent as `Content-Type: application/json`."),
+    "ModelNotReady": (503, "The model is still loading, or failed to load (`model_not_ready`); see `GET /ready`."),
+    "InternalError": (500, "An unexpected error; the message is generic and the details are in the server log."),
+}
+
+STRING = Schema.model_validate({"type": "string"})
+
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "ApiKey": SecurityScheme.model_validate(
+        {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "One of the server's API keys."}
+    ),
+    "Bearer": SecurityScheme(type="http", scheme="bearer", description="One of the server's API keys."),
+}
+
+
+def _json_body(model: type[BaseModel], example: Any = None) -> dict[str, MediaType]:
+    schema = PydanticSchema[BaseModel].model_validate({"schema_class": model})
+    return {JSON: MediaType(schema=schema, example=example)}
+
+
+def _ok(description: str, model: type[BaseModel]) -> Response:
+    return Response(description=description, content=_json_body(model))
+
+
+def _errors(*names: str) -> dict[str, Response | Reference]:
+    return {
+        str(ERROR_RESPONSES[name][0]): Reference.model_validate({"$ref": f"#/components/responses/{name}"})
+        for name in names
+    }
+
+
+def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
+    """Path -> (HTTP method, operation), without security (added per settings)."""
+    operations = {
+        "/predict": (
+            "post",
+            Operation(
+                operationId="predict",
+                tags=["detection"],
+                summary="Detect objects in an image",
+                description=(
+                    "Only `image` is required; every other field overrides a server default for this request. "
+                    "Unknown fields are refused, so a typo is not silently ignored."
+                ),
+                requestBody=RequestBody(
+                    required=True,
+                    content=_json_body(PredictRequest, example={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.25}),
+                ),
+                responses={
+                    "200": _ok(
+                        "Detections, sorted by confidence (highest first), with the image size.", PredictResponse
+                    ),
+                    **_errors(
+                        "InvalidRequest", "PayloadTooLarge", "UnsupportedMediaType", "ModelNotReady", "InternalError"
+                    ),
+                },
+            ),
+        ),
+        "/health": (
+            "get",
+            Operation(
+                operationId="health",
+                tags=["operations"],
+                summary="Liveness: the process answers",
+                responses={"200": _ok("The process is up (the model may still be loading).", HealthResponse)},
+            ),
+        ),
+        "/ready": (
+            "get",
+            Operation(
+                operationId="ready",
+                tags=["operations"],
+                summary="Readiness: the model is loaded and warm",
+                responses={
+                    "200": _ok("The server takes requests.", ReadyResponse),
+                    **_errors("ModelNotReady"),
+                },
+            ),
+        ),
+        "/model": (
+            "get",
+            Operation(
+                operationId="model",
+                tags=["detection"],
+                summary="The loaded model: input size, layout, class names, providers",
+                responses={"200": _ok("The loaded model.", ModelDetails), **_errors("ModelNotReady", "InternalError")},
+            ),
+        ),
+    }
+    if include_metrics:
+        operations["/metrics"] = (
+            "get",
+            Operation(
+                operationId="metrics",
+                tags=["operations"],
+                summary="Prometheus metrics",
+                responses={
+                    "200": Response(
+                        description="Prometheus text format, or OpenMetrics when the Accept header asks for it.",
+                        content={
+                            "text/plain": MediaType(schema=STRING),
+                            "application/openmetrics-text": MediaType(schema=STRING),
+                        },
+                    )
+                },
+            ),
+        )
+    return operations
+
+
+def _secure(path: str, operation: Operation, security: Security) -> Operation:
+    """Open paths need no key; the others may answer 401."""
+    if security.is_open(path):
+        return operation.model_copy(update={"security": []})
+    responses = {**(operation.responses or {}), **_errors("Unauthorized")}
+    return operation.model_copy(update={"responses": dict(sorted(responses.items()))})
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document for a server run with ``settings``, as a JSON-ready dict."""
+    operations = _operations(include_metrics=settings.observability.metrics_enabled)
+    security = settings.security
+    if security.enabled:
+        operations = {path: (method, _secure(path, op, security)) for path, (method, op) in operations.items()}
+    document = OpenAPI(
+        openapi=OPENAPI_VERSION,
+        info=Info(title="Specks", version=__version__, description=DESCRIPTION),
+        tags=[
+            Tag(name="detection", description="Object detection and the model behind it."),
+            Tag(name="operations", description="Liveness, readiness and metrics for orchestrators."),
+        ],
+        paths={path: PathItem.model_validate({method: op}) for path, (method, op) in operations.items()},
+        components=Components(
+            responses={
+                name: Response(description=description, content=_json_body(ErrorResponse))
+                for name, (_status, description) in ERROR_RESPONSES.items()
+                if name != "Unauthorized" or security.enabled
+            },
+            securitySchemes=SECURITY_SCHEMES if security.enabled else None,
+        ),
+        security=[{"ApiKey": []}, {"Bearer": []}] if security.enabled else None,
+    )
+    document = construct_open_api_with_schema_class(document)
+    dumped: dict[str, Any] = document.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
