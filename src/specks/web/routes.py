@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from .. import __version__
 from ..schemas import encode_prediction, parse_predict_request
@@ -69,4 +69,5 @@ def predict() -> Response:
     predict_request = parse_predict_request(body)
     detector = _holder().get()
     prediction = detector.predict_base64(predict_request.image, predict_request)
+    g.prediction_timing_ms = prediction.timing_ms  # per-stage metrics (web.observability)
     return json_response(encode_prediction(prediction, detector.model.info))
