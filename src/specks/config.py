@@ -195,7 +195,10 @@ class Settings:
 
     model:      path of an .onnx or Darknet .cfg file; None serves the embedded default.
     workers:    server processes, each with its own model; 0 means one per core.
-    io_threads: threads per worker for network I/O (slow clients, keep-alive).
+    io_threads: threads per worker for network I/O: slow clients and keep-alive connections
+                each hold one while they trickle in, so there are many.
+    predictions_per_worker: requests one worker decodes and runs at once; the rest wait, which
+                bounds memory (one full-resolution decode plus model activations each).
     """
 
     host: str = "127.0.0.1"
@@ -205,7 +208,8 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
-    io_threads: int = 4
+    io_threads: int = 32
+    predictions_per_worker: int = 2
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
@@ -213,7 +217,7 @@ class Settings:
     observability: Observability = field(default_factory=Observability)
 
     def __post_init__(self) -> None:
-        for name in ("request_timeout_s", "graceful_timeout_s", "io_threads"):
+        for name in ("request_timeout_s", "graceful_timeout_s", "io_threads", "predictions_per_worker"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
@@ -265,6 +269,7 @@ class Settings:
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
             graceful_timeout_s=get("GRACEFUL_TIMEOUT_S", int, cls.graceful_timeout_s),
             io_threads=get("IO_THREADS", int, cls.io_threads),
+            predictions_per_worker=get("PREDICTIONS_PER_WORKER", int, cls.predictions_per_worker),
             security=Security(
                 api_keys=read_api_keys(env),
                 open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),

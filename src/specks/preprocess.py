@@ -75,6 +75,13 @@ def resize_rgb(rgb: npt.NDArray[np.uint8], size_wh: tuple[int, int]) -> npt.NDAr
     return np.asarray(Image.fromarray(rgb).resize(size_wh, Image.Resampling.BILINEAR))
 
 
+def reduce_rgb(rgb: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.uint8]:
+    """Shrink an (h, w, 3) uint8 image by an integer ``factor`` with a box filter (fast, no aliasing)."""
+    if factor <= 1:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).reduce(factor))
+
+
 def letterbox_into(rgb: npt.NDArray[np.uint8], plan: LetterboxPlan, out: npt.NDArray[np.float32]) -> None:
     """Write the letterboxed, 0..1 scaled CHW image into ``out`` of shape (3, H, W) float32."""
     content = resize_rgb(rgb, plan.content_wh)

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from ..preprocess import PAD_VALUE, LetterboxPlan
+from ..preprocess import PAD_VALUE, LetterboxPlan, reduce_rgb
 
 _OPSET = 18  # Resize with the antialias attribute
 # Shrinking by more than this gets an antialiasing low-pass (as Pillow's resize does); milder
@@ -60,12 +60,19 @@ class OrtLetterboxer:
         # Idle threads must not spin after a call: the model's session runs right after on the
         # same cores, and spinning here halved its speed (measured on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No arena: input sizes vary per request and the arena would keep the largest float copy.
+        options.enable_cpu_mem_arena = False
         self._sessions = {
             antialias: ort.InferenceSession(_letterbox_graph(antialias), options, providers=["CPUExecutionProvider"])
             for antialias in (False, True)
         }
 
     def __call__(self, rgb: npt.NDArray[np.uint8], plan: LetterboxPlan) -> npt.NDArray[np.float32]:
+        # The graph works in float: shrink big images in uint8 first, to about twice the content,
+        # so no float copy of a full-resolution photo is ever made.
+        rgb = reduce_rgb(
+            rgb, max(1, min(rgb.shape[1] // (2 * plan.content_wh[0]), rgb.shape[0] // (2 * plan.content_wh[1])))
+        )
         (content_w, content_h), (pad_x, pad_y) = plan.content_wh, plan.pad_xy
         in_h, in_w = plan.input_hw
         pads = [0, 0, pad_y, pad_x, 0, 0, in_h - content_h - pad_y, in_w - content_w - pad_x]

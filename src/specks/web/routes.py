@@ -67,7 +67,9 @@ def predict() -> Response:
     check_json_media_type(request)
     body = parse_json_body(request.get_data(cache=False), limits)
     predict_request = parse_predict_request(body)
-    detector = _holder().get()
-    prediction = detector.predict_base64(predict_request.image, predict_request)
+    holder = _holder()
+    detector = holder.get()
+    with holder.prediction_slots:  # the body is read outside: a slow upload holds no slot
+        prediction = detector.predict_base64(predict_request.image, predict_request)
     g.prediction_timing_ms = prediction.timing_ms  # per-stage metrics (web.observability)
     return json_response(encode_prediction(prediction, detector.model.info))

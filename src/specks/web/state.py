@@ -22,6 +22,8 @@ class ModelHolder:
         self._detector = detector
         self._error: str | None = None
         self._thread: threading.Thread | None = None
+        # Bounds memory: many I/O threads may hold requests, few decode and infer at once.
+        self.prediction_slots = threading.BoundedSemaphore(settings.predictions_per_worker)
 
     @property
     def ready(self) -> bool:

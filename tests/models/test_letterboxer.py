@@ -1,0 +1,55 @@
+"""The ONNX Runtime letterboxer agrees with the Pillow + numpy reference in specks.preprocess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specks.models.letterboxer import OrtLetterboxer
+from specks.preprocess import PAD_VALUE, letterbox, plan_letterbox, reduce_rgb
+
+
+@pytest.fixture(scope="module")
+def letterboxer() -> OrtLetterboxer:
+    return OrtLetterboxer(threads=1)
+
+
+def smooth_image(width: int, height: int) -> np.ndarray:
+    """Gradients: resampling differences stay small, so the comparison is meaningful."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    return np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("source_wh", "input_hw", "minimal_padding"),
+    [
+        ((750, 563), (640, 640), False),  # mild shrink of a reduced-scale JPEG decode
+        ((2000, 1500), (1888, 2528), True),  # the upscaled small-object tile
+        ((6000, 4000), (640, 640), False),  # big shrink: reduced in uint8 first
+        ((300, 200), (640, 640), False),  # small image enlarged
+        ((641, 17), (640, 640), False),  # extreme aspect, odd padding
+    ],
+)
+def test_matches_the_reference(letterboxer, source_wh, input_hw, minimal_padding) -> None:  # type: ignore[no-untyped-def]
+    rgb = smooth_image(*source_wh)
+    plan = plan_letterbox(source_wh, input_hw, minimal_padding=minimal_padding)
+    tensor = letterboxer(rgb, plan)
+    reference = letterbox(rgb, plan)
+    assert tensor.shape == reference.shape == (1, 3, *plan.input_hw)
+    assert tensor.dtype == np.float32
+    assert float(np.abs(tensor - reference).mean()) < 0.01
+    pad_x, pad_y = plan.pad_xy
+    if pad_y:
+        assert np.allclose(tensor[0, :, 0, :], PAD_VALUE / 255)
+    if pad_x:
+        assert np.allclose(tensor[0, :, :, 0], PAD_VALUE / 255)
+
+
+def test_reduce_rgb_is_a_box_filter() -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:2, :2] = 200
+    reduced = reduce_rgb(rgb, 2)
+    assert reduced.shape == (2, 2, 3)
+    assert reduced[0, 0, 0] == 200 and reduced[1, 1, 0] == 0
+    assert reduce_rgb(rgb, 1) is rgb
