@@ -16,8 +16,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,36 +65,50 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _ServerProcess:
-    """A ``specks serve`` subprocess with one worker, for timing through real HTTP."""
+class ServerProcess:
+    """A ``specks serve`` subprocess on a free loopback port, for timing through real HTTP.
 
-    def __init__(self, settings: Settings, threads: int) -> None:
+    workers / threads None keep the server's defaults (one worker per core, cores / workers
+    inference threads); ``env`` adds SPECKS_* variables, e.g. ``{"SPECKS_SLICE": "off"}``.
+    Its output goes to a temporary file, not a pipe: a pipe nobody reads would fill up under
+    load and block the server's logging.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int | None = None,
+        threads: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "specks.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--threads",
-            str(threads),
-        ]
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if workers is not None:
+            command += ["--workers", str(workers)]
+        if threads is not None:
+            command += ["--threads", str(threads)]
         if settings.model:
             command += ["--model", settings.model]
-        env = {**os.environ, "SPECKS_CACHE_DIR": str(settings.cache_dir)}
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        full_env = {**os.environ, "SPECKS_CACHE_DIR": str(settings.cache_dir), **(env or {})}
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; closed in stop)
+        self.process = subprocess.Popen(command, env=full_env, stdout=self._output, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        """The gunicorn master's process id (its children are the workers)."""
+        return self.process.pid
+
+    def output_tail(self, chars: int = 2000) -> str:
+        self._output.seek(0)
+        return self._output.read().decode(errors="replace")[-chars:]
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise SpecksError(f"the benchmark server exited early:\n{stderr[-2000:]}")
+                raise SpecksError(f"the benchmark server exited early:\n{self.output_tail()}")
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 connection.request("GET", "/ready")
@@ -101,6 +116,8 @@ class _ServerProcess:
                     return
             except OSError:
                 pass
+            finally:
+                connection.close()
             time.sleep(0.2)
         raise SpecksError("the benchmark server did not become ready in time")
 
@@ -110,6 +127,8 @@ class _ServerProcess:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(timeout=20)
+        self._output.close()
 
 
 def _post_predict(port: int, body: bytes, runs: int, warmup: int) -> tuple[float, list[dict[str, float]]]:
@@ -144,7 +163,7 @@ def run_latency_benchmark(
     # ("auto" would slice a large photo into tiles, which is a different workload).
     body = orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii"), "slice": False})
 
-    server = _ServerProcess(settings, threads)
+    server = ServerProcess(settings, workers=1, threads=threads)
     try:
         server.wait_ready()
         end_to_end_ms, stage_timings = _post_predict(server.port, body, runs, warmup)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ import orjson
 
 from .config import Settings
 from .errors import SpecksError
+from .logs import configure_logging
 
 if TYPE_CHECKING:
     from .schemas import DetectOptions
@@ -114,6 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=5, help="untimed requests first (default 5)")
     bench.add_argument("--json", action="store_true", help="print JSON")
     _common_model_args(bench)
+
+    load = sub.add_parser(
+        "load",
+        help="load test: throughput, latency percentiles, errors and worker memory at a fixed concurrency",
+        description="Sends the seed-style request (a JSON body with the base64 image) back to back from "
+        "--concurrency keep-alive connections. With --model (or neither option) it starts its own "
+        "'specks serve' on 127.0.0.1 with the default workers and SPECKS_SLICE=off, so a large photo runs "
+        "the model once on the whole image (slicing a 2000x1500 photo would be about 13 model runs per "
+        "request, a different workload), samples the workers' memory, and afterwards times bare "
+        "session.run on the same model for comparison.",
+    )
+    target = load.add_mutually_exclusive_group()
+    target.add_argument("--url", help="load a server that is already running, e.g. http://127.0.0.1:6060")
+    target.add_argument(
+        "--model", help="start a server with this model (default: the embedded one); slicing off, see above"
+    )
+    load.add_argument("--image", type=Path, help="a JPEG (default: a synthetic 2000x1500 photo-like JPEG)")
+    load.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    load.add_argument("--duration", type=float, default=60, help="seconds of sending (default 60)")
+    load.add_argument("--warmup", type=float, default=5, help="first seconds left out of the figures (default 5)")
+    load.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("config", help="show the effective configuration")
     return parser
@@ -287,6 +308,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from .loadtest import predict_body, run_load, run_load_benchmark
+
+    if args.image:
+        try:
+            image_bytes = args.image.read_bytes()
+        except OSError as exc:
+            raise SpecksError(f"cannot read {args.image}: {exc.strerror}") from exc
+    else:
+        from .benchmark import synthetic_photo_jpeg
+
+        image_bytes = synthetic_photo_jpeg()
+    shape = {"concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup}
+    if args.url:
+        report = run_load(args.url, predict_body(image_bytes), **shape).to_dict()
+    else:
+        report = run_load_benchmark(settings_from_args(args), image_bytes, **shape)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_load_report(report))
+    return 0 if report["errors"] == 0 else 1
+
+
+def format_load_report(report: dict[str, Any]) -> str:
+    window = report["window_s"]
+    lines = [f"target:        {report['url']}" + (f"  (model {report['model']})" if "model" in report else "")]
+    lines.append(
+        f"load:          concurrency {report['concurrency']}, {report['duration_s']:.0f} s, "
+        f"measured {window[0]:.0f}..{window[1]:.0f} s after a {report['warmup_s']:.0f} s warm-up"
+    )
+    errors = f"{report['errors']}" + (f" {report['error_kinds']}" if report["errors"] else "")
+    lines.append(f"requests:      {report['requests']} ({report['measured_requests']} measured), errors {errors}")
+    lines.append(f"throughput:    {report['throughput_per_s']:.2f} req/s")
+    latency = report["latency_ms"]
+    if latency:
+        lines.append("latency:       " + ", ".join(f"{k} {v:.1f} ms" for k, v in latency.items()))
+    memory = report["memory"]
+    for pid, worker in memory["workers"].items():
+        start, end = worker["at_warmup_mb"], worker["at_end_mb"]
+        shown = f"{start} MiB after warm-up, {end} MiB at end"
+        if start is not None and end is not None:
+            shown += f" ({end - start:+.1f})"
+        lines.append(f"worker {pid}:  {shown}, {len(worker['series_mb'])} samples")
+    if memory["growth_mb"] is not None:
+        lines.append(f"memory growth: {memory['growth_mb']:+.1f} MiB (largest of any worker)")
+    elif not memory["workers"]:
+        lines.append("memory:        not sampled (the server was not started here)")
+    if "bare_session_run_per_s" in report:
+        lines.append(f"bare session.run: {report['bare_session_run_per_s']:.2f} calls/s (sequential, all cores)")
+        lines.append(f"throughput / bare: {report['throughput_over_bare']:.3f}")
+    return "\n".join(lines)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     shown = dataclasses.asdict(settings)
@@ -302,15 +377,14 @@ COMMANDS = {
     "eval": cmd_eval,
     "models": cmd_models,
     "bench": cmd_bench,
+    "load": cmd_load,
     "config": cmd_config,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("text", "debug" if args.verbose else "info")
     try:
         return COMMANDS[args.command](args)
     except SpecksError as exc:

@@ -442,3 +442,14 @@ def test_live_metrics_add_up_every_workers_requests(tmp_path: Path, cache_dir: P
     finally:
         server.stop()
     assert not metrics_dir.exists()  # the master removes the directory it made
+
+
+def test_large_buffers_go_back_to_the_os_on_glibc() -> None:
+    """mallopt(M_MMAP_THRESHOLD) is accepted by this C library (glibc on Linux)."""
+    import platform
+
+    from specks.web.server import return_large_buffers_to_the_os
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert return_large_buffers_to_the_os() is True

@@ -9,6 +9,7 @@ configured format, inherited by the workers; gunicorn's own messages go through 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -102,7 +103,28 @@ def prepare_metrics_dir() -> tuple[Path, bool]:
     return path, created
 
 
+# glibc's M_MMAP_THRESHOLD option, and the size from which buffers are always mmapped.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+
+
+def return_large_buffers_to_the_os() -> bool:
+    """Pin glibc's mmap threshold so every buffer of 4 MiB or more is mmapped and unmapped on free.
+
+    By default glibc raises the threshold after big frees, so later decoded photos and tensors
+    land in heap arenas that keep their peak: worker memory then steps up with each new peak of
+    concurrent large requests. Called in the master, the setting is inherited by forked workers.
+    Returns False where the C library is not glibc (nothing changes there).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def serve(settings: Settings) -> None:
+    return_large_buffers_to_the_os()
     level: str | int = settings.observability.log_level
     if logging.getLogger().level == logging.DEBUG:  # `specks -v serve` wins over SPECKS_LOG_LEVEL
         level = logging.DEBUG

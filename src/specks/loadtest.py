@@ -1,0 +1,471 @@
+"""A bounded concurrent load test against a live server; returns data, the CLI prints it.
+
+``run_load`` keeps ``concurrency`` threads, each with its own keep-alive ``http.client``
+connection, POSTing one body for ``duration_s`` seconds (or until ``max_requests``). It records
+every request's latency and status and samples the workers' resident memory every second.
+Throughput and latency percentiles are taken over the measured window, after ``warmup_s``.
+
+``measure_bare_rate`` is the yardstick: sequential ``session.run`` calls per second on the
+already prepared input tensor, same model, same machine, every core.
+
+``run_load_benchmark`` does both against a ``specks serve`` it starts itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import math
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .config import Settings, cpu_count
+from .errors import ConfigError, SpecksError
+
+# The seed client's headers: a JSON body, nothing else.
+SEED_HEADERS = {"Content-type": "application/json"}
+# Sequential session.run calls timed for the bare rate (after a few untimed ones).
+BARE_RUNS = 50
+# Pause after a failed connection so a dead server is not hammered in a tight loop.
+ERROR_BACKOFF_S = 0.05
+
+
+def predict_body(image_bytes: bytes) -> bytes:
+    """The seed-style request body: ``{"image": "<base64>"}`` and nothing else."""
+    return orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii")})
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), interpolating linearly between ranks, like numpy's default."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be within 0..100, got {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def wait_until_steadily_ready(url: str, *, successes: int = 20, timeout_s: float = 120) -> None:
+    """Wait until ``GET /ready`` answers 200 on ``successes`` fresh connections in a row.
+
+    A gunicorn server answers ready as soon as one worker has loaded its model; the others
+    may still answer 503 for a while. Each connection goes to whichever worker accepts it,
+    so 20 successes in a row leave a still-loading worker of two a one-in-a-million chance.
+    """
+    host, port, _ = _target(url)
+    deadline = time.monotonic() + timeout_s
+    in_a_row = 0
+    while in_a_row < successes:
+        if time.monotonic() > deadline:
+            raise SpecksError(f"{url} did not answer GET /ready steadily within {timeout_s:.0f} s")
+        connection = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            connection.request("GET", "/ready")
+            response = connection.getresponse()
+            response.read()
+            in_a_row = in_a_row + 1 if response.status == 200 else 0
+        except (OSError, http.client.HTTPException):
+            in_a_row = 0
+        finally:
+            connection.close()
+        if in_a_row == 0:
+            time.sleep(0.2)
+
+
+# -- worker memory ----------------------------------------------------------------------------
+
+
+def child_pids(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (a gunicorn master's workers), sorted; Linux /proc only."""
+    found: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.update(int(p) for p in handle.read().split())
+        return sorted(found)
+    except OSError:  # no /proc/<pid>/task/*/children (kernel without CONFIG_PROC_CHILDREN): scan /proc
+        pass
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _parent_pid(int(entry)) == pid:
+            found.add(int(entry))
+    return sorted(found)
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MiB (VmRSS), or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request: seconds since the run started, HTTP status (0: no response) and error kind."""
+
+    started_s: float
+    finished_s: float
+    status: int
+    error: str | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.finished_s - self.started_s) * 1000
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.error is None
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one load run measured.
+
+    records:     every request, in completion order.
+    memory_mb:   worker pid -> [(seconds since start, RSS in MiB)], sampled about once a second.
+    warmup_s:    requests finishing before this are left out of throughput and percentiles
+                 (their errors still count).
+    duration_s:  seconds until sending stopped: the time limit, or the last reply when the request
+                 budget ran out first; requests in flight at the time limit still finish.
+    """
+
+    url: str
+    concurrency: int
+    duration_s: float
+    warmup_s: float
+    records: tuple[RequestRecord, ...]
+    memory_mb: Mapping[int, Sequence[tuple[float, float]]] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        return len(self.records)
+
+    @property
+    def errors(self) -> int:
+        return sum(not r.ok for r in self.records)
+
+    def error_kinds(self) -> dict[str, int]:
+        return dict(Counter(r.error or f"HTTP {r.status}" for r in self.records if not r.ok))
+
+    def window_s(self) -> tuple[float, float]:
+        """The measured window: from the warm-up's end to when sending stopped."""
+        return self.warmup_s, self.duration_s
+
+    def measured(self) -> list[RequestRecord]:
+        """Successful requests that finished after the warm-up."""
+        return [r for r in self.records if r.ok and r.finished_s >= self.warmup_s]
+
+    @property
+    def throughput_per_s(self) -> float:
+        """Successful replies per second inside the measured window."""
+        start, end = self.window_s()
+        if end <= start:
+            return 0.0
+        return sum(start <= r.finished_s <= end for r in self.measured()) / (end - start)
+
+    def latency_percentiles_ms(self) -> dict[str, float] | None:
+        latencies = [r.latency_ms for r in self.measured()]
+        if not latencies:
+            return None
+        return {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)}
+
+    def memory_at_warmup_mb(self) -> dict[int, float]:
+        """Per worker: the first sample at or after the warm-up's end."""
+        firsts = {}
+        for pid, series in self.memory_mb.items():
+            after = [rss for t, rss in series if t >= self.warmup_s]
+            if after:
+                firsts[pid] = after[0]
+        return firsts
+
+    def memory_end_mb(self) -> dict[int, float]:
+        return {pid: series[-1][1] for pid, series in self.memory_mb.items() if series}
+
+    @property
+    def memory_growth_mb(self) -> float | None:
+        """Largest growth of any worker from the warm-up's end to the end of the run, MiB."""
+        start, end = self.memory_at_warmup_mb(), self.memory_end_mb()
+        growths = [end[pid] - start[pid] for pid in start if pid in end]
+        return max(growths) if growths else None
+
+    def to_dict(self) -> dict[str, Any]:
+        start, end = self.window_s()
+        at_warmup, at_end = self.memory_at_warmup_mb(), self.memory_end_mb()
+        percentiles = self.latency_percentiles_ms()
+        growth = self.memory_growth_mb
+        return {
+            "url": self.url,
+            "concurrency": self.concurrency,
+            "duration_s": round(self.duration_s, 3),
+            "warmup_s": self.warmup_s,
+            "requests": self.requests,
+            "measured_requests": len(self.measured()),
+            "errors": self.errors,
+            "error_kinds": self.error_kinds(),
+            "window_s": [round(start, 3), round(end, 3)],
+            "throughput_per_s": round(self.throughput_per_s, 3),
+            "latency_ms": {k: round(v, 2) for k, v in percentiles.items()} if percentiles else None,
+            "memory": {
+                "workers": {
+                    str(pid): {
+                        "at_warmup_mb": round(at_warmup[pid], 1) if pid in at_warmup else None,
+                        "at_end_mb": round(at_end[pid], 1) if pid in at_end else None,
+                        "series_mb": [[round(t, 2), round(rss, 1)] for t, rss in series],
+                    }
+                    for pid, series in self.memory_mb.items()
+                },
+                "growth_mb": round(growth, 1) if growth is not None else None,
+            },
+        }
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _target(url: str) -> tuple[str, int, str]:
+    """host, port, path of an http:// URL; a bare server URL targets /predict."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"the load test needs an http://host:port URL, got {url!r}")
+    path = parts.path if parts.path not in ("", "/") else "/predict"
+    return parts.hostname, parts.port or 80, path
+
+
+class _RequestBudget:
+    """At most ``limit`` requests across all threads (None: no limit)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        if self._left is None:
+            return True
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+
+def _send_until(
+    target: tuple[str, int, str],
+    body: bytes,
+    clock: _Clock,
+    budget: _RequestBudget,
+    timeout_s: float,
+    records: list[RequestRecord],
+) -> None:
+    """One client thread: one keep-alive connection, requests back to back until time or budget run out."""
+    host, port, path = target
+    connection: http.client.HTTPConnection | None = None
+    while clock.now() < clock.stop_s and budget.take():
+        if connection is None:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        started = clock.now()
+        status, error, keep_alive = _post(connection, path, body)
+        records.append(RequestRecord(started, clock.now(), status, error))  # list.append is atomic
+        if not keep_alive:
+            connection.close()
+            connection = None
+        if status == 0:
+            time.sleep(ERROR_BACKOFF_S)
+    if connection is not None:
+        connection.close()
+
+
+def _post(connection: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, str | None, bool]:
+    """One request -> (HTTP status or 0 for none, error kind or None, whether the connection stays usable)."""
+    try:
+        connection.request("POST", path, body=body, headers=SEED_HEADERS)
+        response = connection.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__, False
+    error = None if response.status == 200 else f"HTTP {response.status}"
+    return response.status, error, not response.will_close
+
+
+class _Clock:
+    """Seconds since the run started, and when sending stops."""
+
+    def __init__(self, stop_s: float) -> None:
+        self._start = time.monotonic()
+        self.stop_s = stop_s
+
+    def now(self) -> float:
+        return time.monotonic() - self._start
+
+
+def _sample_memory(
+    pids: Sequence[int], clock: _Clock, every_s: float, done: threading.Event, series: dict[int, list]
+) -> None:
+    while True:
+        t = clock.now()
+        for pid in pids:
+            rss = rss_mb(pid)
+            if rss is not None:
+                series[pid].append((t, rss))
+        if done.wait(every_s):
+            return
+
+
+def run_load(
+    url: str,
+    body: bytes,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    max_requests: int | None = None,
+    worker_pids: Sequence[int] | None = None,
+    sample_every_s: float = 1.0,
+    timeout_s: float = 60.0,
+) -> LoadReport:
+    """POST ``body`` to ``url`` from ``concurrency`` threads for ``duration_s`` seconds.
+
+    url:          http://host:port (targets /predict) or a full URL with a path.
+    worker_pids:  processes whose RSS is sampled every ``sample_every_s`` seconds (and once at the end).
+    timeout_s:    per-request socket timeout; a request running past it counts as an error.
+    Ends after at most ``duration_s + timeout_s`` seconds, however the server behaves.
+    """
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if duration_s <= 0 or not 0 <= warmup_s < duration_s:
+        raise ConfigError(f"need 0 <= warmup < duration, got warmup {warmup_s} s and duration {duration_s} s")
+    target = _target(url)
+    clock = _Clock(stop_s=duration_s)
+    budget = _RequestBudget(max_requests)
+    records: list[RequestRecord] = []
+    pids = list(worker_pids or ())
+    series: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}
+    done = threading.Event()
+    sampler = threading.Thread(
+        target=_sample_memory, args=(pids, clock, sample_every_s, done, series), name="load-memory", daemon=True
+    )
+    clients = [
+        threading.Thread(
+            target=_send_until, args=(target, body, clock, budget, timeout_s, records), name=f"load-{i}", daemon=True
+        )
+        for i in range(concurrency)
+    ]
+    sampler.start()
+    for thread in clients:
+        thread.start()
+    join_by = time.monotonic() + duration_s + timeout_s + 5
+    for thread in clients:
+        thread.join(max(0.0, join_by - time.monotonic()))
+    sent_s = min(clock.now(), duration_s) if max_requests is not None else duration_s
+    done.set()
+    sampler.join(timeout=5)
+    for pid in pids:  # one last sample after the last reply
+        rss = rss_mb(pid)
+        if rss is not None:
+            series[pid].append((clock.now(), rss))
+    return LoadReport(
+        url=url,
+        concurrency=concurrency,
+        duration_s=sent_s,
+        warmup_s=warmup_s,
+        records=tuple(sorted(records, key=lambda r: r.finished_s)),
+        memory_mb={pid: tuple(s) for pid, s in series.items()},
+    )
+
+
+# -- the yardstick ----------------------------------------------------------------------------
+
+
+def measure_bare_rate(
+    model_path: str | None, image_bytes: bytes, runs: int = BARE_RUNS, *, warmup: int = 5, cache_dir: Path | None = None
+) -> float:
+    """Sequential ``session.run`` calls per second on the prepared full-image input tensor.
+
+    The model loads with one intra-op thread per core; the tensor is prepared as a
+    full-image request prepares it (reduced-scale decode, letterbox), once, outside the timing.
+    """
+    from .config import Limits, RuntimeOptions, default_cache_dir
+    from .imaging import read_image_size
+    from .models import load_model
+    from .pipeline import Detector
+    from .preprocess import plan_letterbox
+
+    if runs < 1:
+        raise ConfigError(f"runs must be >= 1, got {runs}")
+    model = load_model(
+        model_path, runtime=RuntimeOptions(), threads=cpu_count(), cache_dir=cache_dir or default_cache_dir()
+    )
+    detector = Detector(model, Limits())
+    info = model.info
+    decoded = detector.decode_for_input(image_bytes, read_image_size(image_bytes)[0], info.input_hw)
+    height, width = decoded.rgb.shape[:2]
+    plan = plan_letterbox((width, height), info.input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
+    feed = {info.input_name: detector.letterbox(decoded.rgb, plan)}
+    for _ in range(warmup):
+        model.session.run(None, feed)
+    start = time.perf_counter()
+    for _ in range(runs):
+        model.session.run(None, feed)
+    return runs / (time.perf_counter() - start)
+
+
+def run_load_benchmark(
+    settings: Settings, image_bytes: bytes, *, concurrency: int, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
+    """Start ``specks serve`` (default workers, slicing off), load it, then time bare session.run.
+
+    Slicing is off so the request runs the model once on the whole image: "auto" would cut a
+    2000x1500 photo into a dozen tiles, a different workload from the bare yardstick.
+    """
+    from .benchmark import ServerProcess
+
+    server = ServerProcess(settings, env={"SPECKS_SLICE": "off"})
+    try:
+        server.wait_ready()
+        wait_until_steadily_ready(server.url)  # every worker, not just the first, has its model
+        workers = child_pids(server.pid)
+        report = run_load(
+            server.url,
+            predict_body(image_bytes),
+            concurrency=concurrency,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            worker_pids=workers,
+        )
+    finally:
+        server.stop()
+    bare_per_s = measure_bare_rate(settings.model, image_bytes, cache_dir=settings.cache_dir)
+    return {
+        **report.to_dict(),
+        "model": settings.model or "embedded default",
+        "workers": len(workers),
+        "image_bytes": len(image_bytes),
+        "bare_session_run_per_s": round(bare_per_s, 3),
+        "throughput_over_bare": round(report.throughput_per_s / bare_per_s, 3),
+    }
