@@ -107,3 +107,19 @@ def test_multi_label_lets_a_box_carry_several_classes(yolov5n_detector: Detector
     assert len(multi) > len(single)
     boxes = {tuple(b) for b in multi.xyxy.round(1).tolist()}
     assert len(boxes) < len(multi)  # some box appears with more than one label
+
+
+@pytest.mark.parametrize(
+    ("size_wh", "content_wh", "expected"),
+    [
+        ((2000, 1500), (640, 480), (1000, 750)),  # 1/2: 1/4 would be 500 px, too small
+        ((6000, 4000), (640, 427), (750, 500)),  # 1/8
+        ((640, 480), (640, 480), (640, 480)),  # no reduction possible
+        ((4000, 3000), (416, 312), (500, 375)),  # 1/8 is the smallest libjpeg scale
+        ((1999, 1499), (640, 480), (1000, 750)),  # rounds up: never below the content
+    ],
+)
+def test_power_of_two_cover(size_wh, content_wh, expected) -> None:  # type: ignore[no-untyped-def]
+    from specks.pipeline import power_of_two_cover
+
+    assert power_of_two_cover(size_wh, content_wh) == expected

@@ -223,7 +223,7 @@ class Detector:
         min_size_wh = None
         if input_hw is not None:
             plan = plan_letterbox((size.width, size.height), input_hw)
-            min_size_wh = plan.content_wh if plan.scale < 1 else None
+            min_size_wh = power_of_two_cover((size.width, size.height), plan.content_wh) if plan.scale < 1 else None
         return decode_image(data, max_image_pixels=self.limits.max_image_pixels, min_size_wh=min_size_wh)
 
     def detect_decoded(
@@ -292,6 +292,19 @@ class Detector:
                     )
                     found.append(clip_to_tile(shift_detections(tile_found, (tx1, ty1)), (tx1, ty1, tx2, ty2)))
         return found
+
+
+def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) -> tuple[int, int]:
+    """The image size at the largest 1/2, 1/4 or 1/8 reduction still covering ``content_wh``.
+
+    libjpeg-turbo decodes those scales with its fastest IDCTs (measured: 1/2 beat 3/8 by
+    ~1 ms on a 2000x1500 photo, resize included), so the decoder is asked for that size.
+    """
+    width, height = size_wh
+    factor = 1
+    while factor < 8 and width // (factor * 2) >= content_wh[0] and height // (factor * 2) >= content_wh[1]:
+        factor *= 2
+    return math.ceil(width / factor), math.ceil(height / factor)
 
 
 def _tile_wh(tiles_xyxy: np.ndarray) -> tuple[int, int]:
