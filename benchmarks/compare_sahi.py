@@ -47,7 +47,7 @@ from sahi.slicing import get_slice_bboxes
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 from tqdm import tqdm
 
-from specks.benchmark import _ServerProcess
+from specks.benchmark import ServerProcess
 from specks.cli import _slice_args, slice_options
 from specks.config import Settings, cpu_count
 from specks.errors import SpecksError
@@ -358,7 +358,7 @@ def measure_specks(dataset: CocoDataset, args: argparse.Namespace, threads: int)
         "Specks": {"conf": args.conf, "max_det": args.max_det, **slice_options(args)},
     }
     settings = dataclasses.replace(Settings.from_env(), model=str(args.model))
-    server = _ServerProcess(settings, threads)
+    server = ServerProcess(settings, workers=1, threads=threads)
     runs = {}
     try:
         server.wait_ready()

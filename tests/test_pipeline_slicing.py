@@ -417,3 +417,50 @@ def test_api_sliced_request(client) -> None:  # type: ignore[no-untyped-def]
     assert payload["timing_ms"]["tiles"] == 6  # x: 0, 576, 960; y: 0, 560
     assert "merge" in payload["timing_ms"]
     assert payload["image"] == {"width": 1600, "height": 1200}
+
+
+class WholeTileModel:
+    """A stand-in model: for every image in the batch, one box twice the size of its input,
+    so only clipping brings it back to the tile."""
+
+    threads = 1
+
+    def __init__(self) -> None:
+        from specks.models.onnx_model import ModelInfo
+        from specks.postprocess import OutputLayout
+
+        self.info = ModelInfo(
+            name="stub",
+            path="stub",
+            source_format="onnx",
+            input_name="images",
+            input_hw=(64, 64),
+            dynamic_hw=False,
+            dynamic_batch=True,
+            stride=32,
+            layout=OutputLayout.YOLOV5,
+            names=("thing",),
+            providers=("CPUExecutionProvider",),
+        )
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        batch, _, height, width = tensor.shape
+        row = np.array([width / 2, height / 2, 2 * width, 2 * height, 1.0, 1.0], np.float32)
+        return np.tile(row, (batch, 1, 1))
+
+
+def test_batched_tiles_are_each_clipped_to_their_own_tile() -> None:
+    """Regression: tiles of one batch were clipped with the last tile's far corner."""
+    from specks.imaging import DecodedImage
+    from specks.pipeline import StageTimer
+    from specks.postprocess import PostprocessParams
+    from specks.slicing import tile_grid
+    from specks.types import ImageSize
+
+    detector = Detector(WholeTileModel(), use_ort_letterbox=False)  # type: ignore[arg-type]
+    image = DecodedImage(np.zeros((128, 160, 3), np.uint8), ImageSize(160, 128), "PNG")
+    tiles = tile_grid((160, 128), 64, 0.0)
+    found = detector._detect_tiles(image, tiles, (64, 64), PostprocessParams(conf_threshold=0.5), StageTimer())
+    assert len(found) == len(tiles) == 6  # x: 0, 64, 96 (shifted inward); y: 0, 64
+    for tile, detections in zip(tiles.tolist(), found, strict=True):
+        np.testing.assert_allclose(detections.xyxy[0], tile, atol=0.5)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from .boxes import clip_xyxy
 from .config import Limits, SlicingSettings
@@ -279,19 +280,29 @@ class Detector:
         for start in range(0, len(tiles_xyxy), batch_size):
             chunk = tiles_xyxy[start : start + batch_size].tolist()
             with timer.stage("preprocess"):
-                batch = np.empty((len(chunk), 3, in_h, in_w), np.float32)
-                for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
-                    batch[slot] = self.letterbox(image.rgb[ty1:ty2, tx1:tx2], tile_plan)[0]
+                batch = self._letterbox_batch(image.rgb, chunk, tile_plan)
             with timer.stage("inference"):
                 raw = self.model.run(batch)
             with timer.stage("postprocess"):
-                for slot, (tx1, ty1, _, _) in enumerate(chunk):
+                for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
                     tile_found = postprocess(raw[slot], info.layout, params)
                     tile_found = Detections(
                         tile_plan.input_to_source(tile_found.xyxy), tile_found.confidence, tile_found.class_id
                     )
                     found.append(clip_to_tile(shift_detections(tile_found, (tx1, ty1)), (tx1, ty1, tx2, ty2)))
         return found
+
+    def _letterbox_batch(
+        self, rgb: np.ndarray, tiles_xyxy: list[list[int]], plan: LetterboxPlan
+    ) -> npt.NDArray[np.float32]:
+        """(B, 3, H, W) model input for a chunk of tiles; a lone tile is used as letterboxed, uncopied."""
+        crops = [rgb[y1:y2, x1:x2] for x1, y1, x2, y2 in tiles_xyxy]
+        if len(crops) == 1:
+            return self.letterbox(crops[0], plan)
+        batch = np.empty((len(crops), 3, *plan.input_hw), np.float32)
+        for slot, crop in enumerate(crops):
+            batch[slot] = self.letterbox(crop, plan)[0]
+        return batch
 
 
 def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) -> tuple[int, int]:

@@ -79,6 +79,9 @@ def session_options(runtime: RuntimeOptions, threads: int) -> ort.SessionOptions
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Idle pool threads must not spin after a run: the request's next steps (decode, letterbox,
+    # the next tile) need those cores. Measured: sliced requests 491 -> 431 ms, full-image unchanged.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
