@@ -5,19 +5,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
+from specks.benchmark import ServerProcess as LiveServer
+from specks.benchmark import free_port  # noqa: F401 (tests import it from here)
 from specks.config import Limits, RuntimeOptions, Settings
 from specks.models import load_model
 from specks.pipeline import Detector
@@ -85,59 +81,15 @@ def jpeg_bytes(width: int, height: int, *, color: tuple[int, int, int] = (90, 14
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LiveServer:
-    """``specks serve`` in a subprocess on a free loopback port, stopped at teardown."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        # Output goes to a file: an unread pipe fills up (one access-log line per request) and stalls the server.
-        self.log = tempfile.NamedTemporaryFile(prefix="specks-server-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                output = Path(self.log.name).read_text(errors="replace")
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{output}")
-            try:
-                if requests.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("server did not become ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+def live_server_for(model: Path, cache_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> LiveServer:
+    """``specks serve`` in a subprocess on a free loopback port (stop it at teardown)."""
+    return LiveServer(Settings(model=str(require(model)), cache_dir=cache_dir), workers=workers, env=env)
 
 
 @pytest.fixture(scope="session")
 def live_server(cache_dir: Path) -> Iterator[LiveServer]:
     """A real gunicorn server with yolov5n (2 workers, as in production)."""
-    server = LiveServer(
-        "--model",
-        str(require(MODELS / "yolov5n.onnx")),
-        "--workers",
-        "2",
-        env={"SPECKS_CACHE_DIR": str(cache_dir)},
-    )
+    server = live_server_for(MODELS / "yolov5n.onnx", cache_dir)
     try:
         server.wait_ready()
         yield server

@@ -57,7 +57,8 @@ def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> tuple[float,
     return statistics.median(samples), samples
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
     import socket
 
     with socket.socket() as sock:
@@ -82,7 +83,7 @@ class ServerProcess:
         threads: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if workers is not None:

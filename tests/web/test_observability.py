@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MODELS, LiveServer, jpeg_bytes, require
+from conftest import MODELS, jpeg_bytes, live_server_for
 from factories import b64
 from specks.config import Observability, Settings
 from specks.logs import build_handler, configure_logging, request_id_var
@@ -403,13 +403,7 @@ def predict_counts_per_worker(metrics_dir: Path) -> list[float]:
 @pytest.mark.slow
 def test_live_metrics_add_up_every_workers_requests(tmp_path: Path, cache_dir: Path) -> None:
     # TMPDIR: the server makes its metrics directory there, where this test can look into it.
-    server = LiveServer(
-        "--model",
-        str(require(MODELS / "yolov5n.onnx")),
-        "--workers",
-        "2",
-        env={"SPECKS_CACHE_DIR": str(cache_dir), "TMPDIR": str(tmp_path)},
-    )
+    server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, env={"TMPDIR": str(tmp_path)})
     try:
         server.wait_ready()
         (metrics_dir,) = tmp_path.glob("specks-metrics-*")
