@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -37,6 +37,8 @@ OUTPUT_NAME = "output0"
 LEAKY_SLOPE = 0.1
 BN_EPSILON = 0.000001  # darknet divides by (sqrt(var) + eps), not sqrt(var + eps)
 _SECTION_ALIASES = {"conv": "convolutional", "max": "maxpool", "network": "net"}
+T = TypeVar("T")
+
 _SUPPORTED_KINDS = ("convolutional", "maxpool", "route", "upsample", "shortcut", "yolo")
 
 
@@ -57,37 +59,33 @@ class CfgSection:
             raise ModelLoadError(f"[{self.kind}] needs the option '{key}=', which the cfg lacks")
         return value
 
+    def _converted(self, key: str, text: str, convert: Callable[[str], T], what: str) -> T:
+        """``convert(text)``, or a ModelLoadError saying option ``key`` is not ``what``."""
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise ModelLoadError(f"[{self.kind}] option {key}={text!r} is not {what}") from exc
+
     def get_int(self, key: str, default: int | None = None) -> int:
         """Return option ``key`` as an int (Darknet's ``atoi`` semantics are not mimicked)."""
-        text = self.get_str(key, None if default is None else str(default))
-        try:
-            return int(text)
-        except ValueError as exc:
-            raise ModelLoadError(f"[{self.kind}] option {key}={text!r} is not an integer") from exc
+        return self._converted(key, self.get_str(key, None if default is None else str(default)), int, "an integer")
 
     def get_float(self, key: str, default: float | None = None) -> float:
         """Return option ``key`` as a float."""
-        text = self.get_str(key, None if default is None else str(default))
-        try:
-            return float(text)
-        except ValueError as exc:
-            raise ModelLoadError(f"[{self.kind}] option {key}={text!r} is not a number") from exc
+        return self._converted(key, self.get_str(key, None if default is None else str(default)), float, "a number")
 
     def get_ints(self, key: str) -> list[int]:
         """Return the comma-separated option ``key`` as ints (empty items skipped)."""
-        text = self.get_str(key)
-        try:
-            return [int(item) for item in text.split(",") if item.strip()]
-        except ValueError as exc:
-            raise ModelLoadError(f"[{self.kind}] option {key}={text!r} is not a list of integers") from exc
+        return self._converted(key, self.get_str(key), _list_of(int), "a list of integers")
 
     def get_floats(self, key: str) -> list[float]:
         """Return the comma-separated option ``key`` as floats (empty items skipped)."""
-        text = self.get_str(key)
-        try:
-            return [float(item) for item in text.split(",") if item.strip()]
-        except ValueError as exc:
-            raise ModelLoadError(f"[{self.kind}] option {key}={text!r} is not a list of numbers") from exc
+        return self._converted(key, self.get_str(key), _list_of(float), "a list of numbers")
+
+
+def _list_of(convert: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """A parser of comma-separated items, each by ``convert`` (empty items skipped)."""
+    return lambda text: [convert(item) for item in text.split(",") if item.strip()]
 
 
 def parse_cfg(cfg_text: str) -> list[CfgSection]:
