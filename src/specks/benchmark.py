@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .config import Settings, cpu_count
+from .config import Settings
 from .errors import SpecksError
 
 
@@ -159,7 +159,7 @@ def run_latency_benchmark(
     from .preprocess import plan_letterbox
 
     image_bytes = image_path.read_bytes() if image_path else synthetic_photo_jpeg()
-    threads = settings.runtime.intra_op_threads or cpu_count()
+    threads = settings.threads_for(1)
     # Full-image inference at the model's input size: the path whose overhead this measures
     # ("auto" would slice a large photo into tiles, which is a different workload).
     body = orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii"), "slice": False})

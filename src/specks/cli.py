@@ -158,19 +158,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
-def _load_detector(settings: Settings, *, workers: int = 1) -> Any:
+def _load_detector(settings: Settings) -> Any:
+    """The model in this one process, with all the cores (unless --threads / SPECKS_THREADS says otherwise)."""
     from .models import load_model
     from .pipeline import Detector
 
-    threads = settings.runtime.intra_op_threads or max(1, _cores() // workers)
+    threads = settings.threads_for(1)
     model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
     return Detector(model, settings.limits, settings.slicing)
-
-
-def _cores() -> int:
-    from .config import cpu_count
-
-    return cpu_count()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -229,8 +229,12 @@ class Settings:
         return self.workers or cpu_count()
 
     def resolved_threads(self) -> int:
-        """ONNX Runtime intra-op threads per worker so that workers x threads fits the cores."""
-        return self.runtime.intra_op_threads or max(1, cpu_count() // self.resolved_workers())
+        """ONNX Runtime intra-op threads per server worker so that workers x threads fits the cores."""
+        return self.threads_for(self.resolved_workers())
+
+    def threads_for(self, processes: int) -> int:
+        """Intra-op threads for each of ``processes`` model-holding processes: the setting, or cores / processes."""
+        return self.runtime.intra_op_threads or max(1, cpu_count() // processes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
