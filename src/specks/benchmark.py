@@ -154,9 +154,9 @@ def run_latency_benchmark(
     settings: Settings, *, image_path: Path | None = None, runs: int = 50, warmup: int = 5
 ) -> dict[str, Any]:
     """End-to-end POST /predict vs bare session.run on the same model, image and thread count."""
+    from .imaging import read_image_size
     from .models import load_model
     from .pipeline import Detector
-    from .preprocess import plan_letterbox
 
     image_bytes = image_path.read_bytes() if image_path else synthetic_photo_jpeg()
     threads = settings.threads_for(1)
@@ -174,12 +174,8 @@ def run_latency_benchmark(
     model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
     detector = Detector(model, settings.limits, settings.slicing)
     info = model.info
-    from .imaging import read_image_size
-
-    decoded = detector.decode_for_input(image_bytes, read_image_size(image_bytes)[0], info.input_hw)
-    height, width = decoded.rgb.shape[:2]
-    plan = plan_letterbox((width, height), info.input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
-    tensor = detector.letterbox(decoded.rgb, plan)
+    tensor = detector.prepared_input(image_bytes)
+    size, _ = read_image_size(image_bytes)
     bare_ms, _ = _median_ms(lambda: model.session.run(None, {info.input_name: tensor}), runs, warmup)
 
     stages = {key: statistics.median(t[key] for t in stage_timings) for key in stage_timings[0]}
@@ -188,8 +184,8 @@ def run_latency_benchmark(
         "image": {
             "path": str(image_path) if image_path else "synthetic",
             "bytes": len(image_bytes),
-            "width": decoded.size.width,
-            "height": decoded.size.height,
+            "width": size.width,
+            "height": size.height,
         },
         "input_tensor_shape": list(tensor.shape),
         "threads": threads,

@@ -411,22 +411,15 @@ def measure_bare_rate(
     full-image request prepares it (reduced-scale decode, letterbox), once, outside the timing.
     """
     from .config import Limits, RuntimeOptions, default_cache_dir
-    from .imaging import read_image_size
     from .models import load_model
     from .pipeline import Detector
-    from .preprocess import plan_letterbox
 
     if runs < 1:
         raise ConfigError(f"runs must be >= 1, got {runs}")
     model = load_model(
         model_path, runtime=RuntimeOptions(), threads=cpu_count(), cache_dir=cache_dir or default_cache_dir()
     )
-    detector = Detector(model, Limits())
-    info = model.info
-    decoded = detector.decode_for_input(image_bytes, read_image_size(image_bytes)[0], info.input_hw)
-    height, width = decoded.rgb.shape[:2]
-    plan = plan_letterbox((width, height), info.input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
-    feed = {info.input_name: detector.letterbox(decoded.rgb, plan)}
+    feed = {model.info.input_name: Detector(model, Limits()).prepared_input(image_bytes)}
     for _ in range(warmup):
         model.session.run(None, feed)
     start = time.perf_counter()

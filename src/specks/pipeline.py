@@ -227,15 +227,28 @@ class Detector:
             min_size_wh = power_of_two_cover((size.width, size.height), plan.content_wh) if plan.scale < 1 else None
         return decode_image(data, max_image_pixels=self.limits.max_image_pixels, min_size_wh=min_size_wh)
 
+    def full_image_input(
+        self, image: DecodedImage, input_hw: tuple[int, int]
+    ) -> tuple[npt.NDArray[np.float32], LetterboxPlan]:
+        """The (1, 3, H, W) model input of a full-image pass, and the plan that undoes it."""
+        info = self.model.info
+        height, width = image.rgb.shape[:2]
+        plan = plan_letterbox((width, height), input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
+        return self.letterbox(image.rgb, plan), plan
+
+    def prepared_input(self, data: bytes) -> npt.NDArray[np.float32]:
+        """The model input a full-image request builds from these image bytes (to time the bare model)."""
+        input_hw = self.model.info.input_hw
+        image = self.decode_for_input(data, read_image_size(data)[0], input_hw)
+        return self.full_image_input(image, input_hw)[0]
+
     def detect_decoded(
         self, image: DecodedImage, input_hw: tuple[int, int], params: PostprocessParams, timer: StageTimer
     ) -> Detections:
         """Full-image detection on a decoded image -> Detections in original pixels, best first."""
         info = self.model.info
         with timer.stage("preprocess"):
-            height, width = image.rgb.shape[:2]
-            plan = plan_letterbox((width, height), input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
-            tensor = self.letterbox(image.rgb, plan)
+            tensor, plan = self.full_image_input(image, input_hw)
         with timer.stage("inference"):
             raw = self.model.run(tensor)
         with timer.stage("postprocess"):
