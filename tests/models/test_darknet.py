@@ -22,7 +22,8 @@ from specks.models.darknet import CfgSection, convert_darknet, convert_darknet_c
 
 Layer = tuple[str, dict[str, int | str]]
 
-COCO_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_val2017_tiny50"
+from conftest import COCO_TINY as COCO_DIR  # noqa: E402
+
 ANCHORS = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
 
 # 9x12 input: conv -> maxpool 2/1 (keeps 9x12) -> maxpool 2/2 (darknet: 5x6) -> conv -> yolo.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import MODELS  # noqa: E402
 from specks.config import RuntimeOptions
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from specks.models import OnnxModel, load_model, prepare_model, resolve_model_files
@@ -18,7 +19,6 @@ from specks.models.onnx_model import anchor_points, detect_layout
 from specks.postprocess import OutputLayout, PostprocessParams, postprocess
 from specks.preprocess import letterbox, plan_letterbox
 
-MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 YOLOV5N = "yolov5n.onnx"
 YOLOV5N_DYNAMIC = "yolov5n_dynamic.onnx"
 YOLO11N = "yolo11n_random_weights_dynamic.onnx"
