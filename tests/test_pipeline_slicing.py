@@ -15,6 +15,7 @@ from specks.boxes import iou_matrix
 from specks.config import Settings, SlicingSettings
 from specks.errors import TooManyTilesError
 from specks.pipeline import Detector, SlicePlan
+from specks.preprocess import plan_letterbox
 from specks.schemas import DetectOptions
 from specks.slicing import MatchMetric, MergeStrategy
 from specks.types import ImageSize
@@ -143,9 +144,9 @@ PLAN_CASES = {
         {},
         {"slice": True},
         (2000, 1500),
-        {"tile_px": 2048, "tile_scale": 1.25},
+        {"tile_px": 2560, "tile_scale": 1.0},
     ),
-    "dynamic model, auto on 2000x1500": (DYNAMIC, {}, {}, (2000, 1500), {"tile_px": 2048}),
+    "dynamic model, auto on 2000x1500": (DYNAMIC, {}, {}, (2000, 1500), {"tile_px": 2560}),
     "dynamic model, auto on 800x600": (DYNAMIC, {}, {}, (800, 600), None),
     "dynamic model, auto with imgsz 1280 on 2000x1500": (DYNAMIC, {}, {"imgsz": 1280}, (2000, 1500), None),
     "dynamic model, request tile_scale": (
@@ -167,7 +168,7 @@ PLAN_CASES = {
         {"max_tile_input_px": 1280},
         {"slice": True},
         (2000, 1500),
-        {"tile_px": 1024},
+        {"tile_px": 1280},
     ),
     "dynamic model, server tile_px": (
         DYNAMIC,
@@ -238,12 +239,15 @@ def test_tile_input_hw(
     assert detector.tile_input_hw(tile_wh, tile_plan, (640, 640)) == expected_hw
 
 
-def test_dynamic_default_plan_is_one_upscaled_tile(yolov5n_dynamic_detector: Detector) -> None:
+def test_dynamic_default_plan_is_one_native_tile(yolov5n_dynamic_detector: Detector) -> None:
     detector = yolov5n_dynamic_detector
     resolved = plan_for(detector, DetectOptions(slice=True), (2000, 1500))
-    assert resolved is not None and resolved.tile_px == 2048
+    assert resolved is not None and resolved.tile_px == 2560
     assert detector.check_tile_budget(ImageSize(2000, 1500), resolved) == 1
-    assert detector.tile_input_hw((2000, 1500), resolved, (640, 640)) == (1888, 2528)
+    input_hw = detector.tile_input_hw((2000, 1500), resolved, (640, 640))
+    assert input_hw == (1504, 2016)  # rounded up to the stride
+    letterbox_plan = plan_letterbox((2000, 1500), input_hw, stride=32, minimal_padding=True)
+    assert (letterbox_plan.scale, letterbox_plan.content_wh) == (1.0, (2000, 1500))  # padded, not resampled
 
 
 # -- the tile budget ----------------------------------------------------------------------------------
@@ -363,7 +367,7 @@ def small_objects_found(detector: Detector, slice_option: bool) -> tuple[int, in
 
 @pytest.mark.parametrize(
     ("model", "expected_tiles"),
-    [(STATIC, 12), (DYNAMIC, 1)],  # native 640 tiles; one 2000x1500 tile upscaled to 2528x1888
+    [(STATIC, 12), (DYNAMIC, 1)],  # native 640 tiles; one native 2000x1500 tile
 )
 def test_slicing_finds_many_more_small_objects_on_drone_photos(
     request: pytest.FixtureRequest, model: str, expected_tiles: int

@@ -77,6 +77,27 @@ def test_plan_letterbox_minimal_padding(
 
 
 @pytest.mark.parametrize(
+    ("source_wh", "input_hw", "scale", "content_wh"),
+    [
+        pytest.param((2000, 1500), (1504, 2016), 1.0, (2000, 1500), id="stride-rounding-is-padded"),
+        pytest.param((630, 630), (640, 640), 1.0, (630, 630), id="1.6%-short-is-padded"),
+        pytest.param((600, 600), (640, 640), 640 / 600, (640, 640), id="6.7%-short-is-enlarged"),
+        pytest.param((650, 650), (640, 640), 640 / 650, (640, 640), id="too-big-always-shrinks"),
+    ],
+)
+def test_plan_letterbox_keeps_native_pixels_when_nearly_fitting(
+    source_wh: tuple[int, int], input_hw: tuple[int, int], scale: float, content_wh: tuple[int, int]
+) -> None:
+    plan = plan_letterbox(source_wh, input_hw)
+
+    assert plan.scale == pytest.approx(scale)
+    assert plan.content_wh == content_wh
+    (pad_x, pad_y), (content_w, content_h) = plan.pad_xy, plan.content_wh
+    content_box = np.array([[pad_x, pad_y, pad_x + content_w, pad_y + content_h]], np.float32)
+    np.testing.assert_allclose(plan.input_to_source(content_box)[0], [0, 0, *source_wh], atol=1e-3)
+
+
+@pytest.mark.parametrize(
     ("source_wh", "input_hw", "minimal_padding", "expected_shape"),
     [
         pytest.param((1280, 720), (640, 640), False, (1, 3, 640, 640), id="fixed"),

@@ -99,7 +99,7 @@ class SlicingSettings:
 
     mode: str = "auto"
     tile_px: int = 0
-    tile_scale: float = 1.25
+    tile_scale: float = 1.0
     max_tile_input_px: int = 2560
     overlap_ratio: float = 0.2
     full_image_pass: bool = True
