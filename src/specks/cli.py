@@ -54,7 +54,7 @@ def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> No
     add = parser.add_argument
     add("--slice", choices=modes, help=slice_help)
     add("--tile", type=int, help="tile side in image pixels, 64..4096 (default: from the model)")
-    add("--tile-scale", type=float, help="model-input pixels per image pixel in a tile (default 1.25, dynamic models)")
+    add("--tile-scale", type=float, help="model-input px per image px in a tile, dynamic models (default 1: native)")
     add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
     add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
     add("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
