@@ -19,9 +19,9 @@ from .boxes import clip_xyxy
 from .config import Limits, SlicingSettings
 from .errors import InvalidFieldError, TooManyTilesError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
-from .models import OnnxModel
 from .models.letterboxer import OrtLetterboxer
 from .models.names import COCO_ALIASES
+from .models.onnx_model import OnnxModel
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .schemas import DetectOptions

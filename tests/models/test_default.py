@@ -9,9 +9,10 @@ import pytest
 
 from conftest import COCO_TINY, coco_annotations
 from specks.config import Limits, RuntimeOptions
-from specks.models import OnnxModel, load_model
+from specks.models import load_model
 from specks.models.darknet import convert_darknet_cached, parse_cfg
 from specks.models.default import corrected_tiny_cfg, embedded_default_files
+from specks.models.onnx_model import OnnxModel
 from specks.pipeline import Detector
 from specks.schemas import DetectOptions
 

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import MODELS  # noqa: E402
 from specks.config import RuntimeOptions
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
-from specks.models import OnnxModel, load_model, prepare_model, resolve_model_files
+from specks.models import load_model, prepare_model, resolve_model_files
 from specks.models.names import COCO80_NAMES
-from specks.models.onnx_model import anchor_points, detect_layout
+from specks.models.onnx_model import OnnxModel, anchor_points, detect_layout
 from specks.postprocess import OutputLayout, PostprocessParams, postprocess
 from specks.preprocess import letterbox, plan_letterbox
 

@@ -1,5 +1,8 @@
 """Model formats and loading. Only this package imports onnxruntime (and onnx, for conversion).
 
+onnxruntime is imported by ``load_model`` (and ``onnx_model``), not here: ``specks serve``
+prepares the model in the gunicorn master, which must never import it (see ``specks.web.server``).
+
 ``load_model`` takes what a user names (nothing for the embedded default, an ``.onnx`` file,
 or a Darknet ``.cfg``/``.weights`` pair) and returns a ready ``OnnxModel``.
 """
@@ -8,16 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import RuntimeOptions
 from ..errors import ModelLoadError
 from .default import DEFAULT_MODEL_NAME, corrected_tiny_cfg, embedded_default_files
-from .onnx_model import ModelInfo, OnnxModel
+
+if TYPE_CHECKING:
+    from .onnx_model import OnnxModel
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
-    "ModelInfo",
-    "OnnxModel",
     "PreparedModel",
     "load_model",
     "prepare_model",
@@ -82,6 +86,8 @@ def prepare_model(spec: str | None, cache_dir: Path) -> PreparedModel:
 
 def load_model(spec: str | None, *, runtime: RuntimeOptions, threads: int, cache_dir: Path) -> OnnxModel:
     """Load the model ``spec`` names (None: the embedded default), converting Darknet files once."""
+    from .onnx_model import OnnxModel
+
     prepared = prepare_model(spec, cache_dir)
     return OnnxModel.load(
         prepared.onnx_path,

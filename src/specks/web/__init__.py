@@ -1,39 +1,24 @@
-"""The HTTP API: a Flask application factory.
+"""The HTTP API: a Flask application factory, ``create_app`` (in ``app``).
 
-Gunicorn starts it as ``specks.web:create_app()``; each worker process builds its own
-app and loads its own model in the background (``/health`` answers at once, ``/ready``
-once the model is warm).
+Gunicorn starts it as ``specks.web:create_app()``. Importing this package loads nothing else:
+``specks.web.server`` runs in the gunicorn master, which must not import onnxruntime before it
+forks (ONNX Runtime starts a thread on import; a forked worker inherits its handle but not the
+thread, and aborts at exit trying to join it). ``create_app`` is resolved on first use.
 """
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
-from ..pipeline import Detector
-from .auth import register_auth
-from .docs import register_docs
-from .errors import register_error_handlers
-from .observability import register_observability
-from .routes import api
-from .state import ModelHolder
+if TYPE_CHECKING:
+    from .app import create_app
+
+__all__ = ["create_app"]
 
 
-def create_app(
-    settings: Settings | None = None, *, detector: Detector | None = None, load_in_background: bool = True
-) -> Flask:
-    """Build the app. ``detector`` injects an already loaded model (tests, benchmarks)."""
-    settings = settings or Settings.from_env()
-    app = Flask("specks")
-    app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    holder = ModelHolder(settings, detector)
-    app.extensions["specks.model"] = holder
-    app.register_blueprint(api)
-    register_error_handlers(app)
-    # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
-    register_observability(app, settings)
-    register_auth(app, settings)
-    register_docs(app, settings)
-    holder.start_loading(background=load_in_background)
-    return app
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,10 +37,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..config import Settings
 from ..logs import request_id_var
+from .server import MULTIPROC_DIR_ENV
 from .state import ModelHolder
 
 REQUEST_ID_HEADER = "X-Request-ID"
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "unmatched"
 PREDICT_ROUTE = "/predict"
 # Stages of ``Prediction.timing_ms`` that become specks_stage_duration_seconds{stage}.

@@ -23,8 +23,9 @@ from prometheus_client import multiprocess, values
 
 from ..config import Settings
 from ..logs import configure_logging
-from . import create_app
-from .observability import MULTIPROC_DIR_ENV
+
+# prometheus_client's multi-process mode: the directory where each process writes its metrics.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class SpecksServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        # Imported here, in the worker after the fork: the master must not load onnxruntime.
+        from .app import create_app
+
         return create_app(self.settings)
 
 
