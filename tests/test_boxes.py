@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specks.boxes import areas, batched_nms, class_offset_boxes, clip_xyxy, cxcywh_to_xyxy, iou_matrix, nms
+from specks.boxes import areas, batched_nms, clip_xyxy, cxcywh_to_xyxy, iou_matrix, nms
 
 
 def boxes(*rows: list[float]) -> np.ndarray:
@@ -212,12 +212,3 @@ def test_batched_nms_is_class_aware(
     xyxy: np.ndarray, box_scores: np.ndarray, class_id: np.ndarray, max_keep: int | None, expected: list[int]
 ) -> None:
     assert batched_nms(xyxy, box_scores, class_id, 0.5, max_keep).tolist() == expected
-
-
-def test_class_offset_boxes_separate_classes_without_changing_sizes() -> None:
-    xyxy = boxes([-20, -20, -10, -10], [-20, -20, -10, -10], [0, 0, 30, 30])
-    shifted = class_offset_boxes(xyxy, classes(0, 1, 2))
-
-    np.testing.assert_allclose(areas(shifted), areas(xyxy))
-    overlaps = iou_matrix(shifted, shifted)
-    np.testing.assert_allclose(overlaps, np.eye(3, dtype=np.float32), atol=1e-6)

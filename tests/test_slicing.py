@@ -296,3 +296,17 @@ def test_nmm_ios_merges_every_piece_of_a_cut_object(boxes, scores, expected_box)
     merged = merge_detections(found, MergeStrategy.NMM, MatchMetric.IOS, 0.5)
     np.testing.assert_array_equal(merged.xyxy, np.array([expected_box], np.float32))
     assert merged.confidence.tolist() == [pytest.approx(max(scores))]
+
+
+# Two 4 px boxes 0.3 px apart near (8000, 8000): IoU = 14.8 / 17.2 = 0.8605.
+NEAR_8000 = [[7996.0, 7996.0, 8000.0, 8000.0], [7996.3, 7996.0, 8000.3, 8000.0]]
+
+
+@pytest.mark.parametrize(("threshold", "expected_count"), [(0.855, 1), (0.865, 2)])
+@pytest.mark.parametrize("class_id", [0, 79])
+def test_merge_decides_the_same_for_every_class_far_from_the_origin(
+    class_id: int, threshold: float, expected_count: int
+) -> None:
+    found = Detections.from_arrays(NEAR_8000, [0.9, 0.8], [class_id, class_id])
+    merged = merge_detections(found, MergeStrategy.NMS, MatchMetric.IOU, threshold)
+    assert len(merged) == expected_count

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from .boxes import FloatArray, areas, class_offset_boxes, intersections
+from .boxes import FloatArray, areas, intersections
 from .types import Detections
 
 
@@ -80,25 +80,31 @@ def merge_detections(found: Detections, strategy: MergeStrategy, metric: MatchMe
 
     NMS keeps the highest-scoring box of each group. NMM (greedy non-maximum merging)
     replaces it with the smallest box enclosing the group, keeping the highest score, so
-    two halves of an object cut by a tile edge become one whole box.
+    two halves of an object cut by a tile edge become one whole box. Classes are merged
+    one at a time (as ``boxes.batched_nms`` does), so boxes of other classes never interact.
     """
     if len(found) == 0:
         return found
-    order = np.argsort(-found.confidence, kind="stable")
-    found = found[order]
-    # Offsetting classes apart makes one pass class-aware: boxes of other classes never overlap.
-    shifted = class_offset_boxes(found.xyxy, found.class_id)
-    box_areas = areas(shifted)
+    merged = [
+        _merge_one_class(found[found.class_id == label], strategy, metric, threshold)
+        for label in np.unique(found.class_id)
+    ]
+    return Detections.concat(merged).sorted_by_confidence()
+
+
+def _merge_one_class(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:
+    found = found.sorted_by_confidence()
+    box_areas = areas(found.xyxy)
     remaining = np.arange(len(found))
     kept_xyxy, kept_index = [], []
     while remaining.size:
         best, rest = remaining[0], remaining[1:]
-        overlap = _overlaps(shifted[best], shifted[rest], float(box_areas[best]), box_areas[rest], metric)
+        overlap = _overlaps(found.xyxy[best], found.xyxy[rest], float(box_areas[best]), box_areas[rest], metric)
         group = rest[overlap > threshold]
         rest = rest[overlap <= threshold]
         box = found.xyxy[best]
         if strategy is MergeStrategy.NMM and group.size:
-            box, _, rest = _grow(found.xyxy, shifted, box_areas, best, group, rest, metric, threshold)
+            box, rest = _grow(found.xyxy, box_areas, best, group, rest, metric, threshold)
         kept_xyxy.append(box)
         kept_index.append(best)
         remaining = rest
@@ -112,24 +118,23 @@ def _enclosing(xyxy: FloatArray) -> FloatArray:
 
 def _grow(
     xyxy: FloatArray,
-    shifted: FloatArray,
     box_areas: FloatArray,
     best: int,
     group: npt.NDArray[np.intp],
     rest: npt.NDArray[np.intp],
     metric: MatchMetric,
     threshold: float,
-) -> tuple[FloatArray, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+) -> tuple[FloatArray, npt.NDArray[np.intp]]:
     """Merge ``group`` into ``best``, then re-check the rest once against the grown box.
 
     A piece of an object cut by a tile edge may miss the best-scoring piece yet lie inside
     the grown box; one re-check absorbs it without chaining through a dense crowd.
     """
     members = np.concatenate([[best], group])
-    grown_shifted = _enclosing(shifted[members])
+    grown = _enclosing(xyxy[members])
     if rest.size:
-        grown_area = float(areas(grown_shifted[None, :])[0])
-        overlap = _overlaps(grown_shifted, shifted[rest], grown_area, box_areas[rest], metric)
+        grown_area = float(areas(grown[None, :])[0])
+        overlap = _overlaps(grown, xyxy[rest], grown_area, box_areas[rest], metric)
         members = np.concatenate([members, rest[overlap > threshold]])
         rest = rest[overlap <= threshold]
-    return _enclosing(xyxy[members]), members, rest
+    return _enclosing(xyxy[members]), rest
