@@ -10,10 +10,10 @@ import pytest
 
 import specks.pipeline
 from conftest import VISDRONE, coco_annotations, jpeg_bytes
-from factories import b64
+from factories import b64, huge_bilevel_png
 from specks.boxes import iou_matrix
-from specks.config import Settings, SlicingSettings
-from specks.errors import TooManyTilesError
+from specks.config import Limits, Settings, SlicingSettings
+from specks.errors import ImageTooLargeError, TooManyTilesError
 from specks.pipeline import Detector, SlicePlan
 from specks.preprocess import plan_letterbox
 from specks.schemas import DetectOptions
@@ -296,6 +296,15 @@ def test_too_many_tiles_is_refused_before_decoding(yolov5n_detector: Detector, m
     assert "12 tiles" in caught.value.message
     assert "limit is 4" in caught.value.message
     assert caught.value.code == "too_many_tiles"
+
+
+def test_an_image_over_the_pixel_limit_is_refused_as_such_not_as_too_many_tiles(yolov5n_detector: Detector) -> None:
+    """10000 x 6000 = 60 MP: over the 40 MP limit and, sliced, over 200 tiles; the pixel limit answers."""
+    detector = Detector(yolov5n_detector.model, Limits(max_image_pixels=40_000_000), SlicingSettings(max_tiles=200))
+    with pytest.raises(ImageTooLargeError) as caught:
+        detector.predict_bytes(huge_bilevel_png(10_000, 6_000), DetectOptions(slice=True))
+    assert caught.value.code == "image_too_large"
+    assert "10000x6000" in caught.value.message
 
 
 def test_too_many_tiles_is_413_over_http(yolov5n_detector: Detector, cache_dir: Path) -> None:

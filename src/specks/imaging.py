@@ -266,14 +266,18 @@ class DecodedImage:
         return self.size.width / width, self.size.height / height
 
 
-def read_image_size(data: bytes) -> tuple[ImageSize, str]:
+def read_image_size(data: bytes, *, max_image_pixels: int | None = None) -> tuple[ImageSize, str]:
     """Read the displayed size (after EXIF orientation) and format from the header, no decoding.
 
     Raises ``ImageDecodeError`` for unsupported or corrupt headers and ``ImageTooLargeError``
-    for sizes beyond Pillow's decompression-bomb limit, like ``decode_image``.
+    for sizes beyond Pillow's decompression-bomb limit or ``max_image_pixels``, like ``decode_image``.
     """
     with _translated_errors(), _open_image(data) as image:
-        return _displayed_size(image.size, _orientation_to_apply(image)), _format_name(image)
+        size = _displayed_size(image.size, _orientation_to_apply(image))
+        image_format = _format_name(image)
+    if max_image_pixels is not None:
+        _check_pixel_limit(size, max_image_pixels)
+    return size, image_format
 
 
 def decode_image(data: bytes, *, max_image_pixels: int, min_size_wh: tuple[int, int] | None = None) -> DecodedImage:

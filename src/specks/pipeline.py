@@ -202,7 +202,8 @@ class Detector:
     def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer) -> Prediction:
         input_hw = self.input_hw(options.imgsz)
         with timer.stage("decode"):
-            size, _ = read_image_size(data)
+            # The pixel limit comes first: a too-large image must not be answered "too many tiles".
+            size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
         plan = self.slice_plan(options, size, input_hw)
         params = self.postprocess_params(options, sliced=plan is not None)
         tiles = self.check_tile_budget(size, plan) if plan else 0
