@@ -10,6 +10,7 @@ import pytest
 from specks.errors import InvalidFieldError, InvalidRequestError
 from specks.postprocess import OutputLayout
 from specks.schemas import (
+    DetectOptions,
     PredictRequest,
     PredictResponse,
     encode_prediction,
@@ -132,6 +133,9 @@ def test_detect_options_reject_an_image_field() -> None:
         parse_detect_options({"image": IMAGE})
 
     assert caught.value.field == "image"
+    allowed = caught.value.message.split("allowed fields: ")[1].split(", ")
+    assert allowed == sorted(DetectOptions.model_fields)
+    assert "image" not in allowed
 
 
 @dataclass(frozen=True)

@@ -102,15 +102,15 @@ class PredictRequest(DetectOptions):
     ]
 
 
-def _first_error_message(exc: ValidationError) -> InvalidFieldError:
-    """The first failing field as one readable message (union alternatives joined with 'or')."""
+def _first_error_message(exc: ValidationError, model: type[BaseModel]) -> InvalidFieldError:
+    """The first failing field of ``model`` as one readable message (union alternatives joined with 'or')."""
     errors = exc.errors()
     field = str(errors[0]["loc"][0]) if errors[0]["loc"] else None
     kind = errors[0]["type"]
     if kind == "missing":
         message = f"'{field}' is required"
     elif kind == "extra_forbidden":
-        allowed = ", ".join(sorted(PredictRequest.model_fields))
+        allowed = ", ".join(sorted(model.model_fields))
         message = f"unknown field '{field}'; allowed fields: {allowed}"
     else:
         same_field = [e for e in errors if e["loc"] and str(e["loc"][0]) == field]
@@ -130,7 +130,7 @@ def parse_predict_request(body: Any) -> PredictRequest:
     try:
         return PredictRequest.model_validate(body)
     except ValidationError as exc:
-        raise _first_error_message(exc) from exc
+        raise _first_error_message(exc, PredictRequest) from exc
 
 
 def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
@@ -138,7 +138,7 @@ def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
     try:
         return DetectOptions.model_validate(options)
     except ValidationError as exc:
-        raise _first_error_message(exc) from exc
+        raise _first_error_message(exc, DetectOptions) from exc
 
 
 # -- responses ----------------------------------------------------------------------------------
