@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, VISDRONE, free_port, require
-from specks.benchmark import ServerProcess, synthetic_photo_jpeg
+from specks.benchmark import ServerProcess, synthetic_photo_jpeg, wait_until_steadily_ready
 from specks.cli import main
 from specks.config import Settings
 from specks.errors import ConfigError, SpecksError
@@ -30,7 +31,6 @@ from specks.loadtest import (
     predict_body,
     rss_mb,
     run_load,
-    wait_until_steadily_ready,
 )
 
 # -- percentile ----------------------------------------------------------------------------------
@@ -316,6 +316,35 @@ def test_steadily_ready_gives_up_at_its_deadline() -> None:
     assert time.monotonic() - started < 3
 
 
+def test_steadily_ready_treats_a_garbage_answer_as_not_ready() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:  # the listener was closed
+                    return
+                with connection:
+                    connection.recv(1024)
+                    connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        with pytest.raises(SpecksError, match="GET /ready"):
+            wait_until_steadily_ready(f"http://127.0.0.1:{port}", timeout_s=0.6)
+
+
+def test_steadily_ready_stops_when_the_server_is_dead() -> None:
+    def dead() -> None:
+        raise SpecksError("the server exited")
+
+    started = time.monotonic()
+    with pytest.raises(SpecksError, match="exited"):
+        wait_until_steadily_ready(f"http://127.0.0.1:{free_port()}", timeout_s=30, check_alive=dead)
+    assert time.monotonic() - started < 1
+
+
 def test_predict_body_is_the_seed_request() -> None:
     assert predict_body(b"\x00\x01") == b'{"image":"AAE="}'
 
@@ -334,8 +363,7 @@ def test_load_smoke_60s_concurrency_8(cache_dir: Path) -> None:
     image = _photo_2000x1500()
     server = ServerProcess(Settings(model=model, cache_dir=cache_dir), workers=2, env={"SPECKS_SLICE": "off"})
     try:
-        server.wait_ready()
-        wait_until_steadily_ready(server.url)
+        server.wait_ready(successes=20)
         workers = child_pids(server.pid)
         assert len(workers) == 2
         result = run_load(

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -66,6 +67,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_steadily_ready(
+    url: str, *, successes: int = 20, timeout_s: float = 120, check_alive: Callable[[], None] | None = None
+) -> None:
+    """Wait until ``GET /ready`` answers 200 on ``successes`` fresh connections in a row.
+
+    A gunicorn server answers ready as soon as one worker has loaded its model; the others
+    may still answer 503 for a while. Each connection goes to whichever worker accepts it,
+    so 20 successes in a row leave a still-loading worker of two a one-in-a-million chance.
+    ``check_alive`` raises when the server has died (no point waiting for it).
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    deadline = time.monotonic() + timeout_s
+    in_a_row = 0
+    while in_a_row < successes:
+        if check_alive is not None:
+            check_alive()
+        if time.monotonic() > deadline:
+            raise SpecksError(f"{url} did not answer GET /ready steadily within {timeout_s:.0f} s")
+        connection = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            connection.request("GET", "/ready")
+            response = connection.getresponse()
+            response.read()
+            in_a_row = in_a_row + 1 if response.status == 200 else 0
+        except (OSError, http.client.HTTPException):
+            in_a_row = 0
+        finally:
+            connection.close()
+        if in_a_row == 0:
+            time.sleep(0.2)
+
+
 class ServerProcess:
     """A ``specks serve`` subprocess on a free loopback port, for timing through real HTTP.
 
@@ -105,22 +139,13 @@ class ServerProcess:
         self._output.seek(0)
         return self._output.read().decode(errors="replace")[-chars:]
 
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SpecksError(f"the benchmark server exited early:\n{self.output_tail()}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                connection.request("GET", "/ready")
-                if connection.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            finally:
-                connection.close()
-            time.sleep(0.2)
-        raise SpecksError("the benchmark server did not become ready in time")
+    def wait_ready(self, timeout_s: float = 120, *, successes: int = 1) -> None:
+        """Wait for ``successes`` 200s from ``GET /ready`` in a row (see ``wait_until_steadily_ready``)."""
+        wait_until_steadily_ready(self.url, successes=successes, timeout_s=timeout_s, check_alive=self._check_alive)
+
+    def _check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise SpecksError(f"the benchmark server exited early:\n{self.output_tail()}")
 
     def stop(self) -> None:
         self.process.terminate()

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from .config import Settings, cpu_count
-from .errors import ConfigError, SpecksError
+from .errors import ConfigError
 
 # The seed client's headers: a JSON body, nothing else.
 SEED_HEADERS = {"Content-type": "application/json"}
@@ -54,33 +54,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     rank = (len(ordered) - 1) * q / 100
     low, high = math.floor(rank), math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def wait_until_steadily_ready(url: str, *, successes: int = 20, timeout_s: float = 120) -> None:
-    """Wait until ``GET /ready`` answers 200 on ``successes`` fresh connections in a row.
-
-    A gunicorn server answers ready as soon as one worker has loaded its model; the others
-    may still answer 503 for a while. Each connection goes to whichever worker accepts it,
-    so 20 successes in a row leave a still-loading worker of two a one-in-a-million chance.
-    """
-    host, port, _ = _target(url)
-    deadline = time.monotonic() + timeout_s
-    in_a_row = 0
-    while in_a_row < successes:
-        if time.monotonic() > deadline:
-            raise SpecksError(f"{url} did not answer GET /ready steadily within {timeout_s:.0f} s")
-        connection = http.client.HTTPConnection(host, port, timeout=5)
-        try:
-            connection.request("GET", "/ready")
-            response = connection.getresponse()
-            response.read()
-            in_a_row = in_a_row + 1 if response.status == 200 else 0
-        except (OSError, http.client.HTTPException):
-            in_a_row = 0
-        finally:
-            connection.close()
-        if in_a_row == 0:
-            time.sleep(0.2)
 
 
 # -- worker memory ----------------------------------------------------------------------------
@@ -440,8 +413,7 @@ def run_load_benchmark(
 
     server = ServerProcess(settings, env={"SPECKS_SLICE": "off"})
     try:
-        server.wait_ready()
-        wait_until_steadily_ready(server.url)  # every worker, not just the first, has its model
+        server.wait_ready(successes=20)  # every worker, not just the first, has its model
         workers = child_pids(server.pid)
         report = run_load(
             server.url,

@@ -15,7 +15,8 @@ import requests
 
 from conftest import LiveServer, jpeg_bytes
 from factories import b64, huge_bilevel_png
-from specks.loadtest import child_pids, predict_body, rss_mb, run_load, wait_until_steadily_ready
+from specks.benchmark import wait_until_steadily_ready
+from specks.loadtest import child_pids, predict_body, rss_mb, run_load
 
 JSON = {"Content-type": "application/json"}
 

@@ -13,7 +13,6 @@ import requests
 
 from conftest import MODELS, jpeg_bytes, live_server_for, require
 from factories import b64
-from specks.loadtest import wait_until_steadily_ready
 
 # What `specks serve` runs in the gunicorn master before forking (cli.cmd_serve up to serve()).
 MASTER_STEPS = """
@@ -50,8 +49,7 @@ def test_the_gunicorn_master_never_imports_onnxruntime(model: str, tmp_path: Pat
 def test_workers_exit_cleanly_on_sigterm(cache_dir: Path) -> None:
     server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=2)
     try:
-        server.wait_ready()
-        wait_until_steadily_ready(server.url)
+        server.wait_ready(successes=20)
         for _ in range(4):  # reaches both workers in practice; either one aborted before the fix
             payload = json.dumps({"image": b64(jpeg_bytes(320, 240))})
             response = requests.post(
