@@ -84,6 +84,18 @@ def test_predict_of_a_missing_file_fails_with_a_message(
     assert captured.out == ""
 
 
+@pytest.mark.parametrize("command", ["bench", "load"])
+def test_bench_and_load_of_a_missing_image_fail_with_a_message(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.jpg"
+    code = main([command, "--image", str(missing)])  # refused before any server starts
+    captured = capsys.readouterr()
+    assert code != 0
+    assert f"cannot read {missing}" in captured.err
+    assert "Traceback" not in captured.err
+
+
 @pytest.mark.parametrize(
     ("flags", "field"),
     [(["--conf", "2.0"], "conf"), (["--tile", "10"], "tile"), (["--overlap", "0.9"], "overlap")],

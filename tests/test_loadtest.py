@@ -371,7 +371,7 @@ def test_load_smoke_60s_concurrency_8(cache_dir: Path) -> None:
         )
     finally:
         server.stop()
-    bare_per_s = measure_bare_rate(model, image, cache_dir=cache_dir)
+    bare_per_s = measure_bare_rate(Settings(model=model, cache_dir=cache_dir), image)
     data = result.to_dict()
     print(
         f"\nload smoke: {data['requests']} requests, {data['errors']} errors, {data['throughput_per_s']} req/s, "

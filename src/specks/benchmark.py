@@ -47,7 +47,17 @@ def synthetic_photo_jpeg(width: int = 2000, height: int = 1500, quality: int = 9
     return buffer.getvalue()
 
 
-def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> tuple[float, list[float]]:
+def image_or_synthetic(path: Path | None) -> bytes:
+    """The image file's bytes (an unreadable path is a SpecksError), or the synthetic photo."""
+    if path is None:
+        return synthetic_photo_jpeg()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SpecksError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     samples = []
@@ -55,7 +65,7 @@ def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> tuple[float,
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples), samples
+    return statistics.median(samples)
 
 
 def free_port() -> int:
@@ -170,7 +180,7 @@ def _post_predict(port: int, body: bytes, runs: int, warmup: int) -> tuple[float
             raise SpecksError(f"POST /predict answered {response.status}: {payload[:300]!r}")
         stage_timings.append(orjson.loads(payload)["timing_ms"])
 
-    median_ms, _ = _median_ms(one_request, runs, warmup)
+    median_ms = _median_ms(one_request, runs, warmup)
     connection.close()
     return median_ms, stage_timings[warmup:]
 
@@ -180,10 +190,9 @@ def run_latency_benchmark(
 ) -> dict[str, Any]:
     """End-to-end POST /predict vs bare session.run on the same model, image and thread count."""
     from .imaging import read_image_size
-    from .models import load_model
-    from .pipeline import Detector
+    from .pipeline import load_detector
 
-    image_bytes = image_path.read_bytes() if image_path else synthetic_photo_jpeg()
+    image_bytes = image_or_synthetic(image_path)
     threads = settings.threads_for(1)
     # Full-image inference at the model's input size: the path whose overhead this measures
     # ("auto" would slice a large photo into tiles, which is a different workload).
@@ -196,12 +205,11 @@ def run_latency_benchmark(
     finally:
         server.stop()
 
-    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
-    detector = Detector(model, settings.limits, settings.slicing)
-    info = model.info
+    detector = load_detector(settings, threads=threads)
+    model, info = detector.model, detector.model.info
     tensor = detector.prepared_input(image_bytes)
     size, _ = read_image_size(image_bytes)
-    bare_ms, _ = _median_ms(lambda: model.session.run(None, {info.input_name: tensor}), runs, warmup)
+    bare_ms = _median_ms(lambda: model.session.run(None, {info.input_name: tensor}), runs, warmup)
 
     stages = {key: statistics.median(t[key] for t in stage_timings) for key in stage_timings[0]}
     return {

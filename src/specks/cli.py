@@ -158,16 +158,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
-def _load_detector(settings: Settings) -> Any:
-    """The model in this one process, with all the cores (unless --threads / SPECKS_THREADS says otherwise)."""
-    from .models import load_model
-    from .pipeline import Detector
-
-    threads = settings.threads_for(1)
-    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
-    return Detector(model, settings.limits, settings.slicing)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from .models import prepare_model
     from .web.server import serve
@@ -194,6 +184,7 @@ def _iou_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .pipeline import load_detector
     from .schemas import encode_prediction, parse_detect_options
 
     settings = settings_from_args(args)
@@ -204,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         options["imgsz"] = args.imgsz
     options.update(slice_options(args))
     detect_options = parse_detect_options(options)
-    detector = _load_detector(settings)
+    detector = load_detector(settings)
     failures = 0
     for path in args.images:
         try:
@@ -244,11 +235,12 @@ def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import CocoDataset, evaluate, metrics_table
+    from .pipeline import load_detector
 
     settings = settings_from_args(args)
     configs = _eval_configs(args)  # validate the flags before loading anything
     dataset = CocoDataset.load(args.dataset)
-    detector = _load_detector(settings)
+    detector = load_detector(settings)
     runs = {
         label: evaluate(detector, dataset, options, max_dets=args.max_det, limit=args.limit)
         for label, options in configs.items()
@@ -269,25 +261,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .pipeline import load_detector
+
     settings = Settings.from_env()
     if args.path:
         settings = dataclasses.replace(settings, model=args.path)
-    detector = _load_detector(settings)
-    info = detector.model.info.to_dict()
+    info = load_detector(settings).model.info
     if args.json:
-        print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(info.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return 0
     is_default = settings.model is None
-    print(f"model:        {info['name']}{'  (the embedded default)' if is_default else ''}")
-    print(f"source:       {info['path']} ({info['format']})")
-    size = info["input_size"]
-    dynamic = " (dynamic: any multiple of the stride)" if info["dynamic_input_size"] else ""
-    print(f"input size:   {size['width']}x{size['height']}{dynamic}")
-    print(f"batch:        {'dynamic' if info['dynamic_batch'] else 'fixed 1'}")
-    print(f"stride:       {info['stride']}")
-    print(f"output:       {info['layout']}")
-    print(f"providers:    {', '.join(info['providers'])}")
-    print(f"classes ({info['num_classes']}): {', '.join(info['names'])}")
+    print(f"model:        {info.name}{'  (the embedded default)' if is_default else ''}")
+    print(f"source:       {info.path} ({info.source_format})")
+    dynamic = " (dynamic: any multiple of the stride)" if info.dynamic_hw else ""
+    print(f"input size:   {info.input_hw[1]}x{info.input_hw[0]}{dynamic}")
+    print(f"batch:        {'dynamic' if info.dynamic_batch else 'fixed 1'}")
+    print(f"stride:       {info.stride}")
+    print(f"output:       {info.layout.value}")
+    print(f"providers:    {', '.join(info.providers)}")
+    print(f"classes ({info.num_classes}): {', '.join(info.names)}")
     return 0
 
 
@@ -304,17 +296,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from .benchmark import image_or_synthetic
     from .loadtest import predict_body, run_load, run_load_benchmark
 
-    if args.image:
-        try:
-            image_bytes = args.image.read_bytes()
-        except OSError as exc:
-            raise SpecksError(f"cannot read {args.image}: {exc.strerror}") from exc
-    else:
-        from .benchmark import synthetic_photo_jpeg
-
-        image_bytes = synthetic_photo_jpeg()
+    image_bytes = image_or_synthetic(args.image)
     shape = {"concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup}
     if args.url:
         report = run_load(args.url, predict_body(image_bytes), **shape).to_dict()

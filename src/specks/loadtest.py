@@ -22,13 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
-from .config import Settings, cpu_count
+from .config import Settings
 from .errors import ConfigError
 
 # The seed client's headers: a JSON body, nothing else.
@@ -375,24 +374,20 @@ def run_load(
 # -- the yardstick ----------------------------------------------------------------------------
 
 
-def measure_bare_rate(
-    model_path: str | None, image_bytes: bytes, runs: int = BARE_RUNS, *, warmup: int = 5, cache_dir: Path | None = None
-) -> float:
+def measure_bare_rate(settings: Settings, image_bytes: bytes, runs: int = BARE_RUNS, *, warmup: int = 5) -> float:
     """Sequential ``session.run`` calls per second on the prepared full-image input tensor.
 
-    The model loads with one intra-op thread per core; the tensor is prepared as a
-    full-image request prepares it (reduced-scale decode, letterbox), once, outside the timing.
+    The model loads as ``specks predict`` loads it (every core unless SPECKS_THREADS / --threads
+    says otherwise, the configured providers); the tensor is prepared as a full-image request
+    prepares it (reduced-scale decode, letterbox), once, outside the timing.
     """
-    from .config import Limits, RuntimeOptions, default_cache_dir
-    from .models import load_model
-    from .pipeline import Detector
+    from .pipeline import load_detector
 
     if runs < 1:
         raise ConfigError(f"runs must be >= 1, got {runs}")
-    model = load_model(
-        model_path, runtime=RuntimeOptions(), threads=cpu_count(), cache_dir=cache_dir or default_cache_dir()
-    )
-    feed = {model.info.input_name: Detector(model, Limits()).prepared_input(image_bytes)}
+    detector = load_detector(settings)
+    model = detector.model
+    feed = {model.info.input_name: detector.prepared_input(image_bytes)}
     for _ in range(warmup):
         model.session.run(None, feed)
     start = time.perf_counter()
@@ -425,7 +420,7 @@ def run_load_benchmark(
         )
     finally:
         server.stop()
-    bare_per_s = measure_bare_rate(settings.model, image_bytes, cache_dir=settings.cache_dir)
+    bare_per_s = measure_bare_rate(settings, image_bytes)
     return {
         **report.to_dict(),
         "model": settings.model or "embedded default",

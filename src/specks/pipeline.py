@@ -16,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .boxes import clip_xyxy
-from .config import Limits, SlicingSettings
+from .config import Limits, Settings, SlicingSettings
 from .errors import InvalidFieldError, TooManyTilesError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
+from .models import load_model
 from .models.letterboxer import OrtLetterboxer
 from .models.names import COCO_ALIASES
 from .models.onnx_model import OnnxModel
@@ -317,6 +318,16 @@ class Detector:
         for slot, crop in enumerate(crops):
             batch[slot] = self.letterbox(crop, plan)[0]
         return batch
+
+
+def load_detector(settings: Settings, *, threads: int | None = None) -> Detector:
+    """Load ``settings.model`` under the settings' limits and slicing defaults.
+
+    threads: ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
+    """
+    threads = settings.threads_for(1) if threads is None else threads
+    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
+    return Detector(model, settings.limits, settings.slicing)
 
 
 def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) -> tuple[int, int]:

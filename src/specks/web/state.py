@@ -8,8 +8,7 @@ import time
 
 from ..config import Settings
 from ..errors import ModelNotReadyError, SpecksError
-from ..models import load_model
-from ..pipeline import Detector
+from ..pipeline import Detector, load_detector
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +56,14 @@ class ModelHolder:
         settings = self.settings
         started = time.perf_counter()
         try:
-            model = load_model(
-                settings.model,
-                runtime=settings.runtime,
-                threads=settings.resolved_threads(),
-                cache_dir=settings.cache_dir,
-            )
+            detector = load_detector(settings, threads=settings.resolved_threads())
         except SpecksError as exc:
             self._error = exc.message
             log.error("model load failed: %s", exc.message)
             return
-        except Exception as exc:  # never let a loader thread die silently
+        except Exception:  # never let a loader thread die silently (logged once, with the traceback)
             self._error = "unexpected error, see the server log"
             log.exception("model load failed")
-            raise exc
-        self._detector = Detector(model, settings.limits, settings.slicing)
-        log.info("model %s ready in %.1f s", model.info.name, time.perf_counter() - started)
+            return
+        self._detector = detector
+        log.info("model %s ready in %.1f s", detector.model.info.name, time.perf_counter() - started)
