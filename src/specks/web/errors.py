@@ -77,8 +77,6 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected_error(exc: Exception) -> Response:
-    if isinstance(exc, HTTPException):
-        return _http_error(exc)
     log.exception("unexpected error while serving a request")
     return error_response(500, "internal_error", "internal server error; the details are in the server log")
 

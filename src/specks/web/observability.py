@@ -27,7 +27,6 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
@@ -129,10 +128,9 @@ def process_metrics() -> Metrics:
         return _process_metrics
 
 
-def render_metrics(accept_header: str | None, environ: Mapping[str, str] | None = None) -> tuple[bytes, str]:
+def render_metrics(accept_header: str | None) -> tuple[bytes, str]:
     """The exposition body and its content type: all workers' files, or this process's registry."""
-    env = os.environ if environ is None else environ
-    multiproc_dir = env.get(MULTIPROC_DIR_ENV)
+    multiproc_dir = os.environ.get(MULTIPROC_DIR_ENV)
     registry = REGISTRY
     if multiproc_dir:
         registry = CollectorRegistry()

@@ -41,11 +41,6 @@ class ModelHolder:
         else:
             self._load()
 
-    def wait(self, timeout_s: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        return self.ready
-
     def get(self) -> Detector:
         if self._detector is None:
             reason = f"the model failed to load: {self._error}" if self._error else "the model is still loading"
