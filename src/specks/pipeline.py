@@ -301,10 +301,11 @@ class Detector:
             with timer.stage("postprocess"):
                 for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
                     tile_found = postprocess(raw[slot], info.layout, params)
-                    tile_found = Detections(
-                        tile_plan.input_to_source(tile_found.xyxy), tile_found.confidence, tile_found.class_id
+                    # Letterbox margins can push boxes past the tile: clip in the tile's frame, then shift.
+                    xyxy = clip_xyxy(tile_plan.input_to_source(tile_found.xyxy), tx2 - tx1, ty2 - ty1)
+                    found.append(
+                        shift_detections(Detections(xyxy, tile_found.confidence, tile_found.class_id), (tx1, ty1))
                     )
-                    found.append(clip_to_tile(shift_detections(tile_found, (tx1, ty1)), (tx1, ty1, tx2, ty2)))
         return found
 
     def _letterbox_batch(
@@ -347,13 +348,6 @@ def _tile_wh(tiles_xyxy: np.ndarray) -> tuple[int, int]:
     """Width and height shared by every tile of a grid."""
     x1, y1, x2, y2 = (int(v) for v in tiles_xyxy[0])
     return x2 - x1, y2 - y1
-
-
-def clip_to_tile(found: Detections, tile_xyxy: tuple[int, int, int, int]) -> Detections:
-    """Clip boxes to their tile (letterbox margins can push them past its edges)."""
-    x1, y1, x2, y2 = tile_xyxy
-    xyxy = clip_xyxy(found.xyxy - np.array([x1, y1, x1, y1], np.float32), x2 - x1, y2 - y1)
-    return Detections(xyxy + np.array([x1, y1, x1, y1], np.float32), found.confidence, found.class_id)
 
 
 def to_original_frame(found: Detections, plan: LetterboxPlan, image: DecodedImage) -> Detections:

@@ -49,12 +49,8 @@ def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArr
     return mask
 
 
-def _best_class(
-    class_scores: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_] | None
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
-    """(N, nc) scores -> best score (N,) and its class (N,), over the allowed classes only."""
-    if allowed is not None:
-        class_scores = np.where(allowed[None, :], class_scores, -1.0)
+def _best_class(class_scores: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """(N, nc) scores -> best score (N,) and its class (N,)."""
     class_id = class_scores.argmax(axis=1).astype(np.int32)
     return np.take_along_axis(class_scores, class_id[:, None].astype(np.intp), axis=1)[:, 0], class_id
 
@@ -65,17 +61,17 @@ def _candidates(
     """Rows of boxes and (N, nc) class scores -> candidates above the threshold.
 
     With ``multi_label`` a box yields one candidate per class above the threshold (as the
-    YOLO validators score), else only its best class.
+    YOLO validators score), else only its best class. Classes outside ``class_ids`` score -1.
     """
     allowed = _class_mask(class_scores.shape[1], params.class_ids)
+    if allowed is not None:
+        class_scores = np.where(allowed[None, :], class_scores, -1.0)
     if params.multi_label:
-        if allowed is not None:
-            class_scores = np.where(allowed[None, :], class_scores, -1.0)
         row, column = np.nonzero(class_scores > params.conf_threshold)
         return Detections(
             cxcywh_to_xyxy(boxes_cxcywh[row]), class_scores[row, column].astype(np.float32), column.astype(np.int32)
         )
-    score, class_id = _best_class(class_scores, allowed)
+    score, class_id = _best_class(class_scores)
     keep = score > params.conf_threshold
     return Detections(cxcywh_to_xyxy(boxes_cxcywh[keep]), score[keep].astype(np.float32), class_id[keep])
 
