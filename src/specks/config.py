@@ -14,6 +14,9 @@ from typing import TypeVar
 from .errors import ConfigError
 
 ENV_PREFIX = "SPECKS_"
+# prometheus_client's multi-process mode: the directory where each process writes its metrics
+# (set by `specks serve`; /metrics then adds up every worker).
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
 
 PROVIDER_ALIASES = {

@@ -32,6 +32,7 @@ import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageDecodeError, ImageTooLargeError, InvalidBase64Error, InvalidFieldError
+from .preprocess import PAD_VALUE
 from .types import ImageSize
 
 __all__ = [
@@ -50,9 +51,9 @@ _OPEN_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 _SIMPLEJPEG_MODES = frozenset({"RGB", "L"})  # CMYK/YCCK JPEGs go through Pillow
 
-# Transparent pixels are composited onto the letterbox grey (preprocess.PAD_VALUE), so
-# padding and transparency look the same to the model.
-ALPHA_FILL_RGB: tuple[int, int, int] = (114, 114, 114)
+# Transparent pixels are composited onto the letterbox grey, so padding and transparency look
+# the same to the model.
+ALPHA_FILL_RGB: tuple[int, int, int] = (PAD_VALUE, PAD_VALUE, PAD_VALUE)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Modes Pillow converts to RGB correctly (its LAB -> RGB, for one, is not a colour conversion).
 _RGB_CONVERTIBLE_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr"})

@@ -34,9 +34,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ..config import Settings
+from ..config import MULTIPROC_DIR_ENV, Settings
 from ..logs import request_id_var
-from .server import MULTIPROC_DIR_ENV
 from .state import ModelHolder
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -21,11 +21,8 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess, values
 
-from ..config import Settings
+from ..config import MULTIPROC_DIR_ENV, Settings
 from ..logs import configure_logging
-
-# prometheus_client's multi-process mode: the directory where each process writes its metrics.
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 log = logging.getLogger(__name__)
 
