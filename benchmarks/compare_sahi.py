@@ -47,11 +47,18 @@ from sahi.slicing import get_slice_bboxes
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 from tqdm import tqdm
 
-from specks.benchmark import ServerProcess
+from specks.benchmark import ServerProcess, post_predict
 from specks.cli import _slice_args, slice_options
 from specks.config import Settings, cpu_count
 from specks.errors import SpecksError
-from specks.evaluation import CocoDataset, detections_to_coco, format_table, format_value, score_coco
+from specks.evaluation import (
+    CocoDataset,
+    detections_to_coco,
+    format_table,
+    format_value,
+    model_to_dataset_categories,
+    score_coco,
+)
 from specks.models.names import parse_names_metadata
 from specks.types import Detections
 
@@ -281,16 +288,6 @@ def run_sahi(
     return detections, seconds, slices
 
 
-def post_predict(connection: http.client.HTTPConnection, body: bytes) -> dict[str, Any]:
-    connection.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
-    response = connection.getresponse()
-    payload = response.read()
-    if response.status != 200:
-        raise SpecksError(f"POST /predict answered {response.status}: {payload[:300]!r}")
-    result: dict[str, Any] = orjson.loads(payload)
-    return result
-
-
 def response_detections(payload: dict[str, Any]) -> Detections:
     found = payload["detections"]
     return Detections.from_arrays(
@@ -329,7 +326,7 @@ def run_specks(
 def score_run(
     dataset: CocoDataset, names: Sequence[str], detections: dict[int, Detections], seconds: list[float], max_dets: int
 ) -> dict[str, Any]:
-    category_of = dataset.category_ids_for(tuple(names))
+    category_of = model_to_dataset_categories(dataset, tuple(names))
     results = [
         result for image_id, found in detections.items() for result in detections_to_coco(image_id, found, category_of)
     ]

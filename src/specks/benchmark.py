@@ -167,18 +167,26 @@ class ServerProcess:
         self._output.close()
 
 
+def post_predict(connection: http.client.HTTPConnection, body: bytes) -> dict[str, Any]:
+    """One seed-style ``POST /predict`` on a kept-alive connection -> the decoded JSON answer.
+
+    Anything but 200 is a SpecksError: a benchmark must not time error answers.
+    """
+    connection.request("POST", "/predict", body=body, headers={"Content-type": "application/json"})
+    response = connection.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        raise SpecksError(f"POST /predict answered {response.status}: {payload[:300]!r}")
+    answer: dict[str, Any] = orjson.loads(payload)
+    return answer
+
+
 def _post_predict(port: int, body: bytes, runs: int, warmup: int) -> tuple[float, list[dict[str, float]]]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-type": "application/json"}
     stage_timings: list[dict[str, float]] = []
 
     def one_request() -> None:
-        connection.request("POST", "/predict", body=body, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-        if response.status != 200:
-            raise SpecksError(f"POST /predict answered {response.status}: {payload[:300]!r}")
-        stage_timings.append(orjson.loads(payload)["timing_ms"])
+        stage_timings.append(post_predict(connection, body)["timing_ms"])
 
     median_ms = _median_ms(one_request, runs, warmup)
     connection.close()

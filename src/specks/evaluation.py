@@ -182,7 +182,7 @@ def evaluate(
     subset = dataset.first(limit) if limit is not None else dataset
     if not subset.images:
         raise InvalidRequestError(f"the dataset at {dataset.root} has no images")
-    category_of = _model_to_dataset_categories(subset, detector.model.info.names)
+    category_of = model_to_dataset_categories(subset, detector.model.info.names)
     detector.predict_bytes(subset.image_path(subset.images[0]).read_bytes(), options)  # warm-up
 
     results: list[dict[str, Any]] = []
@@ -206,7 +206,8 @@ def evaluate(
     return summary
 
 
-def _model_to_dataset_categories(dataset: CocoDataset, model_names: tuple[str, ...]) -> dict[int, int]:
+def model_to_dataset_categories(dataset: CocoDataset, model_names: tuple[str, ...]) -> dict[int, int]:
+    """Model class id -> dataset category id, matched by name; no name in common is an error."""
     category_of = dataset.category_ids_for(model_names)
     if not category_of:
         categories = ", ".join(c["name"] for c in dataset.annotations["categories"][:8])
