@@ -183,17 +183,22 @@ def _iou_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _detect_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The DetectOptions fields that `specks predict` and `specks eval` flags share."""
+    fields: dict[str, Any] = {"conf": args.conf, "max_det": args.max_det, **_iou_options(args), **slice_options(args)}
+    if args.imgsz is not None:
+        fields["imgsz"] = args.imgsz
+    return fields
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .pipeline import load_detector
     from .schemas import encode_prediction, parse_detect_options
 
     settings = settings_from_args(args)
-    options: dict[str, Any] = {"conf": args.conf, "max_det": args.max_det, **_iou_options(args)}
+    options = _detect_fields(args)
     if args.classes:
         options["classes"] = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
-    if args.imgsz is not None:
-        options["imgsz"] = args.imgsz
-    options.update(slice_options(args))
     detect_options = parse_detect_options(options)
     detector = load_detector(settings)
     failures = 0
@@ -220,10 +225,7 @@ def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:
     """Column label -> DetectOptions: one run, or full image and sliced for ``--slice compare``."""
     from .schemas import parse_detect_options
 
-    base: dict[str, Any] = {"conf": args.conf, "max_det": args.max_det, **_iou_options(args)}
-    base.update(slice_options(args))
-    if args.imgsz is not None:
-        base["imgsz"] = args.imgsz
+    base = _detect_fields(args)
     if args.slice == SLICE_COMPARE:
         return {
             "full image": parse_detect_options({**base, "slice": False}),

@@ -51,8 +51,7 @@ def ready() -> Response:
     holder = _holder()
     if holder.ready:
         return json_response({"status": "ready", "model": holder.get().model.info.name})
-    reason = f"model failed to load: {holder.load_error}" if holder.load_error else "model is loading"
-    return error_response(503, "model_not_ready", reason)
+    return error_response(503, "model_not_ready", holder.not_ready_reason)
 
 
 @api.get("/model")
@@ -62,12 +61,12 @@ def model() -> Response:
 
 @api.post("/predict")
 def predict() -> Response:
-    limits = _holder().settings.limits
+    holder = _holder()
+    limits = holder.settings.limits
     check_content_length(request, limits)
     check_json_media_type(request)
     body = parse_json_body(request.get_data(cache=False), limits)
     predict_request = parse_predict_request(body)
-    holder = _holder()
     detector = holder.get()
     with holder.prediction_slots:  # the body is read outside: a slow upload holds no slot
         prediction = detector.predict_base64(predict_request.image, predict_request)

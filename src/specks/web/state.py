@@ -28,10 +28,6 @@ class ModelHolder:
     def ready(self) -> bool:
         return self._detector is not None
 
-    @property
-    def load_error(self) -> str | None:
-        return self._error
-
     def start_loading(self, *, background: bool = True) -> None:
         if self._detector is not None or self._thread is not None:
             return
@@ -41,10 +37,14 @@ class ModelHolder:
         else:
             self._load()
 
+    @property
+    def not_ready_reason(self) -> str:
+        """Why there is no model yet (meaningful only while not ``ready``)."""
+        return f"the model failed to load: {self._error}" if self._error else "the model is still loading"
+
     def get(self) -> Detector:
         if self._detector is None:
-            reason = f"the model failed to load: {self._error}" if self._error else "the model is still loading"
-            raise ModelNotReadyError(f"{reason}; GET /ready says when the server can take requests")
+            raise ModelNotReadyError(f"{self.not_ready_reason}; GET /ready says when the server can take requests")
         return self._detector
 
     def _load(self) -> None:
