@@ -37,6 +37,16 @@ def canonical_names(names: list[str]) -> list[str]:
     return [COCO_ALIASES.get(name.strip().lower(), name.strip()) for name in names]
 
 
+def literal_or_none(text: str | None) -> object:
+    """A metadata value parsed as a Python literal, or None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 'a'}
+        return None
+
+
 def parse_names_metadata(text: str) -> list[str] | None:
     """Parse an ONNX ``names`` metadata value: a dict {0: 'person', ...} (Python or JSON) or a list.
 
@@ -46,10 +56,7 @@ def parse_names_metadata(text: str) -> list[str] | None:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 'a'}
-            return None
+        value = literal_or_none(text)
     if isinstance(value, dict):
         try:
             items = sorted((int(k), str(v)) for k, v in value.items())

@@ -5,7 +5,6 @@ This package is the only place that imports onnxruntime.
 
 from __future__ import annotations
 
-import ast
 import logging
 import math
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import onnxruntime as ort
 from ..config import RuntimeOptions
 from ..errors import InferenceError, ModelLoadError, UnsupportedModelError
 from ..postprocess import OutputLayout
-from .names import resolve_names
+from .names import literal_or_none, resolve_names
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +104,8 @@ def create_session(model: str | bytes, runtime: RuntimeOptions, threads: int) ->
         raise ModelLoadError(f"cannot load the ONNX model: {exc}") from exc
 
 
-def _metadata_literal(value: str | None) -> object:
-    """A metadata value parsed as a Python literal, or None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
-        return None
-
-
 def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
-    parsed = _metadata_literal(value)
+    parsed = literal_or_none(value)
     if isinstance(parsed, int):
         return parsed, parsed
     if isinstance(parsed, (list, tuple)) and len(parsed) == 2 and all(isinstance(v, int) for v in parsed):
@@ -125,7 +114,7 @@ def _metadata_imgsz(value: str | None) -> tuple[int, int] | None:
 
 
 def _metadata_class_count(value: str | None) -> int | None:
-    parsed = _metadata_literal(value)
+    parsed = literal_or_none(value)
     return len(parsed) if isinstance(parsed, (dict, list)) else None
 
 
