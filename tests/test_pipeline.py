@@ -7,9 +7,10 @@ import pytest
 
 from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes
 from factories import encode, exif_rotated_jpeg
-from specks.boxes import iou_matrix
 from specks.errors import InvalidFieldError
+from specks.overlap import iou_matrix
 from specks.pipeline import Detector
+from specks.planning import resolve_input_hw
 from specks.schemas import DetectOptions
 
 COCO_TO_MODEL = {1: 0, 3: 2}  # person, car
@@ -77,27 +78,11 @@ def test_exif_orientation_maps_boxes_to_the_displayed_frame(yolov5n_detector: De
 
 def test_imgsz_only_on_dynamic_models(yolov5n_detector: Detector, yolov5n_dynamic_detector: Detector) -> None:
     with pytest.raises(InvalidFieldError):
-        yolov5n_detector.input_hw(1280)
-    assert yolov5n_detector.input_hw(640) == (640, 640)
-    assert yolov5n_dynamic_detector.input_hw(1000) == (1024, 1024)  # rounded up to the stride
+        yolov5n_detector.predict_bytes(jpeg_bytes(800, 600), DetectOptions(imgsz=1280))
+    assert resolve_input_hw(yolov5n_detector.model.info, 640) == (640, 640)
+    assert resolve_input_hw(yolov5n_dynamic_detector.model.info, 1000) == (1024, 1024)  # rounded up to the stride
     prediction = yolov5n_dynamic_detector.predict_bytes(jpeg_bytes(800, 600), DetectOptions(imgsz=320))
     assert prediction.image_size.width == 800
-
-
-@pytest.mark.parametrize(
-    ("options", "sliced", "iou", "multi_label"),
-    [
-        ({}, False, 0.45, False),
-        ({}, True, 0.6, True),
-        ({"iou": 0.3}, True, 0.3, True),
-        ({"multi_label": False}, True, 0.6, False),
-        ({"multi_label": True, "iou": 0.7}, False, 0.7, True),
-    ],
-)
-def test_nms_defaults_depend_on_the_mode(yolov5n_detector: Detector, options, sliced, iou, multi_label) -> None:  # type: ignore[no-untyped-def]
-    params = yolov5n_detector.postprocess_params(DetectOptions(**options), sliced=sliced)
-    assert params.iou_threshold == iou
-    assert params.multi_label is multi_label
 
 
 def test_multi_label_lets_a_box_carry_several_classes(yolov5n_detector: Detector) -> None:

@@ -13,7 +13,7 @@ import orjson
 
 from .config import Settings
 from .errors import SpecksError
-from .logs import configure_logging
+from .logs import LogFormat, configure_logging
 
 if TYPE_CHECKING:
     from .schemas import DetectOptions
@@ -366,7 +366,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging("text", "debug" if args.verbose else "info")
+    configure_logging(LogFormat.TEXT, "debug" if args.verbose else "info")
     try:
         return COMMANDS[args.command](args)
     except SpecksError as exc:

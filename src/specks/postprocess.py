@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .boxes import batched_nms, cxcywh_to_xyxy
+from .boxes import cxcywh_to_xyxy
+from .overlap import batched_nms
 from .types import Detections
 
 MAX_CANDIDATES_BEFORE_NMS = 30_000
