@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specks.overlap import MatchMetric, MergeStrategy, batched_nms, iou_matrix, merge_detections, nms, overlaps
+from specks.overlap import (
+    SOFT_NMS_SIGMA,
+    MatchMetric,
+    MergeStrategy,
+    batched_nms,
+    batched_soft_nms,
+    iou_matrix,
+    merge_detections,
+    nms,
+    overlaps,
+    soft_nms,
+)
 from specks.types import Detections
 
 NMS, NMM = MergeStrategy.NMS, MergeStrategy.NMM
@@ -343,3 +354,43 @@ def test_merge_decides_the_same_for_every_class_far_from_the_origin(
     found = Detections.from_arrays(NEAR_8000, [0.9, 0.8], [class_id, class_id])
     merged = merge_detections(found, MergeStrategy.NMS, MatchMetric.IOU, threshold)
     assert len(merged) == expected_count
+
+
+# -- soft-NMS and weighted box fusion ---------------------------------------------------------------
+
+
+def test_soft_nms_decays_an_overlapping_box_instead_of_dropping_it() -> None:
+    xyxy = boxes(UNIT, [1, 0, 11, 10], [50, 50, 60, 60])
+    iou = 9 * 10 / (2 * 100 - 90)
+    keep, decayed = soft_nms(xyxy, scores(0.9, 0.8, 0.7), score_threshold=0.01)
+    assert keep.tolist() == [0, 2, 1]  # the disjoint box keeps 0.7 and now outranks the decayed one
+    np.testing.assert_allclose(decayed, [0.9, 0.7, 0.8 * np.exp(-(iou**2) / SOFT_NMS_SIGMA)], rtol=1e-5)
+    assert nms(xyxy, scores(0.9, 0.8, 0.7), 0.5).tolist() == [0, 2]  # hard NMS drops it
+
+
+def test_soft_nms_drops_boxes_that_decay_below_the_threshold() -> None:
+    keep, _ = soft_nms(boxes(UNIT, UNIT), scores(0.9, 0.5), score_threshold=0.25)
+    assert keep.tolist() == [0]  # identical boxes: 0.5 * exp(-2) = 0.07
+
+
+def test_batched_soft_nms_keeps_classes_apart_and_caps_the_count() -> None:
+    found = detections([(UNIT, 0.9, 0), (UNIT, 0.8, 1), ([1, 0, 11, 10], 0.7, 0)])
+    kept = batched_soft_nms(found, 0.01, max_keep=2)
+    assert kept.class_id.tolist() == [0, 1]  # the same box in another class is untouched
+    assert kept.confidence.tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_wbf_fuses_a_group_into_its_score_weighted_mean_box() -> None:
+    found = detections([([0, 0, 10, 10], 0.9, 0), ([2, 0, 12, 10], 0.3, 0), ([50, 50, 60, 60], 0.6, 0)])
+    fused = merge_detections(found, MergeStrategy.WBF, IOU, 0.5, sources=2)
+    assert len(fused) == 2
+    np.testing.assert_allclose(fused.xyxy[0], [0.5, 0, 10.5, 10], atol=1e-5)  # (0.9 * 0 + 0.3 * 2) / 1.2
+    # Found by both passes: the mean score; found by one of two: half of it.
+    np.testing.assert_allclose(fused.confidence, [0.6, 0.3], atol=1e-6)
+
+
+def test_wbf_never_fuses_across_classes() -> None:
+    found = detections([(UNIT, 0.9, 0), (UNIT, 0.8, 1)])
+    fused = merge_detections(found, MergeStrategy.WBF, IOU, 0.5, sources=1)
+    assert sorted(fused.class_id.tolist()) == [0, 1]
+    np.testing.assert_allclose(sorted(fused.confidence.tolist()), [0.8, 0.9], atol=1e-6)

@@ -209,7 +209,9 @@ def test_plan_slicing(
         assert plan is None
     else:
         assert plan is not None
-        assert {name: getattr(plan, name) for name in expected} == expected
+        how = plan.merge
+        merge = {"merge": how.strategy, "merge_metric": how.metric, "merge_threshold": how.threshold}
+        assert {name: merge[name] if name in merge else getattr(plan, name) for name in expected} == expected
 
 
 # Dynamic models: each side * tile_scale, rounded up to the stride (32), capped at max_tile_input_px.
@@ -362,3 +364,50 @@ def test_an_explicit_auto_request_is_auto_even_when_the_server_default_is_off() 
     settings = SlicingSettings(mode=SliceMode.OFF)
     assert plan_request(STATIC, settings, DetectOptions(), ImageSize(2000, 1500)).slicing is None
     assert plan_request(STATIC, settings, DetectOptions(slice="auto"), ImageSize(2000, 1500)).slicing is not None
+
+
+# -- passes: scales and flips -----------------------------------------------------------------------
+
+
+def test_one_pass_by_default() -> None:
+    plan = plan_request(DYNAMIC, SlicingSettings(), DetectOptions(), ImageSize(800, 600))
+    assert [(p.scale, p.flip, p.slicing) for p in plan.passes] == [(1.0, False, None)]
+    assert plan.decode_input_hw == (640, 640)
+
+
+def test_scales_and_flip_make_one_pass_each_and_a_mirrored_twin() -> None:
+    options = DetectOptions(scales=[1.0, 1.5, 1.5], flip=True)
+    plan = plan_request(DYNAMIC, SlicingSettings(), options, ImageSize(800, 600))
+    assert [(p.scale, p.flip, p.input_hw) for p in plan.passes] == [
+        (1.0, False, (640, 640)),
+        (1.0, True, (640, 640)),
+        (1.5, False, (960, 960)),
+        (1.5, True, (960, 960)),
+    ]
+    assert plan.decode_input_hw == (960, 960)  # decoded large enough for the largest pass
+    assert plan.tile_count == 0
+
+
+def test_a_fixed_size_model_sees_an_enlarged_pass_through_smaller_tiles() -> None:
+    plan = plan_request(STATIC, SlicingSettings(), DetectOptions(scales=[1.0, 2.0]), ImageSize(800, 600))
+    native, enlarged = plan.passes
+    assert native.slicing is None
+    assert enlarged.slicing is not None and enlarged.slicing.tile_px == 320
+    assert plan.decode_input_hw is None  # a sliced pass needs every pixel
+    assert plan.tile_count == enlarged.slicing.tile_count == 9  # x: 0, 256, 480; y: 0, 256, 280
+
+
+def test_sliced_passes_enlarge_their_tiles_and_server_defaults_apply() -> None:
+    settings = SlicingSettings(scales=(1.0, 1.25), flip=False, soft_nms=True)
+    plan = plan_request(DYNAMIC, settings, DetectOptions(slice=True), ImageSize(2000, 1500))
+    tile_px = [p.slicing.tile_px for p in plan.passes if p.slicing]
+    assert tile_px == [2560, 2048]  # max_tile_input_px / (tile_scale x pass scale)
+    assert plan.postprocess.soft_nms is True
+    request_off = plan_request(DYNAMIC, settings, DetectOptions(soft_nms=False), ImageSize(10, 10))
+    assert request_off.postprocess.soft_nms is False
+
+
+def test_passes_merge_with_the_request_merge_settings() -> None:
+    options = DetectOptions(flip=True, merge="wbf", merge_threshold=0.55)
+    plan = plan_request(DYNAMIC, SlicingSettings(), options, ImageSize(800, 600))
+    assert (plan.merge.strategy, plan.merge.metric, plan.merge.threshold) == (MergeStrategy.WBF, IOU, 0.55)

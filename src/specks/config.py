@@ -23,6 +23,8 @@ ENV_PREFIX = "SPECKS_"
 # (set by `specks serve`; /metrics then adds up every worker).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
+# Most passes (input scales) one request may fuse; each costs a model pass (two with flip).
+MAX_PASS_SCALES = 4
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -103,6 +105,10 @@ class SlicingSettings:
     max_tiles:        most tiles one request may cost; more is refused with 413.
     iou_threshold:    NMS IoU inside each tile in small-object mode (crowds need a higher one).
     multi_label:      in small-object mode a box may carry several classes above the threshold.
+    scales:           input scale factors of the passes fused per request (1.0: the plan as is;
+                      e.g. (1.0, 1.5) adds an enlarged pass). Applies to every request.
+    flip:             also run each pass on the mirrored image (test-time augmentation).
+    soft_nms:         decay overlapping boxes' scores instead of dropping them (crowds).
 
     The ranges match the per-request options (``schemas.DetectOptions``), so a server default
     is never a value a request could not send.
@@ -120,6 +126,9 @@ class SlicingSettings:
     max_tiles: int = 200
     iou_threshold: float = 0.6
     multi_label: bool = True
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    soft_nms: bool = False
 
     def __post_init__(self) -> None:
         # Names are parsed once, here, so the rest of Specks only sees enums.
@@ -137,6 +146,11 @@ class SlicingSettings:
             (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
             (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
             (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
+            (
+                1 <= len(self.scales) <= MAX_PASS_SCALES and all(0.25 <= s <= 4 for s in self.scales),
+                f"scales must be 1..{MAX_PASS_SCALES} factors within 0.25..4",
+                self.scales,
+            ),
         ]
         for ok, message, value in checks:
             if not ok:
@@ -289,6 +303,9 @@ class Settings:
             max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
             iou_threshold=get("SLICE_IOU", float, SlicingSettings.iou_threshold),
             multi_label=get("SLICE_MULTI_LABEL", _parse_bool, SlicingSettings.multi_label),
+            scales=get("SCALES", _parse_floats, SlicingSettings.scales),
+            flip=get("FLIP", _parse_bool, SlicingSettings.flip),
+            soft_nms=get("SOFT_NMS", _parse_bool, SlicingSettings.soft_nms),
         )
         return cls(
             host=get("HOST", str, cls.host),
@@ -350,6 +367,13 @@ def _enum_parser(kind: type[E], description: str) -> Callable[[str], E]:
 
     parse.__name__ = f"{description} ({', '.join(str(m.value) for m in kind)})"
     return parse
+
+
+def _parse_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in _parse_list(text))
+
+
+_parse_floats.__name__ = "list of numbers (e.g. 1.0,1.5)"
 
 
 def _parse_list(text: str) -> tuple[str, ...]:

@@ -23,6 +23,11 @@ class MatchMetric(str, enum.Enum):
 class MergeStrategy(str, enum.Enum):
     NMS = "nms"  # keep the best box of each overlapping group
     NMM = "nmm"  # greedy non-maximum merging: the best box grows to cover its group
+    WBF = "wbf"  # weighted box fusion: a group becomes its score-weighted mean box
+
+
+# Soft-NMS (Gaussian): a box overlapping a kept one by IoU u keeps its score times exp(-u^2 / sigma).
+SOFT_NMS_SIGMA = 0.5
 
 
 def intersections(box_xyxy: FloatArray, others_xyxy: FloatArray) -> FloatArray:
@@ -103,21 +108,99 @@ def batched_nms(
     return keep[np.argsort(-scores[keep], kind="stable")][:max_keep]
 
 
-def merge_detections(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:
+def soft_nms(
+    xyxy: FloatArray, scores: FloatArray, score_threshold: float, sigma: float = SOFT_NMS_SIGMA
+) -> tuple[IntArray, FloatArray]:
+    """Gaussian soft-NMS (Bodla et al. 2017): overlapping boxes are down-weighted, not dropped.
+
+    Returns the kept indices in the order they were picked (highest decayed score first) and
+    their decayed scores; a box is dropped once its score falls to ``score_threshold`` or below.
+    Crowds keep neighbours that hard NMS would remove.
+    """
+    remaining = np.arange(len(xyxy))
+    current = scores.astype(np.float32).copy()
+    box_areas = areas(xyxy)
+    kept: list[int] = []
+    kept_scores: list[float] = []
+    while remaining.size:
+        best_slot = int(np.argmax(current[remaining]))
+        best = remaining[best_slot]
+        kept.append(int(best))
+        kept_scores.append(float(current[best]))
+        remaining = np.delete(remaining, best_slot)
+        if not remaining.size:
+            break
+        iou = overlaps(xyxy[best], xyxy[remaining], box_area=float(box_areas[best]), other_areas=box_areas[remaining])
+        current[remaining] *= np.exp(-(iou**2) / sigma)
+        remaining = remaining[current[remaining] > score_threshold]
+    return np.asarray(kept, np.intp), np.asarray(kept_scores, np.float32)
+
+
+def batched_soft_nms(found: Detections, score_threshold: float, max_keep: int | None = None) -> Detections:
+    """Class-aware soft-NMS -> Detections with decayed confidences, best first, at most ``max_keep``."""
+    parts = []
+    for label in np.unique(found.class_id):
+        members = found[found.class_id == label]
+        keep, decayed = soft_nms(members.xyxy, members.confidence, score_threshold)
+        parts.append(Detections(members.xyxy[keep], decayed, members.class_id[keep]))
+    if not parts:
+        return found
+    return Detections.concat(parts).sorted_by_confidence()[:max_keep]
+
+
+def merge_detections(
+    found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float, *, sources: int = 1
+) -> Detections:
     """Merge duplicates of one object (same class, overlap above ``threshold``), best first.
 
     NMS keeps the highest-scoring box of each group. NMM (greedy non-maximum merging)
     replaces it with the smallest box enclosing the group, keeping the highest score, so
-    two halves of an object cut by a tile edge become one whole box. Classes are merged
-    one at a time (as ``batched_nms`` does), so boxes of other classes never interact.
+    two halves of an object cut by a tile edge become one whole box. WBF (weighted box
+    fusion) replaces a group with its score-weighted mean box, scored by the group's mean
+    score times the share of the ``sources`` (passes) that found it. Classes are merged one
+    at a time (as ``batched_nms`` does), so boxes of other classes never interact.
     """
     if len(found) == 0:
         return found
     merged = [
-        _merge_one_class(found[found.class_id == label], strategy, metric, threshold)
+        weighted_box_fusion(found[found.class_id == label], metric, threshold, sources)
+        if strategy is MergeStrategy.WBF
+        else _merge_one_class(found[found.class_id == label], strategy, metric, threshold)
         for label in np.unique(found.class_id)
     ]
     return Detections.concat(merged).sorted_by_confidence()
+
+
+def weighted_box_fusion(found: Detections, metric: MatchMetric, threshold: float, sources: int) -> Detections:
+    """Weighted box fusion of one class (Solovyev et al. 2021), boxes matched to clusters best first.
+
+    Each box joins the first cluster whose fused box it overlaps above ``threshold``, else starts
+    one. A cluster's box is the score-weighted mean of its members; its score is their mean score
+    times min(members, sources) / sources, so an object only one of several passes saw is damped.
+    """
+    found = found.sorted_by_confidence()
+    fused_xyxy = np.zeros((0, 4), np.float32)
+    weighted_sum = np.zeros((0, 4), np.float64)
+    score_sum: list[float] = []
+    members: list[int] = []
+    for box, score in zip(found.xyxy, found.confidence.astype(np.float64), strict=True):
+        if len(fused_xyxy):
+            overlap = overlaps(box, fused_xyxy, metric)
+            target = int(np.argmax(overlap))
+            if overlap[target] > threshold:
+                weighted_sum[target] += box * score
+                score_sum[target] += score
+                members[target] += 1
+                fused_xyxy[target] = weighted_sum[target] / score_sum[target]
+                continue
+        fused_xyxy = np.vstack([fused_xyxy, box[None, :]])
+        weighted_sum = np.vstack([weighted_sum, (box * score)[None, :]])
+        score_sum.append(float(score))
+        members.append(1)
+    counts = np.asarray(members, np.float64)
+    scores = np.asarray(score_sum) / counts * np.minimum(counts, sources) / sources
+    class_id = np.full(len(counts), found.class_id[0] if len(found) else 0, np.int32)
+    return Detections(fused_xyxy.astype(np.float32), scores.astype(np.float32), class_id)
 
 
 def _merge_one_class(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:

@@ -22,7 +22,7 @@ from .models import load_model
 from .models.letterboxer import OrtLetterboxer
 from .models.onnx_model import OnnxModel
 from .overlap import merge_detections
-from .planning import RequestPlan, SlicePlan, plan_request
+from .planning import PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .schemas import DetectOptions
@@ -105,12 +105,31 @@ class Detector:
             size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
         plan = self.plan(options, size)
         with timer.stage("decode"):
-            image = self.decode_for_input(data, size, None if plan.slicing else plan.input_hw)
-        if plan.slicing is None:
-            detections = self.detect_decoded(image, plan.input_hw, plan.postprocess, timer)
+            image = self.decode_for_input(data, size, plan.decode_input_hw)
+        return Prediction(self.detect_planned(image, plan, timer), image.size, timer.finish(), plan.tile_count)
+
+    def detect_planned(self, image: DecodedImage, plan: RequestPlan, timer: StageTimer) -> Detections:
+        """Every pass of a plan on a decoded image, fused when there are several -> original pixels."""
+        parts = [self.detect_pass(image, one_pass, plan.postprocess, timer) for one_pass in plan.passes]
+        if len(parts) == 1:
+            return parts[0]
+        with timer.stage("merge"):
+            merge = plan.merge
+            fused = merge_detections(
+                Detections.concat(parts), merge.strategy, merge.metric, merge.threshold, sources=len(parts)
+            )
+            return fused[: plan.postprocess.max_detections]
+
+    def detect_pass(
+        self, image: DecodedImage, one_pass: PassPlan, params: PostprocessParams, timer: StageTimer
+    ) -> Detections:
+        """One pass: the image (mirrored for a flip pass) whole or in tiles -> original pixels."""
+        source = mirrored(image) if one_pass.flip else image
+        if one_pass.slicing is None:
+            found = self.detect_decoded(source, one_pass.input_hw, params, timer)
         else:
-            detections = self.detect_sliced(image, plan.slicing, plan.input_hw, plan.postprocess, timer)
-        return Prediction(detections, image.size, timer.finish(), plan.tile_count)
+            found = self.detect_sliced(source, one_pass.slicing, one_pass.input_hw, params, timer)
+        return mirror_boxes(found, image.size.width) if one_pass.flip else found
 
     def decode_for_input(self, data: bytes, size: ImageSize, input_hw: tuple[int, int] | None) -> DecodedImage:
         """Decode no larger than needed: a JPEG much bigger than ``input_hw`` decodes at reduced scale.
@@ -166,7 +185,8 @@ class Detector:
         if len(parts) == 1:
             return parts[0]
         with timer.stage("merge"):
-            merged = merge_detections(Detections.concat(parts), plan.merge, plan.merge_metric, plan.merge_threshold)
+            merge = plan.merge
+            merged = merge_detections(Detections.concat(parts), merge.strategy, merge.metric, merge.threshold)
             return merged[: params.max_detections]
 
     def _detect_tiles(
@@ -231,6 +251,18 @@ def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) ->
     while factor < 8 and width // (factor * 2) >= content_wh[0] and height // (factor * 2) >= content_wh[1]:
         factor *= 2
     return math.ceil(width / factor), math.ceil(height / factor)
+
+
+def mirrored(image: DecodedImage) -> DecodedImage:
+    """The image flipped left to right (a copy: the decoders' arrays are read-only and C-contiguous)."""
+    return DecodedImage(np.ascontiguousarray(image.rgb[:, ::-1]), image.size, image.format)
+
+
+def mirror_boxes(found: Detections, width: float) -> Detections:
+    """Detections of a mirrored image back in the original frame (x -> width - x)."""
+    xyxy = found.xyxy.copy()
+    xyxy[:, 0], xyxy[:, 2] = width - found.xyxy[:, 2], width - found.xyxy[:, 0]
+    return Detections(xyxy, found.confidence, found.class_id)
 
 
 def to_original_frame(found: Detections, plan: LetterboxPlan, image: DecodedImage) -> Detections:

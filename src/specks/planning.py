@@ -49,6 +49,15 @@ class ModelGeometry(Protocol):
 
 
 @dataclass(frozen=True)
+class MergePlan:
+    """How results of tiles and passes merge: strategy, overlap measure and threshold."""
+
+    strategy: MergeStrategy
+    metric: MatchMetric
+    threshold: float
+
+
+@dataclass(frozen=True)
 class SlicePlan:
     """How one request is sliced: square tiles of ``tile_px`` image pixels, then merged.
 
@@ -62,9 +71,7 @@ class SlicePlan:
     tile_scale: float
     overlap_ratio: float
     full_image_pass: bool
-    merge: MergeStrategy
-    merge_metric: MatchMetric
-    merge_threshold: float
+    merge: MergePlan
     tiles_xyxy: npt.NDArray[np.int32] = field(compare=False, repr=False)
     tile_input_hw: tuple[int, int]
 
@@ -85,27 +92,116 @@ class SlicePlan:
 
 
 @dataclass(frozen=True)
-class RequestPlan:
-    """Everything one request will run: input size, slicing (None: one full-image pass), filtering."""
+class PassPlan:
+    """One pass of a request through the model: at an input scale, mirrored or not, whole or in tiles.
 
+    input_hw: model input of a full-image pass (also the full-image pass of a sliced one).
+    slicing:  the tile plan, or None for one full-image pass.
+    """
+
+    scale: float
+    flip: bool
     input_hw: tuple[int, int]
     slicing: SlicePlan | None
-    postprocess: PostprocessParams
 
     @property
     def tile_count(self) -> int:
-        """Tiles the request is sliced into (0: not sliced)."""
         return self.slicing.tile_count if self.slicing else 0
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """Everything one request will run: its passes (one, unless scales or flip add some), filtering, merging."""
+
+    passes: tuple[PassPlan, ...]
+    postprocess: PostprocessParams
+    merge: MergePlan
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.passes[0].input_hw
+
+    @property
+    def slicing(self) -> SlicePlan | None:
+        """The first pass's tile plan (every pass is sliced when it is)."""
+        return self.passes[0].slicing
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles of every pass together (0: no pass was sliced)."""
+        return sum(p.tile_count for p in self.passes)
+
+    @property
+    def decode_input_hw(self) -> tuple[int, int] | None:
+        """The largest full-image input the image must cover when decoded; None: decode every pixel."""
+        if any(p.slicing is not None for p in self.passes):
+            return None
+        return max((p.input_hw for p in self.passes), key=lambda hw: hw[0] * hw[1])
 
 
 def plan_request(
     model: ModelGeometry, defaults: SlicingSettings, options: DetectOptions, image: ImageSize
 ) -> RequestPlan:
     """Resolve a request's options against the model and the server defaults (raises on bad values)."""
-    input_hw = resolve_input_hw(model, options.imgsz)
-    slicing = plan_slicing(model, defaults, options, image, input_hw)
-    params = postprocess_params(model.names, defaults, options, sliced=slicing is not None)
-    return RequestPlan(input_hw, slicing, params)
+    base_hw = resolve_input_hw(model, options.imgsz)
+    sliced = wants_slicing(defaults, options, image, base_hw)
+    scales = tuple(options.scales) if options.scales is not None else defaults.scales
+    flip = defaults.flip if options.flip is None else options.flip
+    passes = []
+    for scale in dict.fromkeys(scales):  # a repeated scale would only repeat a pass
+        plan = plan_pass(model, defaults, options, image, base_hw, scale=scale, sliced=sliced)
+        passes.append(plan)
+        if flip:
+            passes.append(PassPlan(plan.scale, True, plan.input_hw, plan.slicing))
+    params = postprocess_params(model.names, defaults, options, sliced=sliced)
+    return RequestPlan(tuple(passes), params, merge_plan(defaults, options))
+
+
+def merge_plan(defaults: SlicingSettings, options: DetectOptions) -> MergePlan:
+    return MergePlan(
+        strategy=options.merge or defaults.merge,
+        metric=options.merge_metric or defaults.merge_metric,
+        threshold=defaults.merge_threshold if options.merge_threshold is None else options.merge_threshold,
+    )
+
+
+def wants_slicing(
+    defaults: SlicingSettings, options: DetectOptions, image: ImageSize, input_hw: tuple[int, int]
+) -> bool:
+    """The request's slice mode resolved: on, off, or auto (the image at least twice the model input)."""
+    mode = defaults.mode if options.slice is None else options.slice
+    if mode is SliceMode.AUTO:
+        return max(image.width, image.height) >= AUTO_SLICE_MIN_INPUTS * max(input_hw)
+    return mode is SliceMode.ON
+
+
+def plan_pass(
+    model: ModelGeometry,
+    defaults: SlicingSettings,
+    options: DetectOptions,
+    image: ImageSize,
+    base_hw: tuple[int, int],
+    *,
+    scale: float,
+    sliced: bool,
+) -> PassPlan:
+    """One unmirrored pass at ``scale`` x the request's own input (or tile) scale.
+
+    A full-image pass on a dynamic-size model enlarges its input; a fixed-size model can only
+    see more pixels through smaller tiles, so its enlarged passes are sliced.
+    """
+    if not sliced and (scale == 1.0 or model.dynamic_hw):
+        input_hw = base_hw if scale == 1.0 else scaled_input_hw(model, base_hw, scale, defaults.max_tile_input_px)
+        return PassPlan(scale, False, input_hw, None)
+    return PassPlan(scale, False, base_hw, plan_slicing(model, defaults, options, image, base_hw, scale=scale))
+
+
+def scaled_input_hw(
+    model: ModelGeometry, input_hw: tuple[int, int], scale: float, max_input_px: int
+) -> tuple[int, int]:
+    """``input_hw`` times ``scale``, rounded up to the stride, capped at ``max_input_px``."""
+    height, width = (min(max_input_px, math.ceil(side * scale / model.stride) * model.stride) for side in input_hw)
+    return height, width
 
 
 def resolve_input_hw(model: ModelGeometry, imgsz: int | None) -> tuple[int, int]:
@@ -131,7 +227,8 @@ def postprocess_params(
     iou = options.iou if options.iou is not None else (defaults.iou_threshold if sliced else FULL_IMAGE_IOU)
     multi_label = options.multi_label if options.multi_label is not None else (sliced and defaults.multi_label)
     class_ids = resolve_class_ids(names, options.classes) if options.classes is not None else None
-    return PostprocessParams(options.conf, iou, options.max_det, class_ids, multi_label)
+    soft_nms = defaults.soft_nms if options.soft_nms is None else options.soft_nms
+    return PostprocessParams(options.conf, iou, options.max_det, class_ids, multi_label, soft_nms)
 
 
 def resolve_class_ids(names: tuple[str, ...], selectors: Sequence[int | str]) -> frozenset[int]:
@@ -172,20 +269,17 @@ def plan_slicing(
     options: DetectOptions,
     image: ImageSize,
     input_hw: tuple[int, int],
-) -> SlicePlan | None:
-    """The request's tile plan, or None when it runs as one full-image pass."""
-    mode = defaults.mode if options.slice is None else options.slice
-    if mode is SliceMode.OFF:
-        return None
-    if mode is SliceMode.AUTO and max(image.width, image.height) < AUTO_SLICE_MIN_INPUTS * max(input_hw):
-        return None
-    tile_scale = options.tile_scale or defaults.tile_scale
+    *,
+    scale: float = 1.0,
+) -> SlicePlan:
+    """The request's tile plan at ``scale`` x its tile scale (TooManyTilesError past the budget)."""
+    tile_scale = (options.tile_scale or defaults.tile_scale) * scale
     # Measured on VisDrone: dynamic-size models do best with large native tiles (one tile for a
     # 2000x1500 photo); fixed-size ones with native tiles of their input size.
     if model.dynamic_hw:
         default_tile = defaults.max_tile_input_px / tile_scale
     else:
-        default_tile = max(input_hw) / (options.tile_scale or 1.0)
+        default_tile = max(input_hw) / ((options.tile_scale or 1.0) * scale)
     tile_px = options.tile or defaults.tile_px or int(round(default_tile))
     overlap_ratio = defaults.overlap_ratio if options.overlap is None else options.overlap
     check_tile_budget(image, tile_px, overlap_ratio, defaults.max_tiles)
@@ -197,9 +291,7 @@ def plan_slicing(
         tile_scale=tile_scale,
         overlap_ratio=overlap_ratio,
         full_image_pass=defaults.full_image_pass if options.full_image is None else options.full_image,
-        merge=options.merge or defaults.merge,
-        merge_metric=options.merge_metric or defaults.merge_metric,
-        merge_threshold=defaults.merge_threshold if options.merge_threshold is None else options.merge_threshold,
+        merge=merge_plan(defaults, options),
         tiles_xyxy=tiles_xyxy,
         tile_input_hw=tile_input_hw(model, tile_wh, tile_scale, input_hw, defaults.max_tile_input_px),
     )
@@ -215,10 +307,7 @@ def tile_input_hw(
     """Model input size for one tile: the fixed input, or the tile enlarged by ``tile_scale`` (stride multiple)."""
     if not model.dynamic_hw:
         return input_hw
-    height, width = (
-        min(max_tile_input_px, math.ceil(side * tile_scale / model.stride) * model.stride) for side in tile_wh[::-1]
-    )
-    return height, width
+    return scaled_input_hw(model, (tile_wh[1], tile_wh[0]), tile_scale, max_tile_input_px)
 
 
 def check_tile_budget(image: ImageSize, tile_px: int, overlap_ratio: float, max_tiles: int) -> int:

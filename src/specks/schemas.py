@@ -20,6 +20,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from .config import MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
@@ -110,7 +111,12 @@ class DetectOptions(BaseModel):
     ] = None
     merge: Annotated[
         MergeStrategy | None,
-        Field(description="How tile results merge: nms (keep the best box) or nmm (greedy merge into one box)."),
+        Field(
+            description=(
+                "How tile and pass results merge: nms (keep the best box), nmm (greedy merge into one "
+                "enclosing box) or wbf (weighted box fusion: the score-weighted mean box)."
+            )
+        ),
     ] = None
     merge_metric: Annotated[
         MatchMetric | None,
@@ -119,6 +125,25 @@ class DetectOptions(BaseModel):
     merge_threshold: Annotated[
         float | None,
         Field(ge=0.0, le=1.0, strict=True, description="Overlap above which two tile detections merge."),
+    ] = None
+    scales: Annotated[
+        list[Annotated[float, Field(ge=0.25, le=4.0, strict=True)]] | None,
+        Field(
+            min_length=1,
+            max_length=MAX_PASS_SCALES,
+            description=(
+                "Input scale factors of passes fused into one answer (1 is the request's own plan; "
+                "e.g. [1, 1.5] adds an enlarged pass). Each costs a model pass."
+            ),
+        ),
+    ] = None
+    flip: Annotated[
+        StrictBool | None,
+        Field(description="Also run every pass on the mirrored image and fuse it (test-time augmentation)."),
+    ] = None
+    soft_nms: Annotated[
+        StrictBool | None,
+        Field(description="Decay the scores of overlapping boxes instead of dropping them (crowds)."),
     ] = None
 
 

@@ -129,9 +129,7 @@ class DetectionService:
             raise errors.NotFoundError(f"unknown model {model!r}; this server serves {known}", field="model")
         return detector
 
-    def predict(
-        self, request: PredictRequest, *, route: str, model: str | None = None
-    ) -> tuple[Prediction, Detector]:
+    def predict(self, request: PredictRequest, *, route: str, model: str | None = None) -> tuple[Prediction, Detector]:
         """Detect on a base64 image under a prediction slot; the Detector is returned for encoding."""
         return self._run(route, model, lambda detector: detector.predict_base64(request.image, request))
 
@@ -192,5 +190,8 @@ class DetectionService:
             merge=slicing.merge.value,
             merge_metric=slicing.merge_metric.value,
             merge_threshold=slicing.merge_threshold,
+            scales=list(slicing.scales),
+            flip=slicing.flip,
+            soft_nms=slicing.soft_nms,
         )
         return options

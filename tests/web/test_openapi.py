@@ -117,7 +117,7 @@ def test_request_schema_carries_the_bounds(field: str, kind: str, minimum: float
 
 @pytest.mark.parametrize(
     ("field", "choices"),
-    [("merge", ["nms", "nmm"]), ("merge_metric", ["iou", "ios"])],
+    [("merge", ["nms", "nmm", "wbf"]), ("merge_metric", ["iou", "ios"])],
 )
 def test_request_schema_lists_the_choices(field: str, choices: list[str]) -> None:
     document = build_openapi(Settings())
