@@ -58,9 +58,12 @@ def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> No
     add("--tile-scale", type=float, help="model-input px per image px in a tile, dynamic models (default 1: native)")
     add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
     add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
-    add("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
+    add("--merge", choices=["nms", "nmm", "wbf"], help="how tile and pass results merge: best box, merged, fused")
     add("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller)")
     add("--merge-threshold", type=float, help="overlap above which two tile detections merge, 0..1")
+    add("--scales", help="input scale factors of fused passes, e.g. 1,1.5 (default 1: one pass)")
+    add("--flip", choices=["on", "off"], help="also run every pass mirrored and fuse it (test-time augmentation)")
+    add("--soft-nms", choices=["on", "off"], help="decay overlapping boxes' scores instead of dropping them")
 
 
 def slice_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,8 +71,14 @@ def slice_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.slice in SLICE_MODES:
         options["slice"] = SLICE_MODES[args.slice]
-    if args.full_image is not None:
-        options["full_image"] = args.full_image == "on"
+    for name in ("full_image", "flip", "soft_nms"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name) == "on"
+    if args.scales is not None:
+        try:
+            options["scales"] = [float(part) for part in args.scales.split(",") if part.strip()]
+        except ValueError as exc:
+            raise SpecksError(f"--scales takes numbers like 1,1.5 (got {args.scales!r})") from exc
     for name in ("tile", "tile_scale", "overlap", "merge", "merge_metric", "merge_threshold"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
