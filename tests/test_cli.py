@@ -68,7 +68,7 @@ def test_predict_prints_the_api_json(yolov5n: str, photo: Path, capsys: pytest.C
     code = main(["predict", str(photo), "--model", yolov5n, "--slice", "off"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(payload) == {"detections", "image", "model", "timing_ms"}
+    assert set(payload) == {"detections", "image", "model", "timing_ms", "tiles"}
     assert payload["detections"]
     assert {"box", "class_id", "label", "confidence"} <= set(payload["detections"][0])
 

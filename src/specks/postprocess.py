@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .boxes import batched_nms, cxcywh_to_xyxy
+from .boxes import cxcywh_to_xyxy
 from .errors import InferenceError
+from .overlap import batched_nms, batched_soft_nms
 from .types import Detections
 
 MAX_CANDIDATES_BEFORE_NMS = 30_000
@@ -54,6 +55,7 @@ class PostprocessParams:
     max_detections: int = 300
     class_ids: frozenset[int] | None = None
     multi_label: bool = False
+    soft_nms: bool = False
 
 
 def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.bool_] | None:
@@ -167,7 +169,7 @@ def postprocess(
 ) -> Detections:
     """One image's raw output of a run at ``input_hw`` -> final Detections in input pixels, best first.
 
-    Applies the confidence and class filters, class-aware NMS (not for end-to-end
+    Applies the confidence and class filters, class-aware NMS, or soft-NMS (not for end-to-end
     layouts, which are already de-duplicated) and the ``max_detections`` cap. Only the
     ``YOLOX`` layout needs ``input_hw`` (its rows are offsets within grids of that size).
     """
@@ -179,6 +181,8 @@ def postprocess(
     if len(candidates) > MAX_CANDIDATES_BEFORE_NMS:
         top = np.argpartition(-candidates.confidence, MAX_CANDIDATES_BEFORE_NMS)[:MAX_CANDIDATES_BEFORE_NMS]
         candidates = candidates[top]
+    if params.soft_nms:
+        return batched_soft_nms(candidates, params.conf_threshold, params.max_detections)
     keep = batched_nms(
         candidates.xyxy, candidates.confidence, candidates.class_id, params.iou_threshold, params.max_detections
     )
