@@ -106,6 +106,10 @@ def decode_ultralytics(raw: npt.NDArray[np.float32], params: PostprocessParams) 
     return _candidates(rows[:, :4], rows[:, 4:], params)
 
 
+# (rows per grid cell, strides) of the grid heads whose output row counts are recognised.
+GRID_HEADS = [(k, s) for k in (1, 3) for s in ((8, 16, 32), (16, 32), (8, 16, 32, 64))]
+
+
 def anchor_points(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
     """Grid cells over all heads for an input size: rows of an anchor-free head."""
     return sum(math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s) for s in strides)

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..postprocess import OutputLayout, anchor_points
-
-# (anchors per cell, strides) of the grid heads whose row counts are recognised.
-GRID_HEADS = [(k, s) for k in (1, 3) for s in ((8, 16, 32), (16, 32), (8, 16, 32, 64))]
+from ..postprocess import GRID_HEADS, OutputLayout, anchor_points
 
 
 def with_symbolic_hw(model: onnx.ModelProto) -> onnx.ModelProto:

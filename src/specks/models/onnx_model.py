@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from ..config import RuntimeOptions
 from ..errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
-from ..postprocess import YOLOX_STRIDES, OutputLayout, anchor_points, yolox_grid
+from ..postprocess import GRID_HEADS, YOLOX_STRIDES, OutputLayout, anchor_points, yolox_grid
 from ..preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Preprocessing
 from .names import literal_or_none, resolve_names
 from .overrides import NO_OVERRIDES, ModelOverrides
@@ -139,7 +139,7 @@ def detect_layout(output_shape: tuple[int, ...], input_hw: tuple[int, int], end2
         return OutputLayout.ULTRALYTICS
     if cols >= 6 and rows == anchor_points(input_hw, YOLOX_STRIDES):
         return OutputLayout.YOLOX
-    anchor_counts = {k * anchor_points(input_hw, s) for k in (1, 3) for s in ((8, 16, 32), (16, 32), (8, 16, 32, 64))}
+    anchor_counts = {k * anchor_points(input_hw, s) for k, s in GRID_HEADS}
     if cols >= 6 and rows in anchor_counts:
         return OutputLayout.YOLOV5
     if cols == 6:
