@@ -35,6 +35,7 @@ HEALTH_CHECK_PERIOD_S = 10.0
 HEALTH_CHECK_TIMEOUT_S = 30.0
 # Variables never written into a generated config file (secrets; give them through the pod env).
 SECRET_VARIABLES = (ENV_PREFIX + "API_KEYS",)
+KEYS_FILE_VARIABLE = ENV_PREFIX + "API_KEYS_FILE"
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,9 @@ def replica_environ(
     flags = {"MODEL": model, "THREADS": threads, "PROVIDERS": providers}
     chosen.update({ENV_PREFIX + name: str(value) for name, value in flags.items() if value is not None})
     chosen.setdefault(ENV_PREFIX + "THREADS", str(default_threads(replica_cpus)))
-    Settings.from_env(chosen)  # a bad value fails here, once, not in every replica
+    # A bad value fails here, once, not in every replica. A keys file is read where replicas run
+    # (a config file's path names a file on the cluster's nodes, not necessarily here).
+    Settings.from_env({name: value for name, value in chosen.items() if name != KEYS_FILE_VARIABLE})
     return chosen
 
 

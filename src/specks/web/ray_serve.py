@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 REPLICA_HEADER = "X-Specks-Replica"
 # The stop signals of `specks serve --engine ray`.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LOCAL_RAY = "local"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -173,16 +174,16 @@ def serve_until_stopped(
 
     Then, through the API: locally, Serve and Ray shut down; on a cluster, only the Specks
     application is deleted (other applications keep running) and this driver disconnects.
-    A local Ray keeps its own ports on loopback when Serve listens on loopback.
+    A local Ray runs without its dashboard; its own ports (GCS, raylet, workers, metrics) listen on
+    every interface, behind Ray's token authentication.
     """
     import ray
 
     with stop_signals() as stop:
-        init_options: dict[str, Any] = {"address": address}
+        # "local" always starts a new instance (None would join one that `ray start` left running).
+        init_options: dict[str, Any] = {"address": address or LOCAL_RAY}
         if address is None:
             init_options["include_dashboard"] = False
-            if is_loopback(http.host):
-                init_options["_node_ip_address"] = "127.0.0.1"
         ray.init(**init_options)
         try:
             if address is None:
@@ -204,10 +205,6 @@ def serve_until_stopped(
                     serve.delete(APP_NAME)
             finally:
                 ray.shutdown()
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def ray_metrics_urls() -> list[str]:
