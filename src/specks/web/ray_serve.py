@@ -179,12 +179,13 @@ def serve_until_stopped(
     """
     import ray
 
+    # "local" always starts a new instance (None would join one that `ray start` left running).
+    init_options: dict[str, Any] = {"address": address or LOCAL_RAY}
+    if address is None:
+        init_options["include_dashboard"] = False
+    ray.init(**init_options)
+    # After ray.init: it installs a SIGTERM handler of its own that aborts the process.
     with stop_signals() as stop:
-        # "local" always starts a new instance (None would join one that `ray start` left running).
-        init_options: dict[str, Any] = {"address": address or LOCAL_RAY}
-        if address is None:
-            init_options["include_dashboard"] = False
-        ray.init(**init_options)
         try:
             if address is None:
                 check_fits(deployment, ray.cluster_resources().get("CPU", 0.0))
@@ -237,7 +238,7 @@ def stop_signals() -> Iterator[threading.Event]:
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        log.info("specks: %s received, shutting down", signal.Signals(signum).name)
+        log.info("%s received, shutting down Serve and Ray", signal.Signals(signum).name)
         stop.set()
 
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
@@ -245,4 +246,5 @@ def stop_signals() -> Iterator[threading.Event]:
         yield stop
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            if old is not None:  # None: a handler installed outside Python (Ray's), which cannot be put back
+                signal.signal(signum, old)
