@@ -53,6 +53,7 @@ from specks.web.ray_serve import (  # noqa: E402
 PERSON_PHOTO = "000000085329.jpg"
 REPLICAS = 2
 SEED_HEADERS = {"Content-type": "application/json"}
+MAX_BODY_BYTES = 1024 * 1024  # the replicas' body limit: small, so the 413 case stays cheap
 
 
 # -- the pieces, without Ray running ------------------------------------------------------
@@ -152,7 +153,8 @@ def serve_url() -> Iterator[str]:
 
 
 def _environ(model: Path, cache_dir: Path) -> dict[str, str]:
-    return replica_environ({"SPECKS_CACHE_DIR": str(cache_dir)}, replica_cpus=1, model=str(model))
+    variables = {"SPECKS_CACHE_DIR": str(cache_dir), "SPECKS_MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
+    return replica_environ(variables, replica_cpus=1, model=str(model))
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +210,7 @@ PARITY_REQUESTS = [
     ("POST", "/predict", b'{"image": "%%%"}', SEED_HEADERS),
     ("POST", "/predict", b'{"image": "aGk=", "confidence": 0.5}', SEED_HEADERS),
     ("POST", "/predict", b"\x00" * 64, {"Content-type": "application/octet-stream"}),
+    ("POST", "/predict", b'{"image": "' + b"A" * MAX_BODY_BYTES + b'"}', SEED_HEADERS),
 ]
 
 

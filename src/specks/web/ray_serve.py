@@ -238,7 +238,7 @@ def stop_signals() -> Iterator[threading.Event]:
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        log.info("%s received, shutting down Serve and Ray", signal.Signals(signum).name)
+        log.info("%s received, shutting down", signal.Signals(signum).name)
         stop.set()
 
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
