@@ -11,6 +11,7 @@ from .. import __version__
 from ..schemas import encode_prediction, parse_predict_request
 from .body import check_content_length, check_json_media_type, parse_json_body
 from .errors import error_response
+from .page import page_response, prefers_page
 from .state import ModelHolder
 
 api = Blueprint("api", __name__)
@@ -27,6 +28,8 @@ def _holder() -> ModelHolder:
 
 @api.get("/")
 def index() -> Response:
+    if prefers_page(request.accept_mimetypes):  # a browser: the page (web.page)
+        return page_response()
     return json_response(
         {
             "name": "specks",
