@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -179,7 +180,7 @@ def table_rows(visit: Visit) -> list[dict[str, Any]]:
         """rows => rows.map(row => ({
             label: row.dataset.label,
             confidence: Number(row.dataset.confidence),
-            cells: Array.from(row.cells).map(cell => cell.textContent.trim()),
+            cells: Array.from(row.cells).map(cell => cell.textContent.replaceAll("\\u00a0", " ").trim()),
         }))""",
     )
 
@@ -258,6 +259,11 @@ def test_boxes_sit_on_the_api_boxes_at_any_window_size(
         viewport_box = visit.page.locator("#viewport").bounding_box()
         assert zoomed is not None and viewport_box is not None
         assert zoomed["width"] > 2 * viewport_box["width"]  # zoomed in, scrolled inside its frame
+        visit.page.locator("#stage").click()  # a click zooms back out (and in again, at the point)
+        assert visit.page.locator("#zoom").input_value() == "1"
+        visit.page.locator("#stage").click(position={"x": 5, "y": 5})
+        assert visit.page.locator("#zoom").input_value() == "4"
+        assert_boxes_drawn_where_the_api_says(visit, answer)
         # Readable at this width: nothing sticks out sideways.
         overflow = visit.page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0
@@ -336,6 +342,9 @@ def test_the_curl_and_python_snippets_send_the_same_request(visit: Visit, tmp_pa
     wait_for_answer(visit, lambda: page.locator("#conf").fill("0.4"))
     shown = wait_for_answer(visit, lambda: page.locator("#slice").select_option("true"))
     assert shown["sent"] == {"image": b64_of(STREET), "conf": 0.4, "slice": True}
+    for summary in page.locator("details.code summary").all():
+        summary.click()
+    screenshot(visit, "page-snippets-desktop.png")
     curl = page.eval_on_selector("#curl", "e => e.textContent")
     python = page.eval_on_selector("#python", "e => e.textContent")
     shutil.copy(STREET, tmp_path / STREET.name)  # the snippets name the file the user chose
@@ -362,9 +371,12 @@ def test_a_text_file_shows_the_servers_message(visit: Visit, tmp_path: Path) -> 
     assert visit.page.locator("#error .error-message").text_content() == message
     assert "invalid_image" in (error.text_content() or "")
     assert visit.page.locator("#detections tbody tr.detection").count() == 0
+    screenshot(visit, "page-error-desktop.png", full_page=False)
 
 
-def test_a_missing_key_says_401_and_the_key_field_fixes_it(browser_context: Any, secured_server: LiveServer) -> None:
+def test_a_missing_key_says_401_and_the_key_field_fixes_it(
+    browser_context: Any, secured_server: LiveServer, tmp_path: Path
+) -> None:
     visit = open_page(browser_context, secured_server.url)
     page = visit.page
     try:
@@ -373,6 +385,7 @@ def test_a_missing_key_says_401_and_the_key_field_fixes_it(browser_context: Any,
         assert shown["status"] == 401
         assert "401" in (page.locator("#error strong").text_content() or "")
         assert page.locator("#error .error-message").text_content() == MISSING_KEY_MESSAGE
+        screenshot(visit, "page-401-desktop.png", full_page=False)
 
         def enter_key() -> None:
             page.locator("#api-key").fill(API_KEY)
@@ -386,7 +399,14 @@ def test_a_missing_key_says_401_and_the_key_field_fixes_it(browser_context: Any,
         predicts = [r for r in visit.requests if r.url.endswith("/predict")]
         assert predicts[-1].headers.get("x-api-key") == API_KEY
         assert page.evaluate("() => sessionStorage.getItem('specks.apiKey')") == API_KEY
-        assert "X-API-Key" in page.eval_on_selector("#curl", "e => e.textContent")
+        curl = page.eval_on_selector("#curl", "e => e.textContent")
+        assert API_KEY not in curl  # the snippet reads the key from the environment, never shows it
+        shutil.copy(STREET, tmp_path / STREET.name)
+        env = {**os.environ, "SPECKS_API_KEY": API_KEY}
+        from_curl = subprocess.run(
+            ["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+        )
+        assert json.loads(from_curl.stdout)["detections"] == expected["detections"]
     finally:
         page.close()
     # The page and its assets came without a key; the failed calls were API calls only.

@@ -8,7 +8,9 @@
   const SCHEMA_DEFAULTS = { conf: 0.25, slice: "auto", tile: null, overlap: null, classes: null };
   const KEY_STORAGE = "specks.apiKey";
   const MODEL_RETRY_MS = 2000;
+  const WIDE_SCREEN = "(min-width: 600px)";
   const TAG_BELOW_RATIO = 0.04; // a box this close to the top edge gets its label underneath
+  const TAG_LEFT_RATIO = 0.9; // a box starting this far right ends its label at its right edge
   // Distinct, saturated colours; a class keeps its colour (class_id modulo the list).
   const PALETTE = [
     "#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#ff2dd4", "#00e5ff", "#ff9500", "#a2ff00",
@@ -314,6 +316,7 @@
       box.style.setProperty("--c", colour.fill);
       box.style.setProperty("--c-text", colour.text);
       if (d.box.y1 / image.height < TAG_BELOW_RATIO) box.classList.add("tag-below");
+      if (d.box.x1 / image.width > TAG_LEFT_RATIO) box.classList.add("tag-left");
       box.title = d.label + " " + d.confidence.toFixed(2);
       const tag = document.createElement("span");
       tag.className = "tag";
@@ -350,8 +353,11 @@
       swatch.style.setProperty("--c", colourFor(d.class_id).fill);
       label.append(swatch, d.label);
       row.insertCell().textContent = d.confidence.toFixed(3);
-      row.insertCell().textContent =
-        fmt(d.box.x1) + ", " + fmt(d.box.y1) + " – " + fmt(d.box.x2) + ", " + fmt(d.box.y2);
+      const cell = row.insertCell();
+      cell.className = "box-px";
+      cell.textContent =
+        // No-break spaces keep each corner on one line when a narrow screen wraps the cell.
+        fmt(d.box.x1) + ",\u00a0" + fmt(d.box.y1) + " – " + fmt(d.box.x2) + ",\u00a0" + fmt(d.box.y2);
       row.addEventListener("mouseenter", () => highlight(index, false));
       row.addEventListener("mouseleave", () => highlight(null, false));
       row.addEventListener("focus", () => highlight(index, false));
@@ -426,8 +432,8 @@
     const keyHeader = apiKey() ? "  -H \"X-API-Key: $SPECKS_API_KEY\" \\\n" : "";
     el("curl").textContent =
       (apiKey() ? "# export SPECKS_API_KEY=<your key> first\n" : "") +
-      "(printf '%s' '{\"image\": \"'; base64 < " + shellQuote(name) + " | tr -d '\\n'; " +
-      "printf '%s' " + shellQuote("\"" + (rest ? ", " + rest : "") + "}") + ") |\n" +
+      "(printf '%s' '{\"image\": \"'; base64 < " + shellQuote(name) + " | tr -d '\\n'\n" +
+      " printf '%s' " + shellQuote("\"" + (rest ? ", " + rest : "") + "}") + ") |\n" +
       "curl -s -X POST " + shellQuote(url) + " \\\n" +
       "  -H 'Content-Type: application/json' \\\n" +
       keyHeader +
@@ -558,9 +564,10 @@
       const next = state.zoom > 1 ? 1 : 4;
       setZoom(next, { x: event.clientX, y: event.clientY });
     });
-    el("show-tags").addEventListener("change", (event) => {
-      el("overlay").classList.toggle("no-tags", !event.target.checked);
-    });
+    const showTags = el("show-tags");
+    showTags.checked = window.matchMedia(WIDE_SCREEN).matches; // labels crowd a phone-width image
+    el("overlay").classList.toggle("no-tags", !showTags.checked);
+    showTags.addEventListener("change", () => el("overlay").classList.toggle("no-tags", !showTags.checked));
     el("photo").addEventListener("load", (event) => {
       const photo = event.target;
       if (!state.lastAnswer && photo.naturalHeight > 0) {
