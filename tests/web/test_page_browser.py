@@ -77,6 +77,14 @@ def secured_server(cache_dir: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
+def limited_server(cache_dir: Path) -> Iterator[LiveServer]:
+    """Small limits: the street photo (244 KB as base64, 640x480) is too many pixels, the vehicles
+    photo (421 KB as base64) too large a body."""
+    env = {"SPECKS_MAX_BODY_BYTES": "300000", "SPECKS_MAX_IMAGE_PIXELS": "300000"}
+    yield from _started(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
+
+
+@pytest.fixture(scope="module")
 def browser_context() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: `make dev` installs Debian's chromium")
@@ -167,7 +175,13 @@ def wait_for_answer(visit: Visit, action: Any) -> dict[str, Any]:
         action()
     response = info.value
     visit.page.wait_for_function("() => !document.getElementById('status').classList.contains('busy')")
-    return {"status": response.status, "body": response.json(), "sent": response.request.post_data_json}
+    sent = response.request
+    return {
+        "status": response.status,
+        "body": response.json(),
+        "sent": sent.post_data_json,
+        "sent_bytes": sent.post_data_buffer,
+    }
 
 
 def load(visit: Visit, path: Path) -> dict[str, Any]:
@@ -372,6 +386,37 @@ def test_a_text_file_shows_the_servers_message(visit: Visit, tmp_path: Path) -> 
     assert "invalid_image" in (error.text_content() or "")
     assert visit.page.locator("#detections tbody tr.detection").count() == 0
     screenshot(visit, "page-error-desktop.png", full_page=False)
+
+
+@pytest.mark.parametrize(("photo", "code"), [(STREET, "image_too_large"), (VEHICLES, "payload_too_large")])
+def test_too_large_shows_the_servers_message(
+    browser_context: Any, limited_server: LiveServer, photo: Path, code: str
+) -> None:
+    visit = open_page(browser_context, limited_server.url)
+    try:
+        shown = load(visit, photo)
+        expected = requests.post(  # the very bytes the page sent: the message counts them
+            visit.origin + "/predict",
+            data=shown["sent_bytes"],
+            headers={"Content-type": "application/json"},
+            timeout=60,
+        )
+        assert shown["status"] == expected.status_code == 413
+        assert expected.json()["error"]["code"] == code
+        assert visit.page.locator("#error .error-message").text_content() == expected.json()["error"]["message"]
+        assert code in (visit.page.locator("#error strong").text_content() or "")
+    finally:
+        visit.page.close()
+    assert visit.outside_requests() == [] and visit.problems == []
+
+
+def test_busy_or_loading_shows_the_servers_message(visit: Visit) -> None:
+    message = "the model is still loading; try again in a few seconds"
+    envelope = {"error": {"code": "model_not_ready", "message": message}}
+    visit.page.route("**/predict", lambda route: route.fulfill(status=503, json=envelope))
+    load(visit, STREET)
+    assert "503" in (visit.page.locator("#error strong").text_content() or "")
+    assert visit.page.locator("#error .error-message").text_content() == message
 
 
 def test_a_missing_key_says_401_and_the_key_field_fixes_it(
