@@ -68,7 +68,7 @@ def test_predict_prints_the_api_json(yolov5n: str, photo: Path, capsys: pytest.C
     code = main(["predict", str(photo), "--model", yolov5n, "--slice", "off"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(payload) == {"detections", "image", "model", "timing_ms"}
+    assert set(payload) == {"detections", "image", "model", "timing_ms", "tiles"}
     assert payload["detections"]
     assert {"box", "class_id", "label", "confidence"} <= set(payload["detections"][0])
 
@@ -119,6 +119,9 @@ def test_predict_rejects_out_of_range_options_naming_them(
         ([], {}),
         (["--slice", "on"], {"slice": True}),
         (["--slice", "off"], {"slice": False}),
+        (["--scales", "1,1.5"], {"scales": [1.0, 1.5]}),
+        (["--flip", "on", "--soft-nms", "off"], {"flip": True, "soft_nms": False}),
+        (["--merge", "wbf"], {"merge": "wbf"}),
         (["--slice", "auto"], {"slice": "auto"}),
         (["--full-image", "off"], {"full_image": False}),
         (["--tile-scale", "1.5"], {"tile_scale": 1.5}),

@@ -11,6 +11,9 @@ import pytest
 from specks import config
 from specks.config import Limits, RuntimeOptions, Settings
 from specks.errors import ConfigError
+from specks.logs import LogFormat
+from specks.overlap import MatchMetric, MergeStrategy
+from specks.slicing import SliceMode
 
 
 def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -50,6 +53,13 @@ def test_from_env_ignores_other_variables() -> None:
         pytest.param("MAX_IMAGE_PIXELS", "1000000", lambda s: s.limits.max_image_pixels, 1_000_000, id="max-pixels"),
         pytest.param("MAX_BODY_BYTES", "2048", lambda s: s.limits.max_body_bytes, 2048, id="max-body"),
         pytest.param("MAX_JSON_DEPTH", "8", lambda s: s.limits.max_json_depth, 8, id="max-json-depth"),
+        pytest.param("SLICE", "OFF", lambda s: s.slicing.mode, SliceMode.OFF, id="slice-off"),
+        pytest.param("SLICE", "true", lambda s: s.slicing.mode, SliceMode.ON, id="slice-true"),
+        pytest.param("SLICE", "auto", lambda s: s.slicing.mode, SliceMode.AUTO, id="slice-auto"),
+        pytest.param("MERGE", "NMM", lambda s: s.slicing.merge, MergeStrategy.NMM, id="merge"),
+        pytest.param("MERGE_METRIC", "ios", lambda s: s.slicing.merge_metric, MatchMetric.IOS, id="merge-metric"),
+        pytest.param("LOG_FORMAT", "Text", lambda s: s.observability.log_format, LogFormat.TEXT, id="log-format"),
+        pytest.param("TILE_SCALE", "1.5", lambda s: s.slicing.tile_scale, 1.5, id="tile-scale"),
     ],
 )
 def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Settings], Any], expected: Any) -> None:
@@ -67,6 +77,10 @@ def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Set
         pytest.param("MAX_IMAGE_PIXELS", "40M", id="max-pixels"),
         pytest.param("MAX_BODY_BYTES", "20MiB", id="max-body"),
         pytest.param("MAX_JSON_DEPTH", "deep", id="max-json-depth"),
+        pytest.param("SLICE", "sometimes", id="slice-mode"),
+        pytest.param("MERGE", "wbf-ish", id="merge"),
+        pytest.param("MERGE_METRIC", "dice", id="merge-metric"),
+        pytest.param("LOG_FORMAT", "xml", id="log-format"),
     ],
 )
 def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> None:
@@ -89,6 +103,12 @@ def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> Non
         pytest.param({"SPECKS_MAX_IMAGE_PIXELS": "0"}, "max_image_pixels must be >= 1, got 0", id="max-pixels"),
         pytest.param({"SPECKS_MAX_BODY_BYTES": "-1"}, "max_body_bytes must be >= 1, got -1", id="max-body"),
         pytest.param({"SPECKS_MAX_JSON_DEPTH": "0"}, "max_json_depth must be >= 1, got 0", id="max-json-depth"),
+        # A value a request could never send, refused once at start-up instead of failing every request.
+        pytest.param({"SPECKS_TILE_SCALE": "0"}, "tile_scale must be within 0.25..4, got 0.0", id="tile-scale-zero"),
+        pytest.param({"SPECKS_TILE_SCALE": "9"}, "tile_scale must be within 0.25..4", id="tile-scale-large"),
+        pytest.param({"SPECKS_MAX_TILE_INPUT": "10"}, "max_tile_input_px must be within", id="max-tile-input"),
+        pytest.param({"SPECKS_OVERLAP": "0.9"}, "overlap_ratio must be within 0..0.75", id="overlap"),
+        pytest.param({"SPECKS_TILE": "10"}, "tile_px must be 0 or 64..4096", id="tile"),
     ],
 )
 def test_from_env_out_of_range(environ: dict[str, str], message: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes
+from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes, require
 from factories import encode, exif_rotated_jpeg
-from specks.boxes import iou_matrix
 from specks.errors import InvalidFieldError
+from specks.overlap import iou_matrix
 from specks.pipeline import Detector
+from specks.planning import resolve_input_hw
 from specks.schemas import DetectOptions
 
 COCO_TO_MODEL = {1: 0, 3: 2}  # person, car
@@ -77,27 +78,11 @@ def test_exif_orientation_maps_boxes_to_the_displayed_frame(yolov5n_detector: De
 
 def test_imgsz_only_on_dynamic_models(yolov5n_detector: Detector, yolov5n_dynamic_detector: Detector) -> None:
     with pytest.raises(InvalidFieldError):
-        yolov5n_detector.input_hw(1280)
-    assert yolov5n_detector.input_hw(640) == (640, 640)
-    assert yolov5n_dynamic_detector.input_hw(1000) == (1024, 1024)  # rounded up to the stride
+        yolov5n_detector.predict_bytes(jpeg_bytes(800, 600), DetectOptions(imgsz=1280))
+    assert resolve_input_hw(yolov5n_detector.model.info, 640) == (640, 640)
+    assert resolve_input_hw(yolov5n_dynamic_detector.model.info, 1000) == (1024, 1024)  # rounded up to the stride
     prediction = yolov5n_dynamic_detector.predict_bytes(jpeg_bytes(800, 600), DetectOptions(imgsz=320))
     assert prediction.image_size.width == 800
-
-
-@pytest.mark.parametrize(
-    ("options", "sliced", "iou", "multi_label"),
-    [
-        ({}, False, 0.45, False),
-        ({}, True, 0.6, True),
-        ({"iou": 0.3}, True, 0.3, True),
-        ({"multi_label": False}, True, 0.6, False),
-        ({"multi_label": True, "iou": 0.7}, False, 0.7, True),
-    ],
-)
-def test_nms_defaults_depend_on_the_mode(yolov5n_detector: Detector, options, sliced, iou, multi_label) -> None:  # type: ignore[no-untyped-def]
-    params = yolov5n_detector.postprocess_params(DetectOptions(**options), sliced=sliced)
-    assert params.iou_threshold == iou
-    assert params.multi_label is multi_label
 
 
 def test_multi_label_lets_a_box_carry_several_classes(yolov5n_detector: Detector) -> None:
@@ -123,3 +108,36 @@ def test_power_of_two_cover(size_wh, content_wh, expected) -> None:  # type: ign
     from specks.pipeline import power_of_two_cover
 
     assert power_of_two_cover(size_wh, content_wh) == expected
+
+
+PERSON_PHOTO = "000000085329.jpg"  # two people (tests/web/test_api.py uses it too)
+
+
+def test_mirror_boxes_undoes_mirroring() -> None:
+    from specks.imaging import DecodedImage
+    from specks.pipeline import mirror_boxes, mirrored
+    from specks.types import Detections, ImageSize
+
+    rgb = np.zeros((4, 10, 3), np.uint8)
+    rgb[:, 1] = 255  # a bright column at x = 1
+    image = DecodedImage(rgb, ImageSize(10, 4), "PNG")
+    assert mirrored(image).rgb[0, 8, 0] == 255  # ... lands at x = 8
+    found = Detections.from_arrays([[1, 0, 3, 4]], [0.5], [0])
+    assert mirror_boxes(found, 10).xyxy.tolist() == [[7, 0, 9, 4]]
+    assert mirror_boxes(mirror_boxes(found, 10), 10).xyxy.tolist() == found.xyxy.tolist()
+
+
+@pytest.mark.parametrize("options", [{"flip": True}, {"scales": [1.0, 1.5]}, {"flip": True, "merge": "wbf"}])
+def test_fused_passes_still_find_the_people_of_a_real_photo(yolov5n_dynamic_detector: Detector, options) -> None:  # type: ignore[no-untyped-def]
+    photo = require(COCO_TINY / "images" / PERSON_PHOTO)
+    annotations = coco_annotations(COCO_TINY)["annotations"]
+    truth = [a["bbox"] for a in annotations if a["category_id"] == 1 and a["image_id"] == int(photo.stem)]
+    assert truth
+    single = yolov5n_dynamic_detector.predict_bytes(photo.read_bytes(), DetectOptions(conf=0.3))
+    fused = yolov5n_dynamic_detector.predict_bytes(photo.read_bytes(), DetectOptions(conf=0.3, **options))
+    people = lambda found: found.xyxy[found.class_id == 0]  # noqa: E731
+    truth_xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in truth], np.float32)
+    for found in (single, fused):
+        best_iou = iou_matrix(truth_xyxy, people(found.detections)).max(axis=1)
+        assert np.mean(best_iou > 0.5) >= 0.5  # most people found, boxes in the right frame
+    assert "merge" in fused.timing_ms  # the passes were fused

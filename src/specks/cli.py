@@ -13,7 +13,8 @@ import orjson
 
 from .config import Settings
 from .errors import SpecksError
-from .logs import configure_logging
+from .logs import LogFormat, configure_logging
+from .mosaic import DEFAULT_SCALES, MosaicSpec, build_mosaics, mosaic_cache_dir
 
 if TYPE_CHECKING:
     from .schemas import DetectOptions
@@ -57,9 +58,12 @@ def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> No
     add("--tile-scale", type=float, help="model-input px per image px in a tile, dynamic models (default 1: native)")
     add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
     add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
-    add("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
+    add("--merge", choices=["nms", "nmm", "wbf"], help="how tile and pass results merge: best box, merged, fused")
     add("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller)")
     add("--merge-threshold", type=float, help="overlap above which two tile detections merge, 0..1")
+    add("--scales", help="input scale factors of fused passes, e.g. 1,1.5 (default 1: one pass)")
+    add("--flip", choices=["on", "off"], help="also run every pass mirrored and fuse it (test-time augmentation)")
+    add("--soft-nms", choices=["on", "off"], help="decay overlapping boxes' scores instead of dropping them")
 
 
 def slice_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,8 +71,14 @@ def slice_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.slice in SLICE_MODES:
         options["slice"] = SLICE_MODES[args.slice]
-    if args.full_image is not None:
-        options["full_image"] = args.full_image == "on"
+    for name in ("full_image", "flip", "soft_nms"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name) == "on"
+    if args.scales is not None:
+        try:
+            options["scales"] = [float(part) for part in args.scales.split(",") if part.strip()]
+        except ValueError as exc:
+            raise SpecksError(f"--scales takes numbers like 1,1.5 (got {args.scales!r})") from exc
     for name in ("tile", "tile_scale", "overlap", "merge", "merge_metric", "merge_threshold"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -135,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--duration", type=float, default=60, help="seconds of sending (default 60)")
     load.add_argument("--warmup", type=float, default=5, help="first seconds left out of the figures (default 5)")
     load.add_argument("--json", action="store_true", help="print JSON")
+
+    mosaic = sub.add_parser(
+        "mosaic",
+        help="make a small-object dev set: shrunk copies of a COCO folder's photos packed onto large canvases",
+    )
+    mosaic.add_argument("source", type=Path, help="a COCO-format folder (images/ + annotations.coco.json)")
+    mosaic.add_argument("--output", type=Path, help="where to write it (default: the cache, see SPECKS_CACHE_DIR)")
+    mosaic.add_argument(
+        "--scales", default=",".join(str(s) for s in DEFAULT_SCALES), help="shrink factors, comma-separated"
+    )
+    mosaic.add_argument("--canvas", default="2000x1500", help="canvas WIDTHxHEIGHT in pixels (default 2000x1500)")
+    mosaic.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
 
     sub.add_parser("config", help="show the effective configuration")
     return parser
@@ -344,6 +366,23 @@ def format_load_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_mosaic(args: argparse.Namespace) -> int:
+    try:
+        scales = tuple(float(part) for part in args.scales.split(","))
+        canvas_wh = tuple(int(part) for part in args.canvas.lower().split("x"))
+    except ValueError as exc:
+        raise SpecksError(f"--scales takes numbers like 0.5,0.25 and --canvas WIDTHxHEIGHT ({exc})") from exc
+    if len(canvas_wh) != 2:
+        raise SpecksError(f"--canvas takes WIDTHxHEIGHT, got {args.canvas!r}")
+    spec = MosaicSpec(scales=scales, canvas_wh=(canvas_wh[0], canvas_wh[1]), seed=args.seed)
+    output = args.output or mosaic_cache_dir(Settings.from_env().cache_dir, args.source, spec)
+    dataset = build_mosaics(args.source, output, spec)
+    annotations = [a for a in dataset.annotations["annotations"] if not a.get("iscrowd")]
+    small = sum(a["area"] < 32 * 32 for a in annotations)
+    print(f"{len(dataset.images)} mosaics, {len(annotations)} boxes ({small} small) in {output}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     shown = dataclasses.asdict(settings)
@@ -360,13 +399,14 @@ COMMANDS = {
     "models": cmd_models,
     "bench": cmd_bench,
     "load": cmd_load,
+    "mosaic": cmd_mosaic,
     "config": cmd_config,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging("text", "debug" if args.verbose else "info")
+    configure_logging(LogFormat.TEXT, "debug" if args.verbose else "info")
     try:
         return COMMANDS[args.command](args)
     except SpecksError as exc:

@@ -5,6 +5,8 @@ CLI flags override the environment by building a new value with ``dataclasses.re
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -12,12 +14,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .logs import LogFormat
+from .overlap import MatchMetric, MergeStrategy
+from .slicing import SliceMode
 
 ENV_PREFIX = "SPECKS_"
 # prometheus_client's multi-process mode: the directory where each process writes its metrics
 # (set by `specks serve`; /metrics then adds up every worker).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
+# Most passes (input scales) one request may fuse; each costs a model pass (two with flip).
+MAX_PASS_SCALES = 4
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -84,7 +91,7 @@ class Limits:
 class SlicingSettings:
     """Server-wide defaults for sliced (tiled) inference; requests may override each one.
 
-    mode:             "auto" (slice when the image is clearly larger than the model input), "on" or "off".
+    mode:             slice when the image is clearly larger than the model input (auto), always, never.
     tile_px:          tile side in image pixels; 0 picks it from the model: its input size for
                       fixed-size models, max_tile_input_px / tile_scale for dynamic-size ones.
     tile_scale:       model-input pixels per image pixel inside a tile on dynamic-size models
@@ -92,37 +99,58 @@ class SlicingSettings:
     max_tile_input_px: largest model input side a tile may use on dynamic-size models.
     overlap_ratio:    overlap of neighbouring tiles as a fraction of the tile side.
     full_image_pass:  also run the whole image once (finds objects too big for a tile).
-    merge:            "nms" or "nmm" (greedy non-maximum merging).
-    merge_metric:     "iou" or "ios" (intersection over the smaller box).
+    merge:            keep the best box (NMS) or grow it over its group (NMM).
+    merge_metric:     IoU, or intersection over the smaller box (IoS).
     merge_threshold:  overlap above which two detections of one class are the same object.
     max_tiles:        most tiles one request may cost; more is refused with 413.
     iou_threshold:    NMS IoU inside each tile in small-object mode (crowds need a higher one).
     multi_label:      in small-object mode a box may carry several classes above the threshold.
+    scales:           input scale factors of the passes fused per request (1.0: the plan as is;
+                      e.g. (1.0, 1.5) adds an enlarged pass). Applies to every request.
+    flip:             also run each pass on the mirrored image (test-time augmentation).
+    soft_nms:         decay overlapping boxes' scores instead of dropping them (crowds).
+
+    The ranges match the per-request options (``schemas.DetectOptions``), so a server default
+    is never a value a request could not send.
     """
 
-    mode: str = "auto"
+    mode: SliceMode = SliceMode.AUTO
     tile_px: int = 0
     tile_scale: float = 1.0
     max_tile_input_px: int = 2560
     overlap_ratio: float = 0.2
     full_image_pass: bool = True
-    merge: str = "nms"
-    merge_metric: str = "iou"
+    merge: MergeStrategy = MergeStrategy.NMS
+    merge_metric: MatchMetric = MatchMetric.IOU
     merge_threshold: float = 0.5
     max_tiles: int = 200
     iou_threshold: float = 0.6
     multi_label: bool = True
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    soft_nms: bool = False
 
     def __post_init__(self) -> None:
+        # Names are parsed once, here, so the rest of Specks only sees enums.
+        _coerce_enum(self, "mode", SliceMode.parse)
+        _coerce_enum(self, "merge", MergeStrategy)
+        _coerce_enum(self, "merge_metric", MatchMetric)
         checks = [
-            (self.mode in ("auto", "on", "off"), "mode must be auto, on or off", self.mode),
+            (isinstance(self.mode, SliceMode), "mode must be auto, on or off", self.mode),
             (self.tile_px == 0 or 64 <= self.tile_px <= 4096, "tile_px must be 0 or 64..4096", self.tile_px),
+            (0.25 <= self.tile_scale <= 4.0, "tile_scale must be within 0.25..4", self.tile_scale),
+            (64 <= self.max_tile_input_px <= 8192, "max_tile_input_px must be within 64..8192", self.max_tile_input_px),
             (0 <= self.overlap_ratio <= 0.75, "overlap_ratio must be within 0..0.75", self.overlap_ratio),
-            (self.merge in ("nmm", "nms"), "merge must be nmm or nms", self.merge),
-            (self.merge_metric in ("ios", "iou"), "merge_metric must be ios or iou", self.merge_metric),
+            (isinstance(self.merge, MergeStrategy), "merge must be nms or nmm", self.merge),
+            (isinstance(self.merge_metric, MatchMetric), "merge_metric must be iou or ios", self.merge_metric),
             (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
             (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
             (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
+            (
+                1 <= len(self.scales) <= MAX_PASS_SCALES and all(0.25 <= s <= 4 for s in self.scales),
+                f"scales must be 1..{MAX_PASS_SCALES} factors within 0.25..4",
+                self.scales,
+            ),
         ]
         for ok, message, value in checks:
             if not ok:
@@ -165,19 +193,28 @@ class Security:
 class Observability:
     """Logging and metrics.
 
-    log_format:      "json" (one object per line, with the request id) or "text".
+    log_format:      JSON (one object per line, with the request id) or plain text.
     metrics_enabled: serve Prometheus metrics at /metrics.
     """
 
-    log_format: str = "json"
+    log_format: LogFormat = LogFormat.JSON
     log_level: str = "info"
     metrics_enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.log_format not in ("json", "text"):
+        _coerce_enum(self, "log_format", LogFormat)
+        if not isinstance(self.log_format, LogFormat):
             raise ConfigError(f"log_format must be json or text, got {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+
+def _coerce_enum(settings: object, name: str, parse: Callable[[str], enum.Enum]) -> None:
+    """Replace a setting given by name (``"nmm"``) with its enum member; an unknown name stays for the check."""
+    value = getattr(settings, name)
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        with contextlib.suppress(ValueError):
+            object.__setattr__(settings, name, parse(value.strip().lower()))
 
 
 def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -255,18 +292,21 @@ class Settings:
             max_json_depth=get("MAX_JSON_DEPTH", int, Limits.max_json_depth),
         )
         slicing = SlicingSettings(
-            mode=get("SLICE", str, SlicingSettings.mode).lower(),
+            mode=get("SLICE", _parse_slice_mode, SlicingSettings.mode),
             tile_px=get("TILE", int, SlicingSettings.tile_px),
             tile_scale=get("TILE_SCALE", float, SlicingSettings.tile_scale),
             max_tile_input_px=get("MAX_TILE_INPUT", int, SlicingSettings.max_tile_input_px),
             overlap_ratio=get("OVERLAP", float, SlicingSettings.overlap_ratio),
             full_image_pass=get("FULL_IMAGE", _parse_bool, SlicingSettings.full_image_pass),
-            merge=get("MERGE", str, SlicingSettings.merge).lower(),
-            merge_metric=get("MERGE_METRIC", str, SlicingSettings.merge_metric).lower(),
+            merge=get("MERGE", _enum_parser(MergeStrategy, "merge strategy"), SlicingSettings.merge),
+            merge_metric=get("MERGE_METRIC", _enum_parser(MatchMetric, "overlap metric"), SlicingSettings.merge_metric),
             merge_threshold=get("MERGE_THRESHOLD", float, SlicingSettings.merge_threshold),
             max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
             iou_threshold=get("SLICE_IOU", float, SlicingSettings.iou_threshold),
             multi_label=get("SLICE_MULTI_LABEL", _parse_bool, SlicingSettings.multi_label),
+            scales=get("SCALES", _parse_floats, SlicingSettings.scales),
+            flip=get("FLIP", _parse_bool, SlicingSettings.flip),
+            soft_nms=get("SOFT_NMS", _parse_bool, SlicingSettings.soft_nms),
         )
         return cls(
             host=get("HOST", str, cls.host),
@@ -283,7 +323,7 @@ class Settings:
                 open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),
             ),
             observability=Observability(
-                log_format=get("LOG_FORMAT", str, Observability.log_format).lower(),
+                log_format=get("LOG_FORMAT", _enum_parser(LogFormat, "log format"), Observability.log_format),
                 log_level=get("LOG_LEVEL", str, Observability.log_level).lower(),
                 metrics_enabled=get("METRICS", _parse_bool, Observability.metrics_enabled),
             ),
@@ -306,6 +346,35 @@ def _parse_bool(text: str) -> bool:
 
 
 _parse_bool.__name__ = "boolean"
+
+
+def _parse_slice_mode(text: str) -> SliceMode:
+    try:
+        return SliceMode.parse(_parse_bool(text))
+    except ValueError:
+        return SliceMode.parse(text)
+
+
+_parse_slice_mode.__name__ = "slice mode (auto, on, off)"
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum_parser(kind: type[E], description: str) -> Callable[[str], E]:
+    """A parser of an enum's values, any case, named for the error message (e.g. 'merge strategy (nms, nmm)')."""
+
+    def parse(text: str) -> E:
+        return kind(text.strip().lower())
+
+    parse.__name__ = f"{description} ({', '.join(str(m.value) for m in kind)})"
+    return parse
+
+
+def _parse_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in _parse_list(text))
+
+
+_parse_floats.__name__ = "list of numbers (e.g. 1.0,1.5)"
 
 
 def _parse_list(text: str) -> tuple[str, ...]:

@@ -4,9 +4,10 @@ Every failure a caller can cause or meet is a ``SpecksError``. Library errors
 (binascii, Pillow, onnxruntime, onnx) are translated where they happen and
 re-raised ``from`` the original, so the web layer and the CLI each catch one type.
 This module imports nothing beyond the standard library: HTTP status codes live in
-``specks.web.errors``, the single place that maps this tree to HTTP.
+``specks.service`` (``HTTP_STATUS``, ``encode_error``), the single place that maps this tree
+to HTTP for every front-end.
 
-    SpecksError                         code             (HTTP, see web.errors)
+    SpecksError                         code             (HTTP, see service.HTTP_STATUS)
     ├── InvalidRequestError             invalid_request          400
     │   ├── InvalidFieldError           invalid_field            400
     │   ├── InvalidJSONError            invalid_json             400
@@ -17,6 +18,7 @@ This module imports nothing beyond the standard library: HTTP status codes live 
     │   ├── ImageTooLargeError          image_too_large          413
     │   └── TooManyTilesError           too_many_tiles           413
     ├── AuthenticationError             unauthorized             401
+    ├── NotFoundError                   not_found                404
     ├── ModelError                      model_error              500
     │   ├── ModelLoadError              model_load_error         500
     │   └── UnsupportedModelError       unsupported_model        500
@@ -102,6 +104,12 @@ class AuthenticationError(SpecksError):
     """The API key is missing or wrong."""
 
     code = "unauthorized"
+
+
+class NotFoundError(SpecksError):
+    """The request names something this server does not have (e.g. a model)."""
+
+    code = "not_found"
 
 
 class ModelError(SpecksError):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .boxes import batched_nms, cxcywh_to_xyxy
+from .boxes import cxcywh_to_xyxy
+from .overlap import batched_nms, batched_soft_nms
 from .types import Detections
 
 MAX_CANDIDATES_BEFORE_NMS = 30_000
@@ -39,6 +40,7 @@ class PostprocessParams:
     max_detections: int = 300
     class_ids: frozenset[int] | None = None
     multi_label: bool = False
+    soft_nms: bool = False
 
 
 def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.bool_] | None:
@@ -108,7 +110,7 @@ _DECODERS = {
 def postprocess(raw: npt.NDArray[np.float32], layout: OutputLayout, params: PostprocessParams) -> Detections:
     """One image's raw output -> final Detections in input pixels, best first.
 
-    Applies the confidence and class filters, class-aware NMS (not for end-to-end
+    Applies the confidence and class filters, class-aware NMS, or soft-NMS (not for end-to-end
     layouts, which are already de-duplicated) and the ``max_detections`` cap.
     """
     candidates = _DECODERS[layout](raw, params)
@@ -117,6 +119,8 @@ def postprocess(raw: npt.NDArray[np.float32], layout: OutputLayout, params: Post
     if len(candidates) > MAX_CANDIDATES_BEFORE_NMS:
         top = np.argpartition(-candidates.confidence, MAX_CANDIDATES_BEFORE_NMS)[:MAX_CANDIDATES_BEFORE_NMS]
         candidates = candidates[top]
+    if params.soft_nms:
+        return batched_soft_nms(candidates, params.conf_threshold, params.max_detections)
     keep = batched_nms(
         candidates.xyxy, candidates.confidence, candidates.class_id, params.iou_threshold, params.max_detections
     )

@@ -8,11 +8,41 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+)
 
+from .config import MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError
+from .overlap import MatchMetric, MergeStrategy
+from .slicing import SliceMode
 
 ClassSelector = StrictInt | StrictStr
+
+
+def _slice_mode(value: Any) -> Any:
+    """The API's ``true`` / ``false`` / ``"auto"`` (and ``"on"`` / ``"off"``) -> SliceMode; anything else fails."""
+    if isinstance(value, bool | str):
+        try:
+            return SliceMode.parse(value)
+        except ValueError:
+            pass
+    return value  # pydantic reports it against the enum
+
+
+SliceModeField = Annotated[
+    SliceMode,
+    BeforeValidator(_slice_mode),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": [m.value for m in SliceMode]}]}),
+]
 
 
 class DetectOptions(BaseModel):
@@ -50,14 +80,14 @@ class DetectOptions(BaseModel):
     ] = None
 
     slice: Annotated[
-        Literal["auto"] | StrictBool,
+        SliceModeField | None,
         Field(
             description=(
-                'Sliced (tiled) inference for small objects: true, false, or "auto" '
-                "(slice when the image is clearly larger than the model input)."
+                'Sliced (tiled) inference for small objects: true, false, or "auto" (slice when the image is '
+                "clearly larger than the model input). Omitted: the server's default (SPECKS_SLICE, auto)."
             ),
         ),
-    ] = "auto"
+    ] = None
     tile: Annotated[
         int | None,
         Field(ge=64, le=4096, strict=True, description="Tile side in image pixels (default: server setting)."),
@@ -80,16 +110,40 @@ class DetectOptions(BaseModel):
         Field(strict=True, description="Also run the whole image once and merge it with the tiles."),
     ] = None
     merge: Annotated[
-        Literal["nms", "nmm"] | None,
-        Field(description="How tile results merge: nms (keep the best box) or nmm (greedy merge into one box)."),
+        MergeStrategy | None,
+        Field(
+            description=(
+                "How tile and pass results merge: nms (keep the best box), nmm (greedy merge into one "
+                "enclosing box) or wbf (weighted box fusion: the score-weighted mean box)."
+            )
+        ),
     ] = None
     merge_metric: Annotated[
-        Literal["iou", "ios"] | None,
+        MatchMetric | None,
         Field(description="Overlap measure for merging: iou, or ios (intersection over the smaller box)."),
     ] = None
     merge_threshold: Annotated[
         float | None,
         Field(ge=0.0, le=1.0, strict=True, description="Overlap above which two tile detections merge."),
+    ] = None
+    scales: Annotated[
+        list[Annotated[float, Field(ge=0.25, le=4.0, strict=True)]] | None,
+        Field(
+            min_length=1,
+            max_length=MAX_PASS_SCALES,
+            description=(
+                "Input scale factors of passes fused into one answer (1 is the request's own plan; "
+                "e.g. [1, 1.5] adds an enlarged pass). Each costs a model pass."
+            ),
+        ),
+    ] = None
+    flip: Annotated[
+        StrictBool | None,
+        Field(description="Also run every pass on the mirrored image and fuse it (test-time augmentation)."),
+    ] = None
+    soft_nms: Annotated[
+        StrictBool | None,
+        Field(description="Decay the scores of overlapping boxes instead of dropping them (crowds)."),
     ] = None
 
 
@@ -166,6 +220,8 @@ class ImageInfo(BaseModel):
 
 
 class ModelSummary(BaseModel):
+    """The model that answered."""
+
     name: str
     format: str
     input_size: ImageInfo
@@ -176,14 +232,16 @@ class PredictResponse(BaseModel):
     detections: list[Detection] = Field(description="Sorted by confidence, highest first.")
     image: ImageInfo = Field(description="Size of the image as displayed (after EXIF orientation).")
     model: ModelSummary
-    timing_ms: dict[str, float] = Field(description="Milliseconds per stage and in total.")
+    timing_ms: dict[str, float] = Field(
+        description="Milliseconds per stage (decode, preprocess, inference, postprocess, merge) and in total."
+    )
+    tiles: int = Field(description="Tiles the image was sliced into (0: one full-image pass).")
 
 
 class ModelDetails(BaseModel):
     """Body of ``GET /model``: what the loaded model is and expects."""
 
     name: str
-    path: str
     format: str = Field(description="The file format the model was loaded from: onnx or darknet.")
     input_size: ImageInfo = Field(description="Nominal model input size in pixels.")
     dynamic_input_size: bool = Field(description="The model accepts other input sizes (see 'imgsz').")
@@ -193,6 +251,9 @@ class ModelDetails(BaseModel):
     num_classes: int
     names: list[str] = Field(description="Class names by class id.")
     providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+    defaults: dict[str, Any] = Field(
+        description="The server's default for each request option: what a request that omits it gets."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -241,6 +302,7 @@ def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
         "image": {"width": prediction.image_size.width, "height": prediction.image_size.height},
         "model": model_summary(model_info),
         "timing_ms": prediction.timing_ms,
+        "tiles": prediction.tile_count,
     }
 
 

@@ -72,7 +72,7 @@ def server(cache_dir: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def secured_server(cache_dir: Path) -> Iterator[LiveServer]:
-    env = {"SPECKS_API_KEYS": API_KEY}
+    env = {"SPECKS_API_KEYS": API_KEY, "SPECKS_SLICE": "off", "SPECKS_OVERLAP": "0.3"}  # defaults not the schema's
     yield from _started(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
 
 
@@ -438,6 +438,10 @@ def test_a_missing_key_says_401_and_the_key_field_fixes_it(
 
         shown = wait_for_answer(visit, enter_key)
         assert shown["status"] == 200
+        # With the key, GET /model answers: the controls now show this server's own defaults.
+        assert page.locator("#slice").input_value() == "false"
+        assert page.locator("#overlap").input_value() == "0.3"
+        assert shown["sent"] == {"image": b64_of(STREET)}
         assert page.locator("#error").is_hidden()
         expected = api_predict(visit.origin, {"image": b64_of(STREET)}, {"X-API-Key": API_KEY}).json()
         assert_table_matches(visit, expected["detections"])

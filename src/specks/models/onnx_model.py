@@ -54,7 +54,6 @@ class ModelInfo:
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "path": self.path,
             "format": self.source_format,
             "input_size": {"height": self.input_hw[0], "width": self.input_hw[1]},
             "dynamic_input_size": self.dynamic_hw,

@@ -9,14 +9,16 @@ from __future__ import annotations
 from flask import Flask
 
 from ..config import Settings
+from ..holder import ModelHolder
+from ..metrics import process_metrics
 from ..pipeline import Detector
+from ..service import DetectionService
 from .auth import register_auth
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
 from .page import register_page
-from .routes import api
-from .state import ModelHolder
+from .routes import SERVICE_EXTENSION, api
 
 
 def create_app(
@@ -28,7 +30,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     holder = ModelHolder(settings, detector)
-    app.extensions["specks.model"] = holder
+    metrics = process_metrics() if settings.observability.metrics_enabled else None
+    app.extensions[SERVICE_EXTENSION] = DetectionService(settings, holder, metrics)
     app.register_blueprint(api)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.

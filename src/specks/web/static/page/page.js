@@ -137,11 +137,18 @@
   function applyDefaults() {
     const d = state.defaults;
     setInitial(controls.conf, d.conf === null || d.conf === undefined ? SCHEMA_DEFAULTS.conf : d.conf);
-    setInitial(controls.slice, String(d.slice === undefined ? "auto" : d.slice));
+    setInitial(controls.slice, sliceChoice(d.slice));
     setInitial(controls.tile, d.tile === null || d.tile === undefined ? "" : d.tile);
     setInitial(controls.overlap, d.overlap === null || d.overlap === undefined ? "" : d.overlap);
     setInitial(controls.classes, Array.isArray(d.classes) ? d.classes.join(", ") : "");
     showConf();
+  }
+
+  // The select's value for a slice default: the API's true/false/"auto", or a server mode name.
+  function sliceChoice(value) {
+    if (value === true || value === "on") return "true";
+    if (value === false || value === "off") return "false";
+    return "auto"; // also null or missing: the server decides per image
   }
 
   function setInitial(control, value) {

@@ -6,9 +6,9 @@ import logging
 import threading
 import time
 
-from ..config import Settings
-from ..errors import ModelNotReadyError, SpecksError
-from ..pipeline import Detector, load_detector
+from .config import Settings
+from .errors import ModelNotReadyError, SpecksError
+from .pipeline import Detector, load_detector
 
 log = logging.getLogger(__name__)
 
