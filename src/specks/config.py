@@ -162,11 +162,12 @@ class Security:
     """Optional API keys.
 
     api_keys:   accepted keys; empty means authentication is off.
-    open_paths: paths answered without a key (liveness, readiness, metrics, API docs).
+    open_paths: paths answered without a key (liveness, readiness, metrics, API docs, the web page's
+                assets; the page itself, a browser's ``GET /``, is open too: see web.auth).
     """
 
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
+    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/page")
 
     @property
     def enabled(self) -> bool:

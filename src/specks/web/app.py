@@ -17,6 +17,7 @@ from .auth import register_auth
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
+from .page import register_page
 from .routes import SERVICE_EXTENSION, api
 
 
@@ -37,5 +38,6 @@ def create_app(
     register_observability(app, settings)
     register_auth(app, settings)
     register_docs(app, settings)
+    register_page(app)
     holder.start_loading(background=load_in_background)
     return app

@@ -11,6 +11,7 @@ from flask import Blueprint, Request, Response, current_app, request
 from .. import __version__
 from ..service import DetectionService
 from .errors import error_response
+from .page import page_response, prefers_page
 
 api = Blueprint("api", __name__)
 
@@ -42,6 +43,8 @@ def body_reader(flask_request: Request) -> Callable[[int], bytes]:
 
 @api.get("/")
 def index() -> Response:
+    if prefers_page(request.accept_mimetypes):  # a browser: the page (web.page)
+        return page_response()
     return json_response(
         {
             "name": "specks",
