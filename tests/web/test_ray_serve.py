@@ -26,9 +26,9 @@ from conftest import COCO_TINY, MODELS, free_port, jpeg_bytes, require
 from factories import b64
 from specks.config import Settings
 from specks.errors import InferenceError, ModelNotReadyError
+from specks.holder import ModelHolder
 from specks.pipeline import Detector
 from specks.web import create_app
-from specks.web.state import ModelHolder
 
 ray = pytest.importorskip("ray", reason="needs the ray extra (make dev installs it)")
 serve = pytest.importorskip("ray.serve")
