@@ -20,7 +20,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from .config import MAX_PASS_SCALES
+from .config import MAX_DETECTIONS, MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
@@ -64,7 +64,7 @@ class DetectOptions(BaseModel):
             ),
         ),
     ] = None
-    max_det: Annotated[int, Field(ge=1, le=10_000, strict=True, description="Most detections returned.")] = 300
+    max_det: Annotated[int, Field(ge=1, le=MAX_DETECTIONS, strict=True, description="Most detections returned.")] = 300
     classes: Annotated[
         list[ClassSelector] | None,
         Field(max_length=1000, description="Keep only these classes, by name or id. Omit for all."),
