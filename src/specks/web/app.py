@@ -14,6 +14,7 @@ from ..metrics import process_metrics
 from ..pipeline import Detector
 from ..service import DetectionService
 from .auth import register_auth
+from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
@@ -32,6 +33,7 @@ def create_app(
     metrics = process_metrics() if settings.observability.metrics_enabled else None
     app.extensions[SERVICE_EXTENSION] = DetectionService(settings, holder, metrics)
     app.register_blueprint(api)
+    app.register_blueprint(deepstack)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
     register_observability(app, settings)
