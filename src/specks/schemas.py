@@ -5,7 +5,7 @@ Validation errors become ``InvalidFieldError`` naming the field, here and nowher
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -26,6 +26,7 @@ from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
 
 ClassSelector = StrictInt | StrictStr
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def _slice_mode(value: Any) -> Any:
@@ -193,6 +194,14 @@ def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
         return DetectOptions.model_validate(options)
     except ValidationError as exc:
         raise _first_error_message(exc, DetectOptions) from exc
+
+
+def validate_fields(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    """Validate a JSON object into a front-end's request model (the first failing field -> InvalidFieldError)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error_message(exc, model) from exc
 
 
 # -- responses ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
+from .roboflow import roboflow
 from .routes import SERVICE_EXTENSION, api
 
 
@@ -34,6 +35,7 @@ def create_app(
     app.extensions[SERVICE_EXTENSION] = DetectionService(settings, holder, metrics)
     app.register_blueprint(api)
     app.register_blueprint(deepstack)
+    app.register_blueprint(roboflow)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
     register_observability(app, settings)
