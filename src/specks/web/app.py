@@ -14,6 +14,7 @@ from ..metrics import process_metrics
 from ..pipeline import Detector
 from ..service import DetectionService
 from .auth import register_auth
+from .cors import register_cors
 from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
@@ -39,6 +40,8 @@ def create_app(
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
     register_observability(app, settings)
+    # CORS before auth: its headers go on every answer, a refused key's 401 included.
+    register_cors(app, settings)
     register_auth(app, settings)
     register_docs(app, settings)
     holder.start_loading(background=load_in_background)
