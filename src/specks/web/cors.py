@@ -42,5 +42,6 @@ def register_cors(app: Flask, settings: Settings) -> None:
         supports_credentials=False,
         send_wildcard=cors.allows_any_origin,
         max_age=PREFLIGHT_MAX_AGE_S,
+        always_send=False,  # only answers to requests with an Origin (browsers) carry CORS headers
     )
     log.info("CORS: requests from %s allowed", ", ".join(cors.allowed_origins))
