@@ -14,8 +14,9 @@ CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The real client libraries the compatible APIs are tested with. --no-deps: inference-sdk pins
 # numpy<2.4, pillow<13 and opencv-python (the GUI build), which would downgrade what Specks runs
-# on; their run-time needs (no torch, no CUDA) are the `clients` extra in pyproject.toml.
-CLIENT_LIBRARIES := inference-sdk==1.8.3 supervision==0.30.9
+# on, and deepstack-sdk requires pytest and opencv-python at run time; what they need to run (no
+# torch, no CUDA) is the `clients` extra in pyproject.toml.
+CLIENT_LIBRARIES := inference-sdk==1.8.3 supervision==0.30.9 deepstack-sdk==0.2.1
 
 .PHONY: install run test dev chromium lint bench clean
 

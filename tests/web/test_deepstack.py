@@ -464,3 +464,64 @@ def test_live_hostile_inputs_and_server_alive(deepstack_server: LiveServer) -> N
     alive = requests.post(url, files={"image": frigate_frame()}, timeout=10)
     assert alive.status_code == 200 and alive.json()["success"] is True
 
+
+
+# -- the real client libraries, live ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secured_deepstack_server(cache_dir: Path) -> Iterator[LiveServer]:
+    server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env={"SPECKS_API_KEYS": "s3cret"})
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_deepstack_python_library(deepstack_server: LiveServer, secured_deepstack_server: LiveServer) -> None:
+    """deepstack-python 0.9, the library Home Assistant's deepstack_object integration uses."""
+    from deepstack.core import DeepstackException, DeepstackObject
+
+    image = photo(PERSON_PHOTO)
+    predictions = DeepstackObject(ip="127.0.0.1", port=deepstack_server.port, min_confidence=0.1).detect(image)
+    custom = DeepstackObject(ip="127.0.0.1", port=deepstack_server.port, custom_model="yolov5n.onnx").detect(image)
+    keyed = DeepstackObject(ip="127.0.0.1", port=secured_deepstack_server.port, api_key="s3cret").detect(image)
+
+    assert predictions[0]["label"] == "person"
+    assert custom[0]["label"] == keyed[0]["label"] == "person"
+    with pytest.raises(DeepstackException, match="Bad url"):  # 404: an unknown custom model
+        DeepstackObject(ip="127.0.0.1", port=deepstack_server.port, custom_model="nope").detect(image)
+    with pytest.raises(DeepstackException, match="status code: 401"):
+        DeepstackObject(ip="127.0.0.1", port=secured_deepstack_server.port, api_key="wrong").detect(image)
+
+
+@pytest.mark.slow
+def test_codeproject_ai_api_library(deepstack_server: LiveServer) -> None:
+    from codeprojectai.core import CodeProjectAIException, CodeProjectAIObject
+
+    client = CodeProjectAIObject(ip="127.0.0.1", port=deepstack_server.port)  # min_confidence 0.45
+    predictions = client.detect(photo(PERSON_PHOTO))
+
+    assert [p["label"] for p in predictions] == ["person"]
+    assert predictions[0]["confidence"] >= 0.45
+    with pytest.raises(CodeProjectAIException, match="error: 400"):
+        client.detect(b"not an image")
+
+
+@pytest.mark.slow
+def test_deepstack_sdk_library_draws_the_boxes(deepstack_server: LiveServer, tmp_path: Path) -> None:
+    """deepstack-sdk 0.2.1 (the official one): it draws the answer with OpenCV and saves the picture."""
+    from deepstack_sdk import Detection, ServerConfig
+
+    detection = Detection(ServerConfig(deepstack_server.url))
+    output = tmp_path / "drawn.jpg"
+    response = detection.detectObject(photo(PERSON_PHOTO), min_confidence=0.4, output=str(output))
+
+    assert [d.label for d in response] == ["person"]
+    assert output.stat().st_size > 0
+    drawn = np.asarray(Image.open(output))
+    assert drawn.shape == (449, 640, 3)
+    with pytest.raises(Exception, match="Invalid image"):  # its message for a 400
+        detection.detectObject(b"not an image")
