@@ -525,3 +525,33 @@ def test_deepstack_sdk_library_draws_the_boxes(deepstack_server: LiveServer, tmp
     assert drawn.shape == (449, 640, 3)
     with pytest.raises(Exception, match="Invalid image"):  # its message for a 400
         detection.detectObject(b"not an image")
+
+
+def test_metrics_cover_the_deepstack_routes(client: FlaskClient) -> None:
+    """Requests, stages and tiles of each DeepStack route are recorded under its route label."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def count(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls)
+
+    before = samples()
+    post_form(client, DETECTION, frigate_frame())
+    post_form(client, "/v1/vision/custom/yolov5n.onnx", frigate_frame())
+    after = samples()
+
+    for route in (DETECTION, "/v1/vision/custom/<model>"):
+        stage = {"route": route, "stage": "inference"}
+        assert count(after, "specks_stage_duration_seconds_count", **stage) - count(
+            before, "specks_stage_duration_seconds_count", **stage
+        ) == 1
+        assert count(after, "specks_requests_total", route=route, status="200") - count(
+            before, "specks_requests_total", route=route, status="200"
+        ) == 1

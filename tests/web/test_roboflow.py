@@ -414,3 +414,22 @@ def test_base64_value_may_be_a_data_uri(client: FlaskClient) -> None:
 
     assert response.status_code == 200
     assert response.get_json()["image"] == {"width": 64, "height": 48}
+
+
+def test_metrics_count_each_image_of_a_batch(client: FlaskClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def inferences() -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "specks_stage_duration_seconds_count"
+            and s.labels == {"route": INFER, "stage": "inference"}
+        )
+
+    before = inferences()
+    assert infer(client, [image_ref(jpeg_bytes(64, 48)), image_ref(jpeg_bytes(48, 64))]).status_code == 200
+
+    assert inferences() - before == 2

@@ -87,9 +87,8 @@ def custom_list() -> Response:
         check_body_key(read_form(service).get(KEY_FIELD))
     else:
         check_body_key(None)
-    return json_response(
-        {"success": True, "models": service.model_names(), **module_fields(service, "list", started=started)}
-    )
+    fields = module_fields(service.detector(), "list", started=started)
+    return json_response({"success": True, "models": service.model_names(), **fields})
 
 
 @deepstack.get("/v1/status/ping")
@@ -108,7 +107,7 @@ def detect(*, model: str | None, command: str) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else request.path
     prediction, detector = service.predict_bytes(form.image, options, route=route, model=model)
     answer = encode_detection(prediction, detector)
-    answer.update(module_fields(service, command, started=started, prediction=prediction))
+    answer.update(module_fields(detector, command, started=started, prediction=prediction))
     return json_response(answer)
 
 
@@ -199,10 +198,10 @@ def encode_detection(prediction: Prediction, detector: Detector) -> dict[str, An
 
 
 def module_fields(
-    service: DetectionService, command: str, *, started: float, prediction: Prediction | None = None
+    detector: Detector, command: str, *, started: float, prediction: Prediction | None = None
 ) -> dict[str, Any]:
-    """CodeProject.AI's fields about the module that answered (integer milliseconds)."""
-    providers = service.detector().model.info.providers
+    """CodeProject.AI's fields about the module (model) that answered, in integer milliseconds."""
+    providers = detector.model.info.providers
     provider = providers[0].removesuffix("ExecutionProvider") if providers else "CPU"
     timing_ms = prediction.timing_ms if prediction is not None else {}
     return {
