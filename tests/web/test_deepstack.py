@@ -358,16 +358,15 @@ def test_wrong_method_is_json(client: FlaskClient) -> None:
     assert response.is_json
 
 
-def test_model_loading_is_a_503_in_deepstack_form(cache_dir: Path) -> None:
-    application = create_app(Settings(cache_dir=cache_dir), load_in_background=False, detector=None)
-    holder = application.extensions["specks.service"].holder
-    holder._detector = None  # as while loading  # noqa: SLF001
-    holder._error = None  # noqa: SLF001
+def test_no_model_is_a_503_in_deepstack_form(cache_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(cache_dir=cache_dir, model=str(tmp_path / "missing.onnx"))
+    application = create_app(settings, load_in_background=False)  # the load fails: no model to serve
     response = post_form(application.test_client(), DETECTION, jpeg_bytes(64, 64))
 
     assert response.status_code == 503
-    assert response.get_json() == {"success": False, "error": response.get_json()["error"]}
-    assert "loading" in response.get_json()["error"]
+    assert set(response.get_json()) == {"success", "error"}
+    assert response.get_json()["success"] is False
+    assert "failed to load" in response.get_json()["error"]
 
 
 # -- a real server ------------------------------------------------------------------------------
