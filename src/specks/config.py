@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,8 @@ ENV_PREFIX = "SPECKS_"
 # (set by `specks serve`; /metrics then adds up every worker).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
+# The largest max_det a request may ask for (schemas.DetectOptions).
+MAX_DETECTIONS = 10_000
 # Most passes (input scales) one request may fuse; each costs a model pass (two with flip).
 MAX_PASS_SCALES = 4
 
@@ -190,6 +193,58 @@ class Security:
 
 
 @dataclass(frozen=True)
+class CompatAPIs:
+    """The DeepStack / CodeProject.AI- and Roboflow-compatible routes.
+
+    max_predictions: most predictions one DeepStack / CodeProject.AI answer lists, best first.
+                     Frigate's deepstack detector copies them into a fixed 20-row array and fails
+                     on a 21st, so the default is 20; raise it for clients that count crowds.
+    """
+
+    max_predictions: int = 20
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_predictions <= MAX_DETECTIONS:
+            raise ConfigError(f"compat max_predictions must be 1..{MAX_DETECTIONS}, got {self.max_predictions}")
+
+
+# An origin as a browser sends it: scheme://host[:port], no path, no trailing slash.
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
+class Cors:
+    """Cross-origin requests from browsers (CORS); off while no origin is allowed.
+
+    allowed_origins: origins whose pages may call the API, exactly as browsers send them
+                     (``https://app.example.com``, ``http://localhost:3000``), or ``("*",)`` for any.
+    """
+
+    allowed_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        origins = self.allowed_origins
+        if "*" in origins and len(origins) > 1:
+            raise ConfigError(
+                f"CORS origins: '*' allows every origin and cannot be combined with others, got {origins}"
+            )
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    "CORS origins must be '*' or exact origins like https://app.example.com or "
+                    f"http://localhost:3000 (scheme, host and port; no path, no trailing slash), got {origin!r}"
+                )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+    @property
+    def allows_any_origin(self) -> bool:
+        return self.allowed_origins == ("*",)
+
+
+@dataclass(frozen=True)
 class Observability:
     """Logging and metrics.
 
@@ -257,6 +312,8 @@ class Settings:
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
     security: Security = field(default_factory=Security)
     observability: Observability = field(default_factory=Observability)
+    compat: CompatAPIs = field(default_factory=CompatAPIs)
+    cors: Cors = field(default_factory=Cors)
 
     def __post_init__(self) -> None:
         for name in ("request_timeout_s", "graceful_timeout_s", "io_threads", "predictions_per_worker"):
@@ -331,6 +388,8 @@ class Settings:
             runtime=runtime,
             limits=limits,
             slicing=slicing,
+            compat=CompatAPIs(max_predictions=get("COMPAT_MAX_PREDICTIONS", int, CompatAPIs.max_predictions)),
+            cors=Cors(allowed_origins=get("CORS_ORIGINS", _parse_list, Cors.allowed_origins)),
         )
 
 

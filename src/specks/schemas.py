@@ -5,7 +5,7 @@ Validation errors become ``InvalidFieldError`` naming the field, here and nowher
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -20,12 +20,13 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from .config import MAX_PASS_SCALES
+from .config import MAX_DETECTIONS, MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
 
 ClassSelector = StrictInt | StrictStr
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def _slice_mode(value: Any) -> Any:
@@ -64,7 +65,7 @@ class DetectOptions(BaseModel):
             ),
         ),
     ] = None
-    max_det: Annotated[int, Field(ge=1, le=10_000, strict=True, description="Most detections returned.")] = 300
+    max_det: Annotated[int, Field(ge=1, le=MAX_DETECTIONS, strict=True, description="Most detections returned.")] = 300
     classes: Annotated[
         list[ClassSelector] | None,
         Field(max_length=1000, description="Keep only these classes, by name or id. Omit for all."),
@@ -193,6 +194,14 @@ def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
         return DetectOptions.model_validate(options)
     except ValidationError as exc:
         raise _first_error_message(exc, DetectOptions) from exc
+
+
+def validate_fields(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    """Validate a JSON object into a front-end's request model (the first failing field -> InvalidFieldError)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error_message(exc, model) from exc
 
 
 # -- responses ----------------------------------------------------------------------------------

@@ -107,10 +107,14 @@ class DetectionService:
         check_read_size(len(raw), limits)
         return raw
 
+    def decode_json(self, raw: bytes, *, content_type: str | None) -> Any:
+        """A JSON body -> its value: media type, JSON syntax, container count and nesting checked."""
+        check_json_media_type(content_type)
+        return parse_json_body(raw, self.settings.limits)
+
     def decode_request(self, raw: bytes, *, content_type: str | None) -> PredictRequest:
         """A ``POST /predict`` body -> PredictRequest: media type, JSON syntax and nesting, then the schema."""
-        check_json_media_type(content_type)
-        return parse_predict_request(parse_json_body(raw, self.settings.limits))
+        return parse_predict_request(self.decode_json(raw, content_type=content_type))
 
     # -- predict -----------------------------------------------------------------------------
     def model_names(self) -> list[str]:

@@ -14,10 +14,13 @@ from ..metrics import process_metrics
 from ..pipeline import Detector
 from ..service import DetectionService
 from .auth import register_auth
+from .cors import register_cors
+from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
 from .page import register_page
+from .roboflow import roboflow
 from .routes import SERVICE_EXTENSION, api
 
 
@@ -33,9 +36,13 @@ def create_app(
     metrics = process_metrics() if settings.observability.metrics_enabled else None
     app.extensions[SERVICE_EXTENSION] = DetectionService(settings, holder, metrics)
     app.register_blueprint(api)
+    app.register_blueprint(deepstack)
+    app.register_blueprint(roboflow)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
     register_observability(app, settings)
+    # CORS before auth: its headers go on every answer, a refused key's 401 included.
+    register_cors(app, settings)
     register_auth(app, settings)
     register_docs(app, settings)
     register_page(app)

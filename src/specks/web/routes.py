@@ -59,6 +59,8 @@ def index() -> Response:
                 "GET /health": "liveness",
                 "GET /ready": "readiness (model loaded and warm)",
                 "GET /model": "the loaded model and the server's request defaults",
+                "POST /v1/vision/detection": "DeepStack / CodeProject.AI-compatible detection (multipart 'image')",
+                "POST /infer/object_detection": "Roboflow inference-server-compatible detection",
             },
         }
     )
