@@ -57,10 +57,10 @@ class FakeDetector:
         found = Detections.from_arrays([[1, 2, 30, 40]], [0.9], [1])
         return Prediction(found, ImageSize(64, 48), {"decode": 1.0, "inference": 2.0, "total": 3.5}, tile_count=3)
 
-    def predict_base64(self, image_b64: str, options: DetectOptions) -> Prediction:
+    def predict_base64(self, image_b64: str, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
         return self._answer(image_b64, options)
 
-    def predict_bytes(self, data: bytes, options: DetectOptions) -> Prediction:
+    def predict_bytes(self, data: bytes, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
         return self._answer(data, options)
 
 

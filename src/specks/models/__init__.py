@@ -82,8 +82,13 @@ def prepare_model(spec: str | None, cache_dir: Path) -> PreparedModel:
     return PreparedModel(kind, path, convert_darknet_cached(path, weights, cache_dir, fix_cfg=fix_cfg))
 
 
-def load_model(spec: str | None, *, runtime: RuntimeOptions, threads: int, cache_dir: Path) -> OnnxModel:
-    """Load the model ``spec`` names (None: the embedded default), converting Darknet files once."""
+def load_model(
+    spec: str | None, *, runtime: RuntimeOptions, threads: int, cache_dir: Path, name: str | None = None
+) -> OnnxModel:
+    """Load the model ``spec`` names (None: the embedded default), converting Darknet files once.
+
+    name: what the model is served and reported as (``--model NAME=PATH``); None: ``model_name(spec)``.
+    """
     from .onnx_model import OnnxModel
 
     prepared = prepare_model(spec, cache_dir)
@@ -93,5 +98,14 @@ def load_model(spec: str | None, *, runtime: RuntimeOptions, threads: int, cache
         threads=threads,
         source_format=prepared.kind,
         path=prepared.source,
-        name=prepared.name,
+        name=name or prepared.name,
     )
+
+
+def model_name(spec: str | None) -> str:
+    """The name a model spec is served under when none is given: its file name, or the embedded default's.
+
+    Cheap (no conversion, no hashing of weights); the same name ``load_model`` reports.
+    """
+    kind, path, _ = resolve_model_files(spec)
+    return PreparedModel(kind, path, path).name
