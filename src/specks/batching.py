@@ -13,8 +13,9 @@ No web framework here.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .config import Limits
 from .errors import BatchTooLargeError, SpecksError
@@ -22,6 +23,8 @@ from .imaging import read_image_size
 from .pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
 from .schemas import DetectOptions
 from .types import ImageSize
+
+T = TypeVar("T")
 
 
 def check_batch_count(count: int, limits: Limits) -> None:
@@ -108,3 +111,41 @@ def run_unit(
             return {index: exc}
     answers = detector.predict_same_size([images[index] for index in unit], options, keep_image=keep_image)
     return dict(zip(unit, answers, strict=True))
+
+
+def predict_in_windows(
+    detector: Detector,
+    sources: Sequence[T],
+    read: Callable[[T], bytes],
+    options: DetectOptions,
+    *,
+    window: int,
+    keep_image: bool = False,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[tuple[T, Prediction | SpecksError]]:
+    """Predict many images (files, for ``specks predict``), ``window`` at a time, yielding them in order.
+
+    ``read`` turns a source into image bytes (a SpecksError fails only that source). Each window
+    is planned and run like a batch request, so same-size images share runs; only one window's
+    bytes are held at a time. ``on_done(n)`` is told as each unit's n images finish (a progress bar).
+    """
+    for start in range(0, len(sources), window):
+        chunk = sources[start : start + window]
+        results: dict[int, Prediction | SpecksError] = {}
+        images: dict[int, bytes] = {}
+        for index, source in enumerate(chunk):
+            try:
+                images[index] = read(source)
+            except SpecksError as exc:
+                results[index] = exc
+        plan = plan_batch(detector, images, options, keep_image=keep_image)
+        results.update(plan.refused)
+        if on_done is not None and len(results):
+            on_done(len(results))
+        for unit in plan.units:
+            results.update(run_unit(detector, images, unit, options, keep_image=keep_image))
+            if on_done is not None:
+                on_done(len(unit))
+        del images
+        for index, source in enumerate(chunk):
+            yield source, results.pop(index)

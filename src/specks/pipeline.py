@@ -309,11 +309,15 @@ class Detector:
 
 
 def load_detector(settings: Settings, *, threads: int | None = None, spec: ModelSpec | None = None) -> Detector:
-    """Load ``spec`` (None: ``settings.model``, under its own name) with the settings' limits and slicing defaults.
+    """Load ``spec`` with the settings' limits and slicing defaults.
 
+    spec: None loads the model requests get when they name none: ``settings.model`` (under its
+          file name), else the first of ``settings.models``, else the embedded default.
     threads: ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
     """
     threads = settings.threads_for(1) if threads is None else threads
+    if spec is None and settings.model is None and settings.models:
+        spec = settings.models[0]
     path, name = (settings.model, None) if spec is None else (spec.path, spec.name)
     model = load_model(path, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir, name=name)
     return Detector(model, settings.limits, settings.slicing)

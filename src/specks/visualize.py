@@ -117,7 +117,8 @@ def draw_detections(
     labels = [
         _label_text(names, int(detections.class_id[index]), float(detections.confidence[index])) for index in order
     ]
-    placed = place_labels(rings[order], [_text_wh(draw, text, font, style) for text in labels], (width, height))
+    halos = rings[order] + np.array([-1, -1, 1, 1], np.int32) * style.halo_px  # labels leave the halo be
+    placed = place_labels(halos, [_text_wh(draw, text, font, style) for text in labels], (width, height))
     for slot in range(len(order) - 1, -1, -1):
         color = class_color(int(detections.class_id[order[slot]]))
         x1, y1, x2, y2 = placed[slot]
@@ -215,18 +216,23 @@ def _cover_cost(
     return cost
 
 
-def encode_jpeg_b64(picture: Image.Image, *, quality: int = JPEG_QUALITY) -> str:
-    """A picture -> base64 (standard alphabet) of a JPEG, colour at full resolution (4:4:4).
+def encode_jpeg(picture: Image.Image, *, quality: int = JPEG_QUALITY) -> bytes:
+    """A picture -> JPEG bytes, colour at full resolution (4:4:4).
 
     4:4:4 keeps one-pixel coloured outlines their colour; 4:2:0 would smear them into the halo.
     """
     pixels = np.ascontiguousarray(np.asarray(picture.convert("RGB")))
-    jpeg = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="444")
-    return pybase64.b64encode(jpeg).decode("ascii")
+    jpeg: bytes = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="444")
+    return jpeg
 
 
-def visualize_prediction(prediction: Prediction, names: Sequence[str]) -> str:
-    """The base64 JPEG of a Prediction's image with its detections drawn.
+def encode_jpeg_b64(picture: Image.Image, *, quality: int = JPEG_QUALITY) -> str:
+    """A picture -> base64 (standard alphabet) of its JPEG (``encode_jpeg``)."""
+    return pybase64.b64encode(encode_jpeg(picture, quality=quality)).decode("ascii")
+
+
+def draw_prediction(prediction: Prediction, names: Sequence[str]) -> Image.Image:
+    """The picture of a Prediction's image with its detections drawn.
 
     The Prediction must have been made with ``keep_image=True`` (its ``image`` holds the pixels);
     its detections are in displayed original pixels, scaled here if the pixels are smaller.
@@ -239,4 +245,9 @@ def visualize_prediction(prediction: Prediction, names: Sequence[str]) -> str:
     if (scale_x, scale_y) != (1.0, 1.0):
         xyxy = detections.xyxy / np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
         detections = Detections(xyxy.astype(np.float32), detections.confidence, detections.class_id)
-    return encode_jpeg_b64(draw_detections(image.rgb, detections, names))
+    return draw_detections(image.rgb, detections, names)
+
+
+def visualize_prediction(prediction: Prediction, names: Sequence[str]) -> str:
+    """The base64 JPEG the API answers as ``visualization`` (``draw_prediction``, then ``encode_jpeg_b64``)."""
+    return encode_jpeg_b64(draw_prediction(prediction, names))
