@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from specks import config
-from specks.config import Limits, RuntimeOptions, Settings
+from specks.config import Limits, ModelSpec, RuntimeOptions, Settings, parse_model_arg
 from specks.errors import ConfigError
 from specks.logs import LogFormat
 from specks.overlap import MatchMetric, MergeStrategy
@@ -61,6 +61,16 @@ def test_from_env_ignores_other_variables() -> None:
         pytest.param("MERGE_METRIC", "ios", lambda s: s.slicing.merge_metric, MatchMetric.IOS, id="merge-metric"),
         pytest.param("LOG_FORMAT", "Text", lambda s: s.observability.log_format, LogFormat.TEXT, id="log-format"),
         pytest.param("TILE_SCALE", "1.5", lambda s: s.slicing.tile_scale, 1.5, id="tile-scale"),
+        pytest.param("MAX_BATCH_IMAGES", "8", lambda s: s.limits.max_batch_images, 8, id="max-batch-images"),
+        pytest.param("MAX_BATCH_BYTES", "1048576", lambda s: s.limits.max_batch_bytes, 1 << 20, id="max-batch-bytes"),
+        pytest.param("MAX_WORKER_MEMORY_MB", "2048", lambda s: s.max_worker_memory_mb, 2048, id="max-worker-memory"),
+        pytest.param(
+            "MODELS",
+            "a=/p/a.onnx, b.v2=/p/b.onnx",
+            lambda s: s.models,
+            (ModelSpec("a", "/p/a.onnx"), ModelSpec("b.v2", "/p/b.onnx")),
+            id="models",
+        ),
     ],
 )
 def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Settings], Any], expected: Any) -> None:
@@ -82,6 +92,8 @@ def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Set
         pytest.param("MERGE", "wbf-ish", id="merge"),
         pytest.param("MERGE_METRIC", "dice", id="merge-metric"),
         pytest.param("LOG_FORMAT", "xml", id="log-format"),
+        pytest.param("MODELS", "/p/a.onnx", id="models-without-a-name"),
+        pytest.param("MAX_BATCH_IMAGES", "many", id="max-batch-images"),
     ],
 )
 def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> None:
@@ -110,6 +122,11 @@ def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> Non
         pytest.param({"SPECKS_MAX_TILE_INPUT": "10"}, "max_tile_input_px must be within", id="max-tile-input"),
         pytest.param({"SPECKS_OVERLAP": "0.9"}, "overlap_ratio must be within 0..0.75", id="overlap"),
         pytest.param({"SPECKS_TILE": "10"}, "tile_px must be 0 or 64..4096", id="tile"),
+        pytest.param({"SPECKS_MAX_BATCH_IMAGES": "0"}, "max_batch_images must be >= 1, got 0", id="batch-images"),
+        pytest.param({"SPECKS_MAX_BATCH_BYTES": "0"}, "max_batch_bytes must be >= 1, got 0", id="batch-bytes"),
+        pytest.param({"SPECKS_MAX_WORKER_MEMORY_MB": "-1"}, "max_worker_memory_mb must be >= 0", id="memory"),
+        pytest.param({"SPECKS_MODELS": "a=/p/a.onnx,a=/p/b.onnx"}, "'a' is given twice", id="models-twice"),
+        pytest.param({"SPECKS_MODELS": "a="}, "model 'a' has no path", id="models-no-path"),
     ],
 )
 def test_from_env_out_of_range(environ: dict[str, str], message: str) -> None:
@@ -241,3 +258,22 @@ def test_compat_max_predictions_range(value: str, valid: bool) -> None:
 def test_compat_max_predictions_not_a_number_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="SPECKS_COMPAT_MAX_PREDICTIONS is not a valid int: got 'twenty'"):
         Settings.from_env({"SPECKS_COMPAT_MAX_PREDICTIONS": "twenty"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("det=/models/det.onnx", ModelSpec("det", "/models/det.onnx"), id="named"),
+        pytest.param(" det = models/det.onnx ", ModelSpec("det", "models/det.onnx"), id="spaces"),
+        pytest.param("/models/det.onnx", "/models/det.onnx", id="bare-path"),
+        pytest.param("/data/run=3/det.onnx", "/data/run=3/det.onnx", id="path-with-equals"),
+        pytest.param("my model=/p.onnx", "my model=/p.onnx", id="not-a-name-is-a-path"),
+    ],
+)
+def test_parse_model_arg(value: str, expected: ModelSpec | str) -> None:
+    assert parse_model_arg(value) == expected
+
+
+def test_a_programmatic_model_name_is_checked() -> None:
+    with pytest.raises(ConfigError, match="model name 'a b' is not valid"):
+        Settings(models=(ModelSpec("a b", "/p.onnx"),))

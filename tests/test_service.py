@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,6 +16,7 @@ from factories import b64
 from specks import errors
 from specks.config import Limits, Settings, SlicingSettings
 from specks.holder import ModelHolder
+from specks.imaging import DecodedImage
 from specks.metrics import Metrics
 from specks.pipeline import Prediction
 from specks.postprocess import OutputLayout
@@ -50,18 +52,20 @@ class FakeDetector:
         self.calls: list[tuple[Any, DetectOptions]] = []
         self.in_flight_seen: list[float] = []
 
-    def _answer(self, image: Any, options: DetectOptions) -> Prediction:
+    def _answer(self, image: Any, options: DetectOptions, keep_image: bool) -> Prediction:
         self.calls.append((image, options))
         if self.metrics is not None:
             self.in_flight_seen.append(self.metrics.images_in_flight.labels(route="/r")._value.get())
         found = Detections.from_arrays([[1, 2, 30, 40]], [0.9], [1])
-        return Prediction(found, ImageSize(64, 48), {"decode": 1.0, "inference": 2.0, "total": 3.5}, tile_count=3)
+        pixels = DecodedImage(np.full((48, 64, 3), 128, np.uint8), ImageSize(64, 48), "PNG") if keep_image else None
+        timing_ms = {"decode": 1.0, "inference": 2.0, "total": 3.5}
+        return Prediction(found, ImageSize(64, 48), timing_ms, tile_count=3, image=pixels)
 
-    def predict_base64(self, image_b64: str, options: DetectOptions) -> Prediction:
-        return self._answer(image_b64, options)
+    def predict_base64(self, image_b64: str, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
+        return self._answer(image_b64, options, keep_image)
 
-    def predict_bytes(self, data: bytes, options: DetectOptions) -> Prediction:
-        return self._answer(data, options)
+    def predict_bytes(self, data: bytes, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
+        return self._answer(data, options, keep_image)
 
 
 def make_service(settings: Settings | None = None, *, with_metrics: bool = False) -> tuple[DetectionService, Any]:
@@ -236,3 +240,46 @@ def test_a_model_is_chosen_by_its_name_and_an_unknown_name_is_404() -> None:
         service.predict_bytes(b"x", DetectOptions(), route="/r", model="other")
     assert status_for(caught.value) == 404 and caught.value.field == "model"
     assert detector.calls == []
+
+
+def test_visualize_draws_inside_the_prediction_slot_and_lets_the_pixels_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    from specks import service as service_module
+
+    service, _ = make_service(Settings(predictions_per_worker=1))
+    slot_free_while_drawing: list[bool] = []
+    draw = service_module.visualize_prediction
+
+    def watched(prediction: Prediction, names: Any) -> str:
+        slot_free_while_drawing.append(service.holder.prediction_slots.acquire(blocking=False))
+        return draw(prediction, names)
+
+    monkeypatch.setattr(service_module, "visualize_prediction", watched)
+    request = service.decode_request(body(visualize=True), content_type="application/json")
+    prediction, detector = service.predict(request, route="/r")
+    assert slot_free_while_drawing == [False]  # drawn while the request still held the only slot
+    assert prediction.image is None and prediction.visualization_jpeg_b64
+    assert prediction.timing_ms["visualize"] > 0 and list(prediction.timing_ms)[-1] == "total"
+    assert prediction.timing_ms["total"] == pytest.approx(3.5 + prediction.timing_ms["visualize"], abs=0.01)
+    answer = service.encode_response(prediction, detector)
+    assert answer["visualization"] == prediction.visualization_jpeg_b64
+
+
+def test_a_request_chooses_its_model_and_a_front_end_may_choose_for_it() -> None:
+    service, _ = make_service()
+    request = service.decode_request(body(model="other"), content_type="application/json")
+    with pytest.raises(errors.NotFoundError):
+        service.predict(request, route="/r")
+    prediction, detector = service.predict(request, route="/r", model="fake.onnx")  # the front-end's choice wins
+    assert detector.model.info.name == "fake.onnx"
+
+
+def test_a_batch_error_slot_holds_the_envelope_and_its_status() -> None:
+    service, detector = make_service()
+    results = [errors.ImageTooLargeError("too many pixels"), RuntimeError("secret /srv")]
+    encoded = service.encode_batch_response(results, detector)  # type: ignore[arg-type]
+    assert encoded == {
+        "results": [
+            {"error": {"code": "image_too_large", "message": "too many pixels"}, "status": 413},
+            {"error": {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE}, "status": 500},
+        ]
+    }

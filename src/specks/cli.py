@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .config import Settings
-from .errors import SpecksError
+from .config import ModelSpec, Settings, parse_model_arg
+from .errors import ConfigError, SpecksError
 from .logs import LogFormat, configure_logging
 from .mosaic import DEFAULT_SCALES, MosaicSpec, build_mosaics, mosaic_cache_dir
 
@@ -31,11 +31,19 @@ class Engine(enum.Enum):
     RAY = "ray"
 
 
-def _common_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help="an .onnx file, a Darknet .cfg, or the named model yolov3-tiny (default: the embedded YOLOX-Nano)",
-    )
+def _common_model_args(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    if several:
+        parser.add_argument(
+            "--model",
+            action="append",
+            help="an .onnx file, a Darknet .cfg or the named model yolov3-tiny (served under its file name, the "
+            "default for requests), or "
+            "NAME=PATH to serve it as NAME; repeatable. The embedded default is always served too "
+            "(GET /models lists the names)",
+        )
+    else:
+        parser.add_argument("--model", help="an .onnx file, a Darknet .cfg, the named model yolov3-tiny, or NAME=PATH "
+            "(default: the embedded YOLOX-Nano)",)
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: cores / workers)")
     parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
 
@@ -76,8 +84,13 @@ def ray_environ_from_args(args: argparse.Namespace) -> dict[str, str]:
     """The replicas' SPECKS_* variables: this environment's, with --model/--threads/--providers folded in."""
     from .web.ray_config import replica_environ
 
+    model = args.model
+    if isinstance(model, list):  # `serve --model` repeats (NAME=PATH); replicas take several via SPECKS_MODELS
+        if len(model) > 1 or "=" in model[0]:
+            raise SpecksError("--engine ray takes one plain --model PATH; several: SPECKS_MODELS=a=/p.onnx,...")
+        model = model[0]
     return replica_environ(
-        os.environ, replica_cpus=args.replica_cpus, model=args.model, threads=args.threads, providers=args.providers
+        os.environ, replica_cpus=args.replica_cpus, model=model, threads=args.threads, providers=args.providers
     )
 
 
@@ -161,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--address", help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001) instead of a local Ray"
     )
-    _common_model_args(serve)
+    _common_model_args(serve, several=True)
     _ray_args(serve)
 
     ray_config = sub.add_parser(
@@ -177,9 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common_model_args(ray_config)
     _ray_args(ray_config)
 
-    predict = sub.add_parser("predict", help="detect objects in image files; prints the API's JSON, one line each")
-    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict = sub.add_parser(
+        "predict", help="detect objects in image files or folders; prints the API's JSON, one line each"
+    )
+    predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of them (not recursive)")
     predict.add_argument("--pretty", action="store_true", help="indent the JSON")
+    predict.add_argument(
+        "--jsonl",
+        "--output",
+        type=Path,
+        help="write JSON Lines to this file instead of stdout: one answer per image, with its 'file'",
+    )
+    predict.add_argument(
+        "--save-dir", type=Path, help="write each annotated picture (NAME.jpg) and its answer (NAME.json) here"
+    )
+    predict.add_argument(
+        "--progress", choices=["auto", "on", "off"], default="auto", help="progress bar on stderr (auto: on a terminal)"
+    )
     _common_model_args(predict)
     _detect_args(predict)
     _slice_args(predict)
@@ -247,10 +274,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Environment first (SPECKS_*), then the flags that were given."""
     settings = Settings.from_env()
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "workers", "model"):
+    for name in ("host", "port", "workers"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "model", None):
+        overrides.update(model_overrides(args.model if isinstance(args.model, list) else [args.model]))
     runtime: dict[str, Any] = {}
     if getattr(args, "threads", None) is not None:
         runtime["intra_op_threads"] = args.threads
@@ -261,18 +290,38 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
+def model_overrides(values: list[str]) -> dict[str, Any]:
+    """``--model`` values -> Settings fields: at most one bare path (``model``), any NAME=PATH (``models``).
+
+    Given on the command line, they replace SPECKS_MODEL and SPECKS_MODELS both.
+    """
+    parsed = [parse_model_arg(value) for value in values]
+    bare = [value for value in parsed if isinstance(value, str)]
+    if len(bare) > 1:
+        raise ConfigError(
+            f"only one --model may be a bare path (got {', '.join(bare)}); name the others with NAME=PATH"
+        )
+    return {"model": bare[0] if bare else None, "models": tuple(v for v in parsed if isinstance(v, ModelSpec))}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .memory import check_worker_memory, estimate_worker_memory
     from .models import prepare_model
+    from .served import served_models
 
     if Engine(args.engine) is Engine.RAY:
         return serve_on_ray(args)
     from .web.server import serve
 
     settings = settings_from_args(args)
-    prepare_model(settings.model, settings.cache_dir)  # fail fast, and convert once before forking
+    # Fail fast, and convert Darknet models once, before forking.
+    prepared = {spec.name: prepare_model(spec.path, settings.cache_dir) for spec in served_models(settings)}
+    estimate = estimate_worker_memory(settings, {name: p.onnx_path.stat().st_size for name, p in prepared.items()})
+    check_worker_memory(settings, estimate)
     print(
-        f"specks: serving on http://{settings.host}:{settings.port} with {settings.resolved_workers()} worker(s), "
-        f"{settings.resolved_threads()} inference thread(s) each",
+        f"specks: serving {', '.join(prepared)} on http://{settings.host}:{settings.port} with "
+        f"{settings.resolved_workers()} worker(s), {settings.resolved_threads()} inference thread(s) each; "
+        f"estimated {estimate.describe()}",
         file=sys.stderr,
     )
     serve(settings)
@@ -344,34 +393,115 @@ def _detect_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+def image_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, and each folder's image files (by suffix, sorted by name; sub-folders are not searched)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            found.append(path)
+    return found
+
+
+def _read_image_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SpecksError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .batching import predict_in_windows
     from .pipeline import load_detector
-    from .schemas import encode_prediction, parse_detect_options
+    from .schemas import parse_detect_options
 
     settings = settings_from_args(args)
     options = _detect_fields(args)
     if args.classes:
         options["classes"] = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
     detect_options = parse_detect_options(options)
+    paths = image_paths(args.images)
     detector = load_detector(settings)
-    failures = 0
-    for path in args.images:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            print(f"specks: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            failures += 1
-            continue
-        try:
-            prediction = detector.predict_bytes(data, detect_options)
-        except SpecksError as exc:
-            print(f"specks: {path}: {exc.message}", file=sys.stderr)
-            failures += 1
-            continue
-        payload = encode_prediction(prediction, detector.model.info)
-        option = orjson.OPT_INDENT_2 if args.pretty else 0
-        sys.stdout.write(orjson.dumps(payload, option=option).decode() + "\n")
-    return 1 if failures else 0
+    disable = {"auto": None, "on": False, "off": True}[args.progress]
+    with (
+        tqdm(total=len(paths), unit="image", file=sys.stderr, disable=disable) as bar,
+        PredictOutput(args, detector.model.info.names) as output,
+    ):
+        for path, result in predict_in_windows(
+            detector,
+            paths,
+            _read_image_file,
+            detect_options,
+            window=settings.limits.max_batch_images,
+            keep_image=args.save_dir is not None,
+            on_done=bar.update,
+        ):
+            output.write(path, result, detector)
+    return 1 if output.failures else 0
+
+
+class PredictOutput:
+    """Where ``specks predict`` writes: stdout or a JSON Lines file, and the pictures of ``--save-dir``."""
+
+    def __init__(self, args: argparse.Namespace, names: Sequence[str]) -> None:
+        self.pretty = args.pretty
+        self.jsonl_path: Path | None = args.jsonl
+        self.save_dir: Path | None = args.save_dir
+        self.names = names
+        self.failures = 0
+        self._used_stems: set[str] = set()
+        self._jsonl: Any = None
+
+    def __enter__(self) -> PredictOutput:
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+        if self.jsonl_path is not None:
+            self._jsonl = self.jsonl_path.open("w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+
+    def write(self, path: Path, result: Any, detector: Any) -> None:
+        from tqdm import tqdm
+
+        from .pipeline import Prediction
+        from .schemas import encode_prediction
+
+        if not isinstance(result, Prediction):
+            tqdm.write(f"specks: {path}: {result.message}", file=sys.stderr)  # above the progress bar
+            self.failures += 1
+            if self._jsonl is not None:
+                error = {"code": result.code, "message": result.message}
+                self._jsonl.write(orjson.dumps({"file": str(path), "error": error}).decode() + "\n")
+            return
+        payload = encode_prediction(result, detector.model.info)
+        if self.save_dir is not None:
+            self._save(path, result, payload)
+        if self._jsonl is not None:
+            self._jsonl.write(orjson.dumps({"file": str(path), **payload}).decode() + "\n")
+        else:
+            option = orjson.OPT_INDENT_2 if self.pretty else 0
+            sys.stdout.write(orjson.dumps(payload, option=option).decode() + "\n")
+
+    def _save(self, path: Path, prediction: Any, payload: dict[str, Any]) -> None:
+        from .visualize import draw_prediction, encode_jpeg
+
+        assert self.save_dir is not None
+        stem, number = path.stem, 1
+        while stem in self._used_stems:  # two inputs of one name (a.jpg and a.png, or two folders)
+            number += 1
+            stem = f"{path.stem}-{number}"
+        self._used_stems.add(stem)
+        (self.save_dir / f"{stem}.jpg").write_bytes(encode_jpeg(draw_prediction(prediction, self.names)))
+        (self.save_dir / f"{stem}.json").write_bytes(orjson.dumps({"file": str(path), **payload}))
 
 
 def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:

@@ -77,11 +77,17 @@ class RuntimeOptions:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one request may cost."""
+    """Bounds on what one request may cost.
+
+    max_batch_images: most images in one batch request (``"images": [...]``).
+    max_batch_bytes:  most image bytes (after base64) in one batch request, all images together.
+    """
 
     max_image_pixels: int = 40_000_000
     max_body_bytes: int = 20 * MiB
     max_json_depth: int = 32
+    max_batch_images: int = 32
+    max_batch_bytes: int = 16 * MiB
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -264,6 +270,58 @@ class Observability:
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 
 
+# A served model's name: safe in a URL path segment (DeepStack's /v1/vision/custom/<name>) and in JSON.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model served under a name.
+
+    name: what requests choose it by (``"model": "NAME"``); for ``--model NAME=PATH`` and
+          ``SPECKS_MODELS`` 1..64 letters, digits, ``.``, ``_``, ``-`` (``MODEL_NAME_PATTERN``).
+    path: an ``.onnx`` file or a Darknet ``.cfg`` (with its ``.weights`` beside it); None: the
+          embedded default.
+    """
+
+    name: str
+    path: str | None
+
+
+def check_model_name(name: str) -> None:
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"model name {name!r} is not valid: use 1..64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def parse_model_arg(text: str) -> ModelSpec | str:
+    """One ``--model`` value: ``NAME=PATH`` -> ModelSpec, anything else -> a bare path (today's meaning).
+
+    It is ``NAME=PATH`` when the part before the first ``=`` is a valid name (no ``/``), so
+    ``/data/run=3/model.onnx`` stays a bare path.
+    """
+    name, sep, path = text.partition("=")
+    if sep and MODEL_NAME_PATTERN.fullmatch(name.strip()):
+        return ModelSpec(name.strip(), path.strip())
+    return text.strip()
+
+
+def parse_model_specs(text: str) -> tuple[ModelSpec, ...]:
+    """``SPECKS_MODELS``: comma-separated ``NAME=PATH`` entries, e.g. ``a=/p/a.onnx,b=/p/b.onnx``."""
+    specs = []
+    for part in _parse_list(text):
+        spec = parse_model_arg(part)
+        if not isinstance(spec, ModelSpec):
+            raise ValueError(part)
+        specs.append(spec)
+    return tuple(specs)
+
+
+parse_model_specs.__name__ = "list of NAME=PATH models (e.g. a=/p/a.onnx,b=/p/b.onnx)"
+
+
 def _coerce_enum(settings: object, name: str, parse: Callable[[str], enum.Enum]) -> None:
     """Replace a setting given by name (``"nmm"``) with its enum member; an unknown name stays for the check."""
     value = getattr(settings, name)
@@ -289,24 +347,30 @@ def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
 class Settings:
     """Everything a Specks server or CLI run is configured with.
 
-    model:      path of an .onnx or Darknet .cfg file, or a named model (yolov3-tiny); None serves
-                the embedded default (YOLOX-Nano).
+    model:      path of an .onnx or Darknet .cfg file, or a named model (yolov3-tiny), served under its
+                file name and answering requests that name no model; None: the first of ``models``,
+                else the embedded default (YOLOX-Nano).
+    models:     further models, each under its own name; the embedded default is always served too.
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.
     predictions_per_worker: requests one worker decodes and runs at once; the rest wait, which
                 bounds memory (one full-resolution decode plus model activations each).
+    max_worker_memory_mb: refuse to start when the estimated memory of one worker (its models,
+                from their file sizes, and its prediction slots) is above this; 0: no limit.
     """
 
     host: str = "127.0.0.1"
     port: int = 6060
     workers: int = 0
     model: str | None = None
+    models: tuple[ModelSpec, ...] = ()
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
     io_threads: int = 32
     predictions_per_worker: int = 2
+    max_worker_memory_mb: int = 0
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
@@ -323,6 +387,16 @@ class Settings:
             raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.max_worker_memory_mb < 0:
+            raise ConfigError(f"max_worker_memory_mb must be >= 0 (0: no limit), got {self.max_worker_memory_mb}")
+        for spec in self.models:
+            check_model_name(spec.name)
+            if not (spec.path or "").strip():
+                raise ConfigError(f"model {spec.name!r} has no path: write NAME=PATH")
+        names = [spec.name for spec in self.models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"model names must be unique; {', '.join(map(repr, duplicates))} is given twice")
 
     def resolved_workers(self) -> int:
         return self.workers or cpu_count()
@@ -348,6 +422,8 @@ class Settings:
             max_image_pixels=get("MAX_IMAGE_PIXELS", int, Limits.max_image_pixels),
             max_body_bytes=get("MAX_BODY_BYTES", int, Limits.max_body_bytes),
             max_json_depth=get("MAX_JSON_DEPTH", int, Limits.max_json_depth),
+            max_batch_images=get("MAX_BATCH_IMAGES", int, Limits.max_batch_images),
+            max_batch_bytes=get("MAX_BATCH_BYTES", int, Limits.max_batch_bytes),
         )
         slicing = SlicingSettings(
             mode=get("SLICE", _parse_slice_mode, SlicingSettings.mode),
@@ -371,11 +447,13 @@ class Settings:
             port=get("PORT", int, cls.port),
             workers=get("WORKERS", int, cls.workers),
             model=get("MODEL", str, None) or None,
+            models=get("MODELS", parse_model_specs, ()),
             cache_dir=get("CACHE_DIR", Path, default_cache_dir()),
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
             graceful_timeout_s=get("GRACEFUL_TIMEOUT_S", int, cls.graceful_timeout_s),
             io_threads=get("IO_THREADS", int, cls.io_threads),
             predictions_per_worker=get("PREDICTIONS_PER_WORKER", int, cls.predictions_per_worker),
+            max_worker_memory_mb=get("MAX_WORKER_MEMORY_MB", int, cls.max_worker_memory_mb),
             security=Security(
                 api_keys=read_api_keys(env),
                 open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),

@@ -16,7 +16,8 @@ to HTTP for every front-end.
     ├── UnsupportedMediaTypeError       unsupported_media_type   415
     ├── PayloadTooLargeError            payload_too_large        413
     │   ├── ImageTooLargeError          image_too_large          413
-    │   └── TooManyTilesError           too_many_tiles           413
+    │   ├── TooManyTilesError           too_many_tiles           413
+    │   └── BatchTooLargeError          batch_too_large          413
     ├── AuthenticationError             unauthorized             401
     ├── NotFoundError                   not_found                404
     ├── ModelError                      model_error              500
@@ -98,6 +99,12 @@ class TooManyTilesError(PayloadTooLargeError):
     """Sliced inference would need more tiles than allowed."""
 
     code = "too_many_tiles"
+
+
+class BatchTooLargeError(PayloadTooLargeError):
+    """A batch holds more images, or more image bytes, than allowed."""
+
+    code = "batch_too_large"
 
 
 class AuthenticationError(SpecksError):

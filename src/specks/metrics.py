@@ -91,13 +91,13 @@ class Metrics:
         )
 
     @contextmanager
-    def in_flight(self, route: str) -> Iterator[None]:
+    def in_flight(self, route: str, images: int = 1) -> Iterator[None]:
         gauge = self.images_in_flight.labels(route=route)
-        gauge.inc()
+        gauge.inc(images)
         try:
             yield
         finally:
-            gauge.dec()
+            gauge.dec(images)
 
     def observe_prediction(self, route: str, timing_ms: dict[str, float], tile_count: int) -> None:
         for stage in STAGES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .boxes import clip_xyxy
-from .config import Limits, Settings, SlicingSettings
+from .config import Limits, ModelSpec, Settings, SlicingSettings
+from .errors import SpecksError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
 from .models import load_model
 from .models.letterboxer import OrtLetterboxer
@@ -49,9 +50,27 @@ class StageTimer:
         finally:
             self.timings_ms[name] = self.timings_ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
-    def finish(self) -> dict[str, float]:
-        total = (time.perf_counter() - self._start) * 1000
+    def add(self, name: str, elapsed_ms: float) -> None:
+        """Count ``elapsed_ms`` towards a stage (an image's share of a run shared with others)."""
+        self.timings_ms[name] = self.timings_ms.get(name, 0.0) + elapsed_ms
+
+    def finish(self, *, wall_clock: bool = True) -> dict[str, float]:
+        """Stages and ``total``: wall-clock since the timer started, or (``wall_clock`` False) the sum
+        of the stages, for an image that waited while other images of its batch were worked on."""
+        total = (time.perf_counter() - self._start) * 1000 if wall_clock else sum(self.timings_ms.values())
         return {**{k: round(v, 3) for k, v in self.timings_ms.items()}, "total": round(total, 3)}
+
+
+@dataclass(frozen=True)
+class _BatchRow:
+    """One image of a shared run: what undoing its letterbox needs, without its pixels (unless kept)."""
+
+    index: int
+    size: ImageSize
+    scale_xy: tuple[float, float]
+    letterbox_plan: LetterboxPlan
+    params: PostprocessParams
+    image: DecodedImage | None
 
 
 @dataclass(frozen=True)
@@ -60,12 +79,17 @@ class Prediction:
 
     timing_ms:  milliseconds per stage (decode, preprocess, inference, postprocess, merge) and total.
     tile_count: tiles the image was sliced into (0: one full-image pass).
+    image:      the decoded image at full resolution, as displayed, only when the caller asked to
+                keep it (``keep_image``, to draw on it); None otherwise, so nothing is held.
+    visualization_jpeg_b64: the annotated picture (``specks.visualize``) when one was asked for.
     """
 
     detections: Detections
     image_size: ImageSize
     timing_ms: dict[str, float] = field(default_factory=dict)
     tile_count: int = 0
+    image: DecodedImage | None = field(default=None, repr=False, compare=False)
+    visualization_jpeg_b64: str | None = field(default=None, repr=False, compare=False)
 
 
 class Detector:
@@ -94,23 +118,27 @@ class Detector:
         return plan_request(self.model.info, self.slicing, options, image)
 
     # -- the pipeline ------------------------------------------------------------------------
-    def predict_base64(self, image_b64: str, options: DetectOptions) -> Prediction:
+    def predict_base64(self, image_b64: str, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
         timer = StageTimer()
         with timer.stage("decode"):
             data = decode_base64(image_b64)
-        return self._predict(data, options, timer)
+        return self._predict(data, options, timer, keep_image)
 
-    def predict_bytes(self, data: bytes, options: DetectOptions) -> Prediction:
-        return self._predict(data, options, StageTimer())
+    def predict_bytes(self, data: bytes, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
+        """Detect on image file bytes; ``keep_image`` decodes at full size and returns the pixels too."""
+        return self._predict(data, options, StageTimer(), keep_image)
 
-    def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer) -> Prediction:
+    def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool) -> Prediction:
         with timer.stage("decode"):
             # The pixel limit comes first: a too-large image must not be answered "too many tiles".
             size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
         plan = self.plan(options, size)
         with timer.stage("decode"):
-            image = self.decode_for_input(data, size, plan.decode_input_hw)
-        return Prediction(self.detect_planned(image, plan, timer), image.size, timer.finish(), plan.tile_count)
+            # A picture to draw on needs every pixel: no reduced-scale decode then.
+            image = self.decode_for_input(data, size, None if keep_image else plan.decode_input_hw)
+        detections = self.detect_planned(image, plan, timer)
+        kept = image if keep_image else None
+        return Prediction(detections, image.size, timer.finish(), plan.tile_count, image=kept)
 
     def detect_planned(self, image: DecodedImage, plan: RequestPlan, timer: StageTimer) -> Detections:
         """Every pass of a plan on a decoded image, fused when there are several -> original pixels."""
@@ -134,6 +162,77 @@ class Detector:
         else:
             found = self.detect_sliced(source, one_pass.slicing, one_pass.input_hw, params, timer)
         return mirror_boxes(found, image.size.width) if one_pass.flip else found
+
+    def predict_same_size(
+        self, images: Sequence[bytes], options: DetectOptions, *, keep_image: bool = False
+    ) -> list[Prediction | SpecksError]:
+        """Full-image passes of images of one size through one ``session.run`` (the batch axis).
+
+        The caller (``batching``) groups images whose plan is a full-image pass, all of one size,
+        on a model with a dynamic batch axis, and bounds how many. Each image keeps its own error
+        (decode, limits) in its place; a failed run is the error of every image in it. Each image's
+        ``timing_ms`` holds its own stages plus an equal share of the run it shared; its ``total``
+        is their sum. Only the batch tensor and each image's size are held until the run, not the
+        decoded pixels (unless ``keep_image``).
+        """
+        timers = [StageTimer() for _ in images]
+        results: dict[int, Prediction | SpecksError] = {}
+        batch: npt.NDArray[np.float32] | None = None
+        rows: list[_BatchRow] = []
+        alone: list[tuple[_BatchRow, npt.NDArray[np.float32]]] = []  # an input of another shape (rounding)
+        for index, data in enumerate(images):
+            try:
+                row, tensor = self._full_image_row(index, data, options, timers[index], keep_image)
+            except SpecksError as exc:
+                results[index] = exc
+                continue
+            if batch is None:
+                batch = np.empty((len(images) - index, *tensor.shape[1:]), np.float32)
+            if tensor.shape[1:] == batch.shape[1:]:
+                batch[len(rows)] = tensor[0]
+                rows.append(row)
+            else:
+                alone.append((row, tensor))
+            del tensor
+        runs = [(rows, batch[: len(rows)])] if batch is not None and rows else []
+        runs += [([row], tensor) for row, tensor in alone]
+        for run_rows, tensor in runs:
+            results.update(self._run_rows(run_rows, tensor, timers))
+        return [results[index] for index in range(len(images))]
+
+    def _full_image_row(
+        self, index: int, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool
+    ) -> tuple[_BatchRow, npt.NDArray[np.float32]]:
+        with timer.stage("decode"):
+            size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
+        plan = self.plan(options, size)
+        if plan.slicing is not None or len(plan.passes) != 1:
+            raise ValueError("predict_same_size runs one full-image pass per image; this plan has more")
+        with timer.stage("decode"):
+            image = self.decode_for_input(data, size, None if keep_image else plan.input_hw)
+        with timer.stage("preprocess"):
+            tensor, letterbox_plan = self.full_image_input(image, plan.input_hw)
+        kept = image if keep_image else None
+        return _BatchRow(index, image.size, image.scale_xy, letterbox_plan, plan.postprocess, kept), tensor
+
+    def _run_rows(
+        self, rows: list[_BatchRow], batch: npt.NDArray[np.float32], timers: list[StageTimer]
+    ) -> dict[int, Prediction | SpecksError]:
+        started = time.perf_counter()
+        try:
+            raw = self.model.run(batch)
+        except SpecksError as exc:
+            return {row.index: exc for row in rows}
+        share_ms = (time.perf_counter() - started) * 1000 / len(rows)
+        answers: dict[int, Prediction | SpecksError] = {}
+        for slot, row in enumerate(rows):
+            timer = timers[row.index]
+            timer.add("inference", share_ms)
+            with timer.stage("postprocess"):
+                found = postprocess(raw[slot], self.model.info.layout, row.params, row.letterbox_plan.input_hw)
+                detections = to_original_frame(found, row.letterbox_plan, row.size, row.scale_xy)
+            answers[row.index] = Prediction(detections, row.size, timer.finish(wall_clock=False), 0, image=row.image)
+        return answers
 
     def decode_for_input(self, data: bytes, size: ImageSize, input_hw: tuple[int, int] | None) -> DecodedImage:
         """Decode no larger than needed: a JPEG much bigger than ``input_hw`` decodes at reduced scale.
@@ -183,7 +282,7 @@ class Detector:
             raw = self.model.run(tensor)
         with timer.stage("postprocess"):
             found = postprocess(raw[0], info.layout, params, plan.input_hw)
-            return to_original_frame(found, plan, image)
+            return to_original_frame(found, plan, image.size, image.scale_xy)
 
     def detect_sliced(
         self,
@@ -243,13 +342,18 @@ class Detector:
         return batch
 
 
-def load_detector(settings: Settings, *, threads: int | None = None) -> Detector:
-    """Load ``settings.model`` under the settings' limits and slicing defaults.
+def load_detector(settings: Settings, *, threads: int | None = None, spec: ModelSpec | None = None) -> Detector:
+    """Load ``spec`` with the settings' limits and slicing defaults.
 
+    spec: None loads the model requests get when they name none: ``settings.model`` (under its
+          file name), else the first of ``settings.models``, else the embedded default.
     threads: ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
     """
     threads = settings.threads_for(1) if threads is None else threads
-    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
+    if spec is None and settings.model is None and settings.models:
+        spec = settings.models[0]
+    path, name = (settings.model, None) if spec is None else (spec.path, spec.name)
+    model = load_model(path, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir, name=name)
     return Detector(model, settings.limits, settings.slicing)
 
 
@@ -278,9 +382,15 @@ def mirror_boxes(found: Detections, width: float) -> Detections:
     return Detections(xyxy, found.confidence, found.class_id)
 
 
-def to_original_frame(found: Detections, plan: LetterboxPlan, image: DecodedImage) -> Detections:
-    """Map Detections from model-input pixels to original-image pixels, clipped to the image."""
-    scale_x, scale_y = image.scale_xy
+def to_original_frame(
+    found: Detections, plan: LetterboxPlan, size: ImageSize, scale_xy: tuple[float, float]
+) -> Detections:
+    """Map Detections from model-input pixels to original-image pixels, clipped to the image.
+
+    size: the original image as displayed; scale_xy: its pixels per decoded-array pixel
+    (``DecodedImage.scale_xy``; above 1 after a reduced-scale JPEG decode).
+    """
+    scale_x, scale_y = scale_xy
     xyxy = plan.input_to_source(found.xyxy) * np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
-    xyxy = clip_xyxy(xyxy, image.size.width, image.size.height)
+    xyxy = clip_xyxy(xyxy, size.width, size.height)
     return Detections(xyxy, found.confidence, found.class_id)

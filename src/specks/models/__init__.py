@@ -115,10 +115,12 @@ def load_model(
     threads: int,
     cache_dir: Path,
     overrides: ModelOverrides | None = None,
+    name: str | None = None,
 ) -> OnnxModel:
     """Load the model ``spec`` names (None: the embedded default), converting Darknet files once.
 
     ``overrides`` (a model profile's) replace what Specks declares about the model itself.
+    name: what the model is served and reported as (``--model NAME=PATH``); None: ``model_name(spec)``.
     """
     from .onnx_model import OnnxModel
 
@@ -129,6 +131,15 @@ def load_model(
         threads=threads,
         source_format=prepared.source_format,
         path=prepared.source,
-        name=prepared.name,
+        name=name or prepared.name,
         overrides=prepared.overrides if overrides is None else overrides,
     )
+
+
+def model_name(spec: str | None) -> str:
+    """The name a model spec is served under when none is given: its file name, or the embedded default's.
+
+    Cheap (no conversion, no hashing of weights); the same name ``load_model`` reports.
+    """
+    kind, path, _ = resolve_model_files(spec)
+    return PreparedModel(kind, path, path).name

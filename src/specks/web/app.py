@@ -6,6 +6,8 @@ Each gunicorn worker process builds its own app and loads its own model in the b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Flask
 
 from ..config import Settings
@@ -25,14 +27,18 @@ from .routes import SERVICE_EXTENSION, api
 
 
 def create_app(
-    settings: Settings | None = None, *, detector: Detector | None = None, load_in_background: bool = True
+    settings: Settings | None = None,
+    *,
+    detector: Detector | None = None,
+    detectors: Mapping[str, Detector] | None = None,
+    load_in_background: bool = True,
 ) -> Flask:
-    """Build the app. ``detector`` injects an already loaded model (tests, benchmarks)."""
+    """Build the app. ``detector`` / ``detectors`` (by name) inject models already loaded (tests, benchmarks)."""
     settings = settings or Settings.from_env()
     app = Flask("specks")
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    holder = ModelHolder(settings, detector)
+    holder = ModelHolder(settings, detector, detectors=detectors)
     metrics = process_metrics() if settings.observability.metrics_enabled else None
     app.extensions[SERVICE_EXTENSION] = DetectionService(settings, holder, metrics)
     app.register_blueprint(api)

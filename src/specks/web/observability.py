@@ -117,13 +117,14 @@ def _record(state: _AppState, route: str, status: int, duration_s: float) -> Non
 
 
 def _note_model(state: _AppState) -> None:
-    """Set specks_model_info once this app's model is loaded."""
+    """Set specks_model_info once this app's models are loaded, one series per model."""
     if state.model_noted or state.metrics is None:
         return
     holder = current_service().holder
     if not holder.ready:
         return
-    state.metrics.note_model(holder.get().model.info)
+    for detector in holder.detectors().values():
+        state.metrics.note_model(detector.model.info)
     state.model_noted = True
 
 

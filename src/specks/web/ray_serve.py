@@ -110,11 +110,12 @@ def check_model(holder: ModelHolder) -> None:
     from ..schemas import DetectOptions
     from ..slicing import SliceMode
 
-    detector = holder.get()  # ModelNotReadyError, saying why, when the model did not load
+    detectors = holder.detectors()  # ModelNotReadyError, saying why, when a model did not load
     if not holder.prediction_slots.acquire(blocking=False):
         return
     try:
-        detector.predict_bytes(probe_jpeg(), DetectOptions(slice=SliceMode.OFF))
+        for detector in detectors.values():  # every served model must answer
+            detector.predict_bytes(probe_jpeg(), DetectOptions(slice=SliceMode.OFF))
     finally:
         holder.prediction_slots.release()
 

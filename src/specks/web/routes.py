@@ -61,6 +61,7 @@ def index() -> Response:
                 "GET /model": "the loaded model and the server's request defaults",
                 "POST /v1/vision/detection": "DeepStack / CodeProject.AI-compatible detection (multipart 'image')",
                 "POST /infer/object_detection": "Roboflow inference-server-compatible detection",
+                "GET /models": "every served model: name, input size, classes",
             },
         }
     )
@@ -73,15 +74,20 @@ def health() -> Response:
 
 @api.get("/ready")
 def ready() -> Response:
-    holder = current_service().holder
-    if holder.ready:
-        return json_response({"status": "ready", "model": holder.get().model.info.name})
-    return error_response(503, "model_not_ready", holder.not_ready_reason)
+    service = current_service()
+    if service.holder.ready:
+        return json_response(service.ready_details())
+    return error_response(503, "model_not_ready", service.holder.not_ready_reason)
 
 
 @api.get("/model")
 def model() -> Response:
-    return json_response(current_service().model_details())
+    return json_response(current_service().model_details(request.args.get("name")))
+
+
+@api.get("/models")
+def models() -> Response:
+    return json_response(current_service().model_list())
 
 
 @api.post("/predict")
