@@ -193,7 +193,7 @@ def test_a_list_of_images_gets_a_list_of_answers_in_order(client: FlaskClient, b
         pytest.param({"class_filter": []}, lambda ps, base: ps == base, id="empty-filter-is-none"),
         pytest.param({"class_agnostic_nms": False}, lambda ps, base: ps == base, id="class-nms-false"),
         pytest.param({"iou_threshold": 0.9, "confidence": 0.1}, lambda ps, base: len(ps) >= len(base), id="iou"),
-        pytest.param({"visualize_predictions": True}, lambda ps, base: ps == base, id="visualize-not-yet"),
+        pytest.param({"visualize_predictions": True}, lambda ps, base: ps == base, id="visualize-same-boxes"),
         pytest.param({"max_candidates": 3000, "fix_batch_size": True, "disable_preproc_auto_orient": False,
                       "source": "workflow", "source_info": "x", "visualization_labels": True,
                       "visualization_stroke_width": 2},
@@ -208,8 +208,20 @@ def test_options(client: FlaskClient, busy: bytes, options: dict[str, Any], chec
     response = infer(client, image_ref(busy), **options)
 
     assert response.status_code == 200, response.get_data()
-    assert "visualization" not in response.get_json()
+    assert ("visualization" in response.get_json()) is bool(options.get("visualize_predictions"))
     assert check(drop_ids(response.get_json()), base)
+
+
+def test_visualize_predictions_answers_the_annotated_picture(client: FlaskClient, busy: bytes) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    answer = infer(client, image_ref(busy), visualize_predictions=True).get_json()
+    picture = Image.open(io.BytesIO(base64.b64decode(answer["visualization"])))
+    assert picture.format == "JPEG"
+    assert picture.size == (answer["image"]["width"], answer["image"]["height"])
 
 
 def test_iou_threshold_is_the_nms_iou(client: FlaskClient, busy: bytes) -> None:

@@ -118,11 +118,11 @@ def infer_object_detection() -> Response:
     route = request.url_rule.rule if request.url_rule is not None else request.path
     answers = []
     for image in images:
-        predict_request = parse_predict_request({"image": base64_value(image), **options})
-        prediction, detector = service.predict(predict_request, route=route, model=model)
+        fields = {"image": base64_value(image), "visualize": bool(body.visualize_predictions), **options}
+        prediction, detector = service.predict(parse_predict_request(fields), route=route, model=model)
         answer = encode_inference(prediction, detector)
-        if body.visualize_predictions:
-            add_visualization(answer, predict_request.image, prediction, detector)
+        if prediction.visualization_jpeg_b64 is not None:  # inference-sdk base64-decodes this field
+            answer["visualization"] = prediction.visualization_jpeg_b64
         answers.append(answer)
     return json_response(answers if isinstance(body.image, list) else answers[0])
 
@@ -228,17 +228,6 @@ def encode_inference(prediction: Prediction, detector: Detector) -> dict[str, An
         "predictions": predictions,
         "model": model_summary(detector.model.info),
     }
-
-
-def add_visualization(answer: dict[str, Any], image_b64: str, prediction: Prediction, detector: Detector) -> None:
-    """VISUALIZATION CALL SITE: where ``visualize_predictions: true`` gets its annotated picture.
-
-    specks.visualize (annotated pictures) is being written on another branch. Wire it in here, and
-    only here: ``answer["visualization"] = <base64 JPEG of the image with its boxes drawn>``
-    (inference-sdk base64-decodes that field). Until then the answer carries no ``visualization``,
-    which the client accepts (it reads the field only when present).
-    """
-    return None
 
 
 def server_uuid() -> str:
