@@ -1,7 +1,8 @@
 """The Flask application factory.
 
-Each gunicorn worker process builds its own app and loads its own model in the background
-(``/health`` answers at once, ``/ready`` once the model is warm).
+Each process builds its own app and loads its own model in the background (``/health`` answers
+at once, ``/ready`` once the model is warm). Under gunicorn (``specks.web.server``) a worker
+only takes connections once that loading has ended.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
 from .routes import api
-from .state import ModelHolder
+from .state import MODEL_EXTENSION, ModelHolder
 
 
 def create_app(
@@ -27,7 +28,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     holder = ModelHolder(settings, detector)
-    app.extensions["specks.model"] = holder
+    app.extensions[MODEL_EXTENSION] = holder
     app.register_blueprint(api)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.

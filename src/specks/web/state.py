@@ -12,6 +12,9 @@ from ..pipeline import Detector, load_detector
 
 log = logging.getLogger(__name__)
 
+# Where create_app keeps the ModelHolder: ``app.extensions[MODEL_EXTENSION]``.
+MODEL_EXTENSION = "specks.model"
+
 
 class ModelHolder:
     """Holds this process's Detector once it is loaded and warmed up."""
@@ -36,6 +39,13 @@ class ModelHolder:
             self._thread.start()
         else:
             self._load()
+
+    def wait_loaded(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the loading to end; True when none is in progress (any more)."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     @property
     def not_ready_reason(self) -> str:
