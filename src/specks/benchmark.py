@@ -83,10 +83,11 @@ def wait_until_steadily_ready(
 ) -> None:
     """Wait until ``GET /ready`` answers 200 on ``successes`` fresh connections in a row.
 
-    A gunicorn server answers ready as soon as one worker has loaded its model; the others
-    may still answer 503 for a while. Each connection goes to whichever worker accepts it,
-    so 20 successes in a row leave a still-loading worker of two a one-in-a-million chance.
-    ``check_alive`` raises when the server has died (no point waiting for it).
+    For a server whose workers may answer 503 while they load (not ``specks serve``, whose
+    workers take no connection before their model is ready: see
+    ``ServerProcess.wait_until_all_workers_ready``). Each connection goes to whichever worker
+    accepts it, so 20 successes in a row leave a still-loading worker of two a one-in-a-million
+    chance. ``check_alive`` raises when the server has died (no point waiting for it).
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80

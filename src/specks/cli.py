@@ -348,8 +348,10 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def format_load_report(report: dict[str, Any]) -> str:
     window = report["window_s"]
-    started_here = f"  (model {report['model']}, {report['workers']} workers, slice {report['slice']})"
-    lines = [f"target:        {report['url']}" + (started_here if "model" in report else "")]
+    target = f"target:        {report['url']}"
+    if "model" in report:  # a server started here
+        target += f"  (model {report['model']}, {report['workers']} workers, slice {report['slice']})"
+    lines = [target]
     lines.append(
         f"load:          concurrency {report['concurrency']}, {report['duration_s']:.0f} s, "
         f"measured {window[0]:.0f}..{window[1]:.0f} s after a {report['warmup_s']:.0f} s warm-up"

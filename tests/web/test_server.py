@@ -60,7 +60,7 @@ def test_the_gunicorn_master_never_imports_onnxruntime(model: str, tmp_path: Pat
 def test_workers_exit_cleanly_on_sigterm(cache_dir: Path) -> None:
     server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=2)
     try:
-        server.wait_ready(successes=20)
+        server.wait_until_all_workers_ready()
         for _ in range(4):  # reaches both workers in practice; either one aborted before the fix
             payload = json.dumps({"image": b64(jpeg_bytes(320, 240))})
             response = requests.post(
