@@ -91,7 +91,7 @@ def live_server(cache_dir: Path) -> Iterator[LiveServer]:
     """A real gunicorn server with yolov5n (2 workers, as in production)."""
     server = live_server_for(MODELS / "yolov5n.onnx", cache_dir)
     try:
-        server.wait_ready(successes=20)  # every worker has its model, not just the first
+        server.wait_until_all_workers_ready()  # every worker has its model, not just the first
         yield server
     finally:
         server.stop()

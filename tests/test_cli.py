@@ -1,4 +1,4 @@
-"""The `specks eval` and `specks predict` commands, run through specks.cli.main."""
+"""The `specks` commands: eval and predict run through specks.cli.main; serve and load flags parsed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import COCO_TINY, MODELS, require
-from specks.cli import build_parser, main, slice_options
+from specks.cli import build_parser, format_load_report, main, settings_from_args, slice_options
 from specks.evaluation import METRIC_NAMES
 
 
@@ -364,3 +364,67 @@ def test_serve_on_ray_serves_until_sigterm_then_shuts_ray_down(yolov5n: str, tmp
     output = log_path.read_text()
     assert "through Ray Serve with 1 replica(s), 1 CPU and 1 inference thread(s) each" in output
     assert "SIGTERM received, shutting down" in output
+
+
+# -- serve and load flags ------------------------------------------------------------------------
+
+
+def test_serve_recycling_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPECKS_MAX_REQUESTS", "100")
+    args = build_parser().parse_args(["serve", "--max-requests", "2000", "--max-requests-jitter", "100"])
+    settings = settings_from_args(args)
+    assert (settings.max_requests, settings.max_requests_jitter) == (2000, 100)
+    assert settings_from_args(build_parser().parse_args(["serve"])).max_requests == 100
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ((2000, 1500), None, "off", None)),
+        (
+            ["--image-size", "6000x4000", "--requests", "12", "--slice", "auto", "--workers", "2"],
+            ((6000, 4000), 12, "auto", 2),
+        ),
+    ],
+)
+def test_load_flags(flags: list[str], expected: tuple[Any, ...]) -> None:
+    args = build_parser().parse_args(["load", *flags])
+    assert (args.image_size, args.requests, args.slice, args.workers) == expected
+
+
+@pytest.mark.parametrize("size", ["6000", "6000x", "x4000", "0x10", "6000*4000", "1x-5"])
+def test_load_refuses_a_bad_image_size(size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["load", "--image-size", size])
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_load_report_shows_the_peak_memory() -> None:
+    report = {
+        "url": "http://127.0.0.1:1",
+        "model": "m.onnx",
+        "workers": 2,
+        "slice": "auto",
+        "concurrency": 12,
+        "duration_s": 40.0,
+        "warmup_s": 0.0,
+        "window_s": [0.0, 40.0],
+        "requests": 12,
+        "measured_requests": 12,
+        "errors": 0,
+        "error_kinds": {},
+        "throughput_per_s": 0.3,
+        "latency_ms": {"p50": 20000.0},
+        "memory": {
+            "workers": {"7": {"at_warmup_mb": 150.0, "at_end_mb": 400.0, "series_mb": [[0, 150.0]]}},
+            "growth_mb": 250.0,
+            "peak_mb": {"7": 722.4, "8": 706.0},
+            "peak_total_mb": 1428.4,
+            "sampled_peak_total_mb": 1398.0,
+            "peak_since": "warm-up",
+        },
+    }
+    text = format_load_report(report)
+    assert "(model m.onnx, 2 workers, slice auto)" in text
+    assert "peak RSS:      1428 MiB, the workers' peaks (722, 706 MiB, VmHWM, since warm-up)" in text
+    assert "1398 MiB at most at one sample" in text

@@ -28,6 +28,8 @@ def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert settings.workers == 0
     assert settings.model is None
     assert settings.request_timeout_s == 60
+    assert settings.predictions_per_worker == 1  # one decode + one model run per worker: the memory budget
+    assert (settings.max_requests, settings.max_requests_jitter) == (0, 0)  # workers are not recycled
     assert settings.runtime == RuntimeOptions(providers=("cpu",), intra_op_threads=0)
     assert settings.limits == Limits(max_image_pixels=40_000_000, max_body_bytes=20 * 1024 * 1024, max_json_depth=32)
 
@@ -71,6 +73,9 @@ def test_from_env_ignores_other_variables() -> None:
             (ModelSpec("a", "/p/a.onnx"), ModelSpec("b.v2", "/p/b.onnx")),
             id="models",
         ),
+        pytest.param("PREDICTIONS_PER_WORKER", "2", lambda s: s.predictions_per_worker, 2, id="predictions"),
+        pytest.param("MAX_REQUESTS", "1000", lambda s: s.max_requests, 1000, id="max-requests"),
+        pytest.param("MAX_REQUESTS_JITTER", "50", lambda s: s.max_requests_jitter, 50, id="max-requests-jitter"),
     ],
 )
 def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Settings], Any], expected: Any) -> None:
@@ -111,6 +116,11 @@ def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> Non
         pytest.param({"SPECKS_PORT": "65536"}, "got 65536", id="port-too-high"),
         pytest.param({"SPECKS_PORT": "-80"}, "got -80", id="port-negative"),
         pytest.param({"SPECKS_WORKERS": "-1"}, "workers must be >= 0, got -1", id="workers-negative"),
+        pytest.param({"SPECKS_MAX_REQUESTS": "-1"}, "max_requests must be >= 0, got -1", id="max-requests"),
+        pytest.param(
+            {"SPECKS_MAX_REQUESTS_JITTER": "-5"}, "max_requests_jitter must be >= 0, got -5", id="max-requests-jitter"
+        ),
+        pytest.param({"SPECKS_PREDICTIONS_PER_WORKER": "0"}, "predictions_per_worker must be >= 1", id="predictions"),
         pytest.param({"SPECKS_THREADS": "-2"}, "intra_op_threads must be >= 0, got -2", id="threads-negative"),
         pytest.param({"SPECKS_PROVIDERS": "gpu"}, "unknown execution provider", id="provider"),
         pytest.param({"SPECKS_MAX_IMAGE_PIXELS": "0"}, "max_image_pixels must be >= 1, got 0", id="max-pixels"),

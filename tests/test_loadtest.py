@@ -27,8 +27,10 @@ from specks.loadtest import (
     _target,
     child_pids,
     measure_bare_rate,
+    peak_rss_mb,
     percentile,
     predict_body,
+    reset_peak_rss,
     rss_mb,
     run_load,
 )
@@ -145,6 +147,25 @@ def test_to_dict_rounds_and_carries_the_memory_series() -> None:
     assert data["memory"]["growth_mb"] == pytest.approx(1.2)
 
 
+def test_peaks_add_up_per_worker_and_samples_add_up_per_moment() -> None:
+    memory = {
+        11: [(0.0, 100.0), (1.0, 300.0), (2.0, 120.0)],
+        12: [(0.0, 90.0), (1.0, 95.0), (2.0, 250.0)],
+    }
+    result = report([ok(3.0)], memory_mb=memory, peak_mb={11: 320.0, 12: 260.0})
+    assert result.peak_total_mb == 580.0  # an upper bound: the two peaks need not coincide
+    assert result.sampled_peak_total_mb() == 395.0  # max(190, 395, 370): a lower bound
+    shown = result.to_dict()["memory"]
+    assert shown["peak_mb"] == {"11": 320.0, "12": 260.0}
+    assert (shown["peak_total_mb"], shown["sampled_peak_total_mb"], shown["peak_since"]) == (580.0, 395.0, "warm-up")
+
+
+def test_no_peaks_without_workers() -> None:
+    result = report([ok(3.0)])
+    assert result.peak_total_mb is None and result.sampled_peak_total_mb() is None
+    assert result.to_dict()["memory"]["peak_total_mb"] is None
+
+
 # -- targets, processes, memory ------------------------------------------------------------------
 
 
@@ -181,6 +202,48 @@ def test_child_pids_and_rss_see_a_child_process() -> None:
     assert rss_mb(child.pid) is None
 
 
+ALLOCATE_AND_FREE = """
+import sys, time
+block = bytearray(300 * 1024 * 1024)  # touched: resident
+del block
+print("up", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.fixture()
+def peaked_child() -> Iterator[subprocess.Popen[bytes]]:
+    """A process that was 300 MiB bigger than it is now."""
+    child = subprocess.Popen([sys.executable, "-c", ALLOCATE_AND_FREE], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def test_peak_rss_remembers_freed_memory_until_reset(peaked_child: subprocess.Popen[bytes]) -> None:
+    pid = peaked_child.pid
+    now, peak = rss_mb(pid), peak_rss_mb(pid)
+    assert now is not None and peak is not None
+    assert peak - now > 250
+    if not reset_peak_rss(pid):
+        pytest.skip("this kernel does not let /proc/<pid>/clear_refs reset the peak")
+    after_reset = peak_rss_mb(pid)
+    assert after_reset is not None and after_reset - now < 50
+
+
+def test_run_load_reads_peaks_from_the_warmup_on(stub_url: str, peaked_child: subprocess.Popen[bytes]) -> None:
+    pid = peaked_child.pid
+    result = run_load(stub_url, b"{}", concurrency=1, duration_s=0.6, warmup_s=0.2, worker_pids=[pid], timeout_s=5)
+    assert set(result.peak_mb) == {pid}
+    if result.peak_since == "warm-up":  # the 300 MiB before the run no longer count
+        assert result.peak_mb[pid] < max(rss for _, rss in result.memory_mb[pid]) + 50
+    else:
+        assert result.peak_since == "worker start" and result.peak_mb[pid] > 250
+
+
 # -- the client against a stub server ------------------------------------------------------------
 
 
@@ -192,10 +255,19 @@ class _Stub(BaseHTTPRequestHandler):
     lock = threading.Lock()
     fail_every = 0
 
+    connections = 0
+    connection_headers: list[str | None] = []
+
+    def setup(self) -> None:
+        super().setup()
+        with self.lock:
+            type(self).connections += 1
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
         with self.lock:
             type(self).count += 1
+            type(self).connection_headers.append(self.headers.get("Connection"))
             failing = self.fail_every and type(self).count % self.fail_every == 0
         payload = b'{"detections": []}'
         self.send_response(500 if failing else 200)
@@ -220,7 +292,8 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stub_url() -> Iterator[str]:
-    _Stub.count, _Stub.fail_every, _Stub.gets, _Stub.ready_after = 0, 0, 0, 0
+    _Stub.count, _Stub.fail_every, _Stub.gets, _Stub.ready_after, _Stub.connections = 0, 0, 0, 0, 0
+    _Stub.connection_headers = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -240,6 +313,29 @@ def test_run_load_sends_exactly_the_request_budget(stub_url: str) -> None:
     assert _Stub.count == 40
     assert result.duration_s < 10
     assert result.throughput_per_s > 0
+
+
+@pytest.mark.parametrize(("keep_alive", "connections"), [(True, 2), (False, 20)])
+def test_run_load_keeps_connections_alive_or_opens_one_per_request(
+    stub_url: str, keep_alive: bool, connections: int
+) -> None:
+    result = run_load(
+        stub_url, b"{}", concurrency=2, duration_s=10, max_requests=20, timeout_s=5, keep_alive=keep_alive
+    )
+    assert result.errors == 0
+    assert _Stub.connections == connections
+    assert set(_Stub.connection_headers) == ({None} if keep_alive else {"close"})
+
+
+def test_run_load_stops_sending_when_told(stub_url: str) -> None:
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    result = run_load(stub_url, b"{}", concurrency=2, duration_s=60, timeout_s=5, stop=stop)
+    assert time.monotonic() - started < 5
+    assert result.requests > 0
+    assert result.duration_s < 5
+    assert result.started_at_s == pytest.approx(started, abs=0.5)
 
 
 def test_run_load_counts_http_errors(stub_url: str) -> None:
@@ -363,7 +459,7 @@ def test_load_smoke_60s_concurrency_8(cache_dir: Path) -> None:
     image = _photo_2000x1500()
     server = ServerProcess(Settings(model=model, cache_dir=cache_dir), workers=2, env={"SPECKS_SLICE": "off"})
     try:
-        server.wait_ready(successes=20)
+        server.wait_until_all_workers_ready()
         workers = child_pids(server.pid)
         assert len(workers) == 2
         result = run_load(
@@ -383,3 +479,4 @@ def test_load_smoke_60s_concurrency_8(cache_dir: Path) -> None:
     assert set(result.memory_at_warmup_mb()) == set(workers)
     for pid, start_mb in result.memory_at_warmup_mb().items():
         assert result.memory_end_mb()[pid] - start_mb < 50, data["memory"]["workers"][str(pid)]
+        assert result.peak_mb[pid] >= max(rss for _, rss in result.memory_mb[pid]) - 1  # sampled <= the true peak

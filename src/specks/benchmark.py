@@ -13,6 +13,7 @@ import base64
 import http.client
 import io
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,10 +48,10 @@ def synthetic_photo_jpeg(width: int = 2000, height: int = 1500, quality: int = 9
     return buffer.getvalue()
 
 
-def image_or_synthetic(path: Path | None) -> bytes:
-    """The image file's bytes (an unreadable path is a SpecksError), or the synthetic photo."""
+def image_or_synthetic(path: Path | None, *, size_wh: tuple[int, int] = (2000, 1500)) -> bytes:
+    """The image file's bytes (an unreadable path is a SpecksError), or a synthetic photo of ``size_wh``."""
     if path is None:
-        return synthetic_photo_jpeg()
+        return synthetic_photo_jpeg(*size_wh)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -82,10 +83,11 @@ def wait_until_steadily_ready(
 ) -> None:
     """Wait until ``GET /ready`` answers 200 on ``successes`` fresh connections in a row.
 
-    A gunicorn server answers ready as soon as one worker has loaded its model; the others
-    may still answer 503 for a while. Each connection goes to whichever worker accepts it,
-    so 20 successes in a row leave a still-loading worker of two a one-in-a-million chance.
-    ``check_alive`` raises when the server has died (no point waiting for it).
+    For a server whose workers may answer 503 while they load (not ``specks serve``, whose
+    workers take no connection before their model is ready: see
+    ``ServerProcess.wait_until_all_workers_ready``). Each connection goes to whichever worker
+    accepts it, so 20 successes in a row leave a still-loading worker of two a one-in-a-million
+    chance. ``check_alive`` raises when the server has died (no point waiting for it).
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -128,6 +130,7 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.port = free_port()
+        self.workers = workers if workers is not None else settings.resolved_workers()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "specks.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if workers is not None:
@@ -147,13 +150,42 @@ class ServerProcess:
         """The gunicorn master's process id (its children are the workers)."""
         return self.process.pid
 
-    def output_tail(self, chars: int = 2000) -> str:
+    def output(self) -> str:
+        """Everything the server has printed so far."""
         self._output.seek(0)
-        return self._output.read().decode(errors="replace")[-chars:]
+        return self._output.read().decode(errors="replace")
+
+    def output_tail(self, chars: int = 2000) -> str:
+        return self.output()[-chars:]
 
     def wait_ready(self, timeout_s: float = 120, *, successes: int = 1) -> None:
         """Wait for ``successes`` 200s from ``GET /ready`` in a row (see ``wait_until_steadily_ready``)."""
         wait_until_steadily_ready(self.url, successes=successes, timeout_s=timeout_s, check_alive=self._check_alive)
+
+    def wait_until_all_workers_ready(self, timeout_s: float = 120) -> list[int]:
+        """Wait until every worker has logged that it takes connections; returns their pids.
+
+        ``GET /ready`` cannot tell: a worker still loading its model takes no connections, so
+        every answer comes from one that is ready.
+        """
+        from .loadtest import child_pids
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            workers = child_pids(self.pid)
+            if len(workers) == self.workers and set(workers) <= self.ready_worker_pids():
+                return workers
+            if time.monotonic() > deadline:
+                raise SpecksError(f"not every worker of {self.url} was ready within {timeout_s:.0f} s")
+            time.sleep(0.1)
+
+    def ready_worker_pids(self) -> set[int]:
+        """Pids of the workers that have said they take connections so far (living or not)."""
+        from .web.server import WORKER_READY_MESSAGE
+
+        pattern = re.escape(WORKER_READY_MESSAGE) + r" \(pid (\d+)"
+        return {int(pid) for pid in re.findall(pattern, self.output())}
 
     def _check_alive(self) -> None:
         if self.process.poll() is not None:

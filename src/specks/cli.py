@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--address", help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001) instead of a local Ray"
     )
+    serve.add_argument(
+        "--max-requests", type=int, help="replace each worker gracefully after about N requests (default 0: never)"
+    )
+    serve.add_argument(
+        "--max-requests-jitter", type=int, help="add a random 0..N to each worker's --max-requests (default 0)"
+    )
     _common_model_args(serve, several=True)
     _ray_args(serve)
 
@@ -248,10 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--model", help="start a server with this model (default: the embedded one); slicing off, see above"
     )
-    load.add_argument("--image", type=Path, help="a JPEG (default: a synthetic 2000x1500 photo-like JPEG)")
+    load.add_argument("--image", type=Path, help="a JPEG (default: a synthetic photo-like JPEG, see --image-size)")
+    load.add_argument(
+        "--image-size", type=_size_wh, default=(2000, 1500), help="the synthetic photo's WxH (default 2000x1500)"
+    )
     load.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     load.add_argument("--duration", type=float, default=60, help="seconds of sending (default 60)")
+    load.add_argument("--requests", type=int, help="stop after this many requests (default: no limit)")
     load.add_argument("--warmup", type=float, default=5, help="first seconds left out of the figures (default 5)")
+    load.add_argument("--timeout", type=float, default=60, help="seconds a request may take (default 60)")
+    load.add_argument("--workers", type=int, help="workers of the server started here (default: one per core)")
+    load.add_argument(
+        "--slice",
+        choices=list(SLICE_MODES),
+        default="off",
+        help="SPECKS_SLICE of the server started here (default off: one model run per request)",
+    )
     load.add_argument("--json", action="store_true", help="print JSON")
 
     mosaic = sub.add_parser(
@@ -270,11 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size_wh(text: str) -> tuple[int, int]:
+    """'6000x4000' -> (6000, 4000)."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 6000x4000, got {text!r}")
+    return int(width), int(height)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Environment first (SPECKS_*), then the flags that were given."""
     settings = Settings.from_env()
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "workers"):
+    for name in ("host", "port", "workers", "max_requests", "max_requests_jitter"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -594,12 +620,18 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .benchmark import image_or_synthetic
     from .loadtest import predict_body, run_load, run_load_benchmark
 
-    image_bytes = image_or_synthetic(args.image)
-    shape = {"concurrency": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup}
+    image_bytes = image_or_synthetic(args.image, size_wh=args.image_size)
+    shape: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "max_requests": args.requests,
+        "timeout_s": args.timeout,
+    }
     if args.url:
         report = run_load(args.url, predict_body(image_bytes), **shape).to_dict()
     else:
-        report = run_load_benchmark(settings_from_args(args), image_bytes, **shape)
+        report = run_load_benchmark(settings_from_args(args), image_bytes, slice_mode=args.slice, **shape)
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -609,7 +641,10 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def format_load_report(report: dict[str, Any]) -> str:
     window = report["window_s"]
-    lines = [f"target:        {report['url']}" + (f"  (model {report['model']})" if "model" in report else "")]
+    target = f"target:        {report['url']}"
+    if "model" in report:  # a server started here
+        target += f"  (model {report['model']}, {report['workers']} workers, slice {report['slice']})"
+    lines = [target]
     lines.append(
         f"load:          concurrency {report['concurrency']}, {report['duration_s']:.0f} s, "
         f"measured {window[0]:.0f}..{window[1]:.0f} s after a {report['warmup_s']:.0f} s warm-up"
@@ -629,6 +664,12 @@ def format_load_report(report: dict[str, Any]) -> str:
         lines.append(f"worker {pid}:  {shown}, {len(worker['series_mb'])} samples")
     if memory["growth_mb"] is not None:
         lines.append(f"memory growth: {memory['growth_mb']:+.1f} MiB (largest of any worker)")
+    if memory.get("peak_total_mb") is not None:
+        peaks = ", ".join(f"{peak:.0f}" for peak in memory["peak_mb"].values())
+        lines.append(
+            f"peak RSS:      {memory['peak_total_mb']:.0f} MiB, the workers' peaks ({peaks} MiB, VmHWM, "
+            f"since {memory['peak_since']}) added up; {memory['sampled_peak_total_mb']:.0f} MiB at most at one sample"
+        )
     elif not memory["workers"]:
         lines.append("memory:        not sampled (the server was not started here)")
     if "bare_session_run_per_s" in report:

@@ -354,8 +354,13 @@ class Settings:
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.
-    predictions_per_worker: requests one worker decodes and runs at once; the rest wait, which
-                bounds memory (one full-resolution decode plus model activations each).
+    predictions_per_worker: requests one worker decodes and runs at once; the rest wait (queue,
+                not fail), which bounds memory: each slot holds one full-resolution decode plus
+                one model run's activations (README "Memory"). One is the default: a worker's
+                inference threads already fill its share of the cores.
+    max_requests: a worker is replaced (gracefully) after about this many requests; 0 never.
+    max_requests_jitter: each worker's limit gets a random 0..jitter added, so the workers
+                do not all restart at once.
     max_worker_memory_mb: refuse to start when the estimated memory of one worker (its models,
                 from their file sizes, and its prediction slots) is above this; 0: no limit.
     """
@@ -369,8 +374,10 @@ class Settings:
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
     io_threads: int = 32
-    predictions_per_worker: int = 2
+    predictions_per_worker: int = 1
     max_worker_memory_mb: int = 0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
@@ -385,8 +392,9 @@ class Settings:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        for name in ("workers", "max_requests", "max_requests_jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_worker_memory_mb < 0:
             raise ConfigError(f"max_worker_memory_mb must be >= 0 (0: no limit), got {self.max_worker_memory_mb}")
         for spec in self.models:
@@ -454,6 +462,8 @@ class Settings:
             io_threads=get("IO_THREADS", int, cls.io_threads),
             predictions_per_worker=get("PREDICTIONS_PER_WORKER", int, cls.predictions_per_worker),
             max_worker_memory_mb=get("MAX_WORKER_MEMORY_MB", int, cls.max_worker_memory_mb),
+            max_requests=get("MAX_REQUESTS", int, cls.max_requests),
+            max_requests_jitter=get("MAX_REQUESTS_JITTER", int, cls.max_requests_jitter),
             security=Security(
                 api_keys=read_api_keys(env),
                 open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),

@@ -67,6 +67,13 @@ class ModelHolder:
         else:
             self._load()
 
+    def wait_loaded(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the loading to end; True when none is in progress (any more)."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
     @property
     def not_ready_reason(self) -> str:
         """Why there are no models yet (meaningful only while not ``ready``)."""

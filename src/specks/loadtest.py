@@ -85,10 +85,32 @@ def _parent_pid(pid: int) -> int | None:
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of ``pid`` in MiB (VmRSS), or None when the process is gone."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The most resident memory ``pid`` has had, in MiB (VmHWM), or None when the process is gone.
+
+    Since the process started, or since ``reset_peak_rss``. Exact, unlike sampling every second.
+    """
+    return _status_mb(pid, "VmHWM:")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Restart ``pid``'s peak (VmHWM) from its current RSS; False where the kernel does not allow it."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(pid: int, field_name: str) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field_name):
                     return int(line.split()[1]) / 1024  # kB
     except (OSError, ValueError):
         return None
@@ -122,6 +144,10 @@ class LoadReport:
 
     records:     every request, in completion order.
     memory_mb:   worker pid -> [(seconds since start, RSS in MiB)], sampled about once a second.
+    peak_mb:     worker pid -> its peak RSS in MiB (VmHWM) at the end of the run, counted from
+                 the warm-up's end (``peak_since`` "warm-up") or, where the kernel does not let
+                 it be reset, from the worker's start ("worker start").
+    started_at_s: ``time.monotonic()`` when the run started; every time above counts from it.
     warmup_s:    requests finishing before this are left out of throughput and percentiles
                  (their errors still count).
     duration_s:  seconds until sending stopped: the time limit, or the last reply when the request
@@ -134,6 +160,9 @@ class LoadReport:
     warmup_s: float
     records: tuple[RequestRecord, ...]
     memory_mb: Mapping[int, Sequence[tuple[float, float]]] = field(default_factory=dict)
+    peak_mb: Mapping[int, float] = field(default_factory=dict)
+    peak_since: str = "warm-up"
+    started_at_s: float = 0.0
 
     @property
     def requests(self) -> int:
@@ -187,6 +216,19 @@ class LoadReport:
         growths = [end[pid] - start[pid] for pid in start if pid in end]
         return max(growths) if growths else None
 
+    @property
+    def peak_total_mb(self) -> float | None:
+        """The workers' peaks added up: an upper bound of their peak together (the peaks may not coincide)."""
+        return sum(self.peak_mb.values()) if self.peak_mb else None
+
+    def sampled_peak_total_mb(self) -> float | None:
+        """The highest sum of the workers' RSS over the samples taken at the same moments: a lower bound."""
+        totals: dict[int, float] = {}
+        for series in self.memory_mb.values():
+            for index, (_, rss) in enumerate(series):
+                totals[index] = totals.get(index, 0.0) + rss
+        return max(totals.values()) if totals else None
+
     def to_dict(self) -> dict[str, Any]:
         start, end = self.window_s()
         at_warmup, at_end = self.memory_at_warmup_mb(), self.memory_end_mb()
@@ -214,8 +256,16 @@ class LoadReport:
                     for pid, series in self.memory_mb.items()
                 },
                 "growth_mb": round(growth, 1) if growth is not None else None,
+                "peak_mb": {str(pid): round(peak, 1) for pid, peak in self.peak_mb.items()},
+                "peak_total_mb": _rounded(self.peak_total_mb),
+                "sampled_peak_total_mb": _rounded(self.sampled_peak_total_mb()),
+                "peak_since": self.peak_since,
             },
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -247,24 +297,32 @@ class _RequestBudget:
             return True
 
 
-def _send_until(
-    target: tuple[str, int, str],
-    body: bytes,
-    clock: _Clock,
-    budget: _RequestBudget,
-    timeout_s: float,
-    records: list[RequestRecord],
-) -> None:
-    """One client thread: one keep-alive connection, requests back to back until time or budget run out."""
-    host, port, path = target
+@dataclass(frozen=True)
+class _Client:
+    """What every client thread sends, where, and how."""
+
+    target: tuple[str, int, str]
+    body: bytes
+    timeout_s: float
+    keep_alive: bool
+
+
+def _send_until(client: _Client, clock: _Clock, budget: _RequestBudget, records: list[RequestRecord]) -> None:
+    """One client thread: requests back to back until time or budget run out.
+
+    With ``keep_alive`` one connection serves them all (a new one after the server closes it);
+    without, each request has its own connection and says ``Connection: close``.
+    """
+    host, port, path = client.target
+    headers = SEED_HEADERS if client.keep_alive else {**SEED_HEADERS, "Connection": "close"}
     connection: http.client.HTTPConnection | None = None
-    while clock.now() < clock.stop_s and budget.take():
+    while clock.sending() and budget.take():
         if connection is None:
-            connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+            connection = http.client.HTTPConnection(host, port, timeout=client.timeout_s)
         started = clock.now()
-        status, error, keep_alive = _post(connection, path, body)
+        status, error, reusable = _post(connection, path, client.body, headers)
         records.append(RequestRecord(started, clock.now(), status, error))  # list.append is atomic
-        if not keep_alive:
+        if not (reusable and client.keep_alive):
             connection.close()
             connection = None
         if status == 0:
@@ -273,10 +331,12 @@ def _send_until(
         connection.close()
 
 
-def _post(connection: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, str | None, bool]:
+def _post(
+    connection: http.client.HTTPConnection, path: str, body: bytes, headers: Mapping[str, str]
+) -> tuple[int, str | None, bool]:
     """One request -> (HTTP status or 0 for none, error kind or None, whether the connection stays usable)."""
     try:
-        connection.request("POST", path, body=body, headers=SEED_HEADERS)
+        connection.request("POST", path, body=body, headers=dict(headers))
         response = connection.getresponse()
         response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -286,27 +346,67 @@ def _post(connection: http.client.HTTPConnection, path: str, body: bytes) -> tup
 
 
 class _Clock:
-    """Seconds since the run started, and when sending stops."""
+    """Seconds since the run started, and when sending stops: at ``stop_s``, or once ``stop`` is set."""
 
-    def __init__(self, stop_s: float) -> None:
-        self._start = time.monotonic()
+    def __init__(self, stop_s: float, stop: threading.Event | None = None) -> None:
+        self.started_at_s = time.monotonic()
         self.stop_s = stop_s
+        self._stop = stop
 
     def now(self) -> float:
-        return time.monotonic() - self._start
+        return time.monotonic() - self.started_at_s
+
+    def sending(self) -> bool:
+        return self.now() < self.stop_s and not (self._stop is not None and self._stop.is_set())
 
 
-def _sample_memory(
-    pids: Sequence[int], clock: _Clock, every_s: float, done: threading.Event, series: dict[int, list]
-) -> None:
-    while True:
-        t = clock.now()
-        for pid in pids:
+class _MemorySampler:
+    """Samples the workers' RSS every ``every_s`` seconds; restarts their peaks when the warm-up ends."""
+
+    def __init__(self, pids: Sequence[int], clock: _Clock, every_s: float, warmup_s: float) -> None:
+        self.pids = list(pids)
+        self.series: dict[int, list[tuple[float, float]]] = {pid: [] for pid in self.pids}
+        self.peak_since = "worker start"
+        self._clock, self._every_s, self._warmup_s = clock, every_s, warmup_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load-memory", daemon=True)
+
+    def start(self) -> None:
+        if self._warmup_s <= 0:
+            self._reset_peaks()
+        self._thread.start()
+
+    def stop(self) -> dict[int, float]:
+        """Stop, take one last sample after the last reply, and return each worker's peak."""
+        self._done.set()
+        self._thread.join(timeout=5)
+        self._sample()
+        peaks = {pid: peak_rss_mb(pid) for pid in self.pids}
+        return {pid: peak for pid, peak in peaks.items() if peak is not None}
+
+    def _reset_peaks(self) -> None:
+        if self.pids and all([reset_peak_rss(pid) for pid in self.pids]):
+            self.peak_since = "warm-up"
+
+    def _sample(self) -> None:
+        t = self._clock.now()
+        for pid in self.pids:
             rss = rss_mb(pid)
             if rss is not None:
-                series[pid].append((t, rss))
-        if done.wait(every_s):
-            return
+                self.series[pid].append((t, rss))
+
+    def _run(self) -> None:
+        warming = self._warmup_s > 0
+        while True:
+            if warming and self._clock.now() >= self._warmup_s:
+                self._reset_peaks()
+                warming = False
+            self._sample()
+            wait_s = self._every_s
+            if warming:  # wake up when the warm-up ends, to restart the peaks then
+                wait_s = min(wait_s, max(0.01, self._warmup_s - self._clock.now()))
+            if self._done.wait(wait_s):
+                return
 
 
 def run_load(
@@ -320,32 +420,31 @@ def run_load(
     worker_pids: Sequence[int] | None = None,
     sample_every_s: float = 1.0,
     timeout_s: float = 60.0,
+    keep_alive: bool = True,
+    stop: threading.Event | None = None,
 ) -> LoadReport:
     """POST ``body`` to ``url`` from ``concurrency`` threads for ``duration_s`` seconds.
 
     url:          http://host:port (targets /predict) or a full URL with a path.
-    worker_pids:  processes whose RSS is sampled every ``sample_every_s`` seconds (and once at the end).
+    worker_pids:  processes whose RSS is sampled every ``sample_every_s`` seconds (and once at the
+                  end) and whose peak RSS is read at the end.
     timeout_s:    per-request socket timeout; a request running past it counts as an error.
+    keep_alive:   each thread keeps one connection; False opens one per request (fault tests: a
+                  request then fails only if the process that accepted it fails).
+    stop:         sending also stops once this is set (before ``duration_s``).
     Ends after at most ``duration_s + timeout_s`` seconds, however the server behaves.
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     if duration_s <= 0 or not 0 <= warmup_s < duration_s:
         raise ConfigError(f"need 0 <= warmup < duration, got warmup {warmup_s} s and duration {duration_s} s")
-    target = _target(url)
-    clock = _Clock(stop_s=duration_s)
+    client = _Client(_target(url), body, timeout_s, keep_alive)
+    clock = _Clock(duration_s, stop)
     budget = _RequestBudget(max_requests)
     records: list[RequestRecord] = []
-    pids = list(worker_pids or ())
-    series: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}
-    done = threading.Event()
-    sampler = threading.Thread(
-        target=_sample_memory, args=(pids, clock, sample_every_s, done, series), name="load-memory", daemon=True
-    )
+    sampler = _MemorySampler(worker_pids or (), clock, sample_every_s, warmup_s)
     clients = [
-        threading.Thread(
-            target=_send_until, args=(target, body, clock, budget, timeout_s, records), name=f"load-{i}", daemon=True
-        )
+        threading.Thread(target=_send_until, args=(client, clock, budget, records), name=f"load-{i}", daemon=True)
         for i in range(concurrency)
     ]
     sampler.start()
@@ -354,20 +453,18 @@ def run_load(
     join_by = time.monotonic() + duration_s + timeout_s + 5
     for thread in clients:
         thread.join(max(0.0, join_by - time.monotonic()))
-    sent_s = min(clock.now(), duration_s) if max_requests is not None else duration_s
-    done.set()
-    sampler.join(timeout=5)
-    for pid in pids:  # one last sample after the last reply
-        rss = rss_mb(pid)
-        if rss is not None:
-            series[pid].append((clock.now(), rss))
+    sent_s = min(clock.now(), duration_s) if max_requests is not None or stop is not None else duration_s
+    peaks = sampler.stop()
     return LoadReport(
         url=url,
         concurrency=concurrency,
         duration_s=sent_s,
         warmup_s=warmup_s,
         records=tuple(sorted(records, key=lambda r: r.finished_s)),
-        memory_mb={pid: tuple(s) for pid, s in series.items()},
+        memory_mb={pid: tuple(s) for pid, s in sampler.series.items()},
+        peak_mb=peaks,
+        peak_since=sampler.peak_since,
+        started_at_s=clock.started_at_s,
     )
 
 
@@ -397,18 +494,27 @@ def measure_bare_rate(settings: Settings, image_bytes: bytes, runs: int = BARE_R
 
 
 def run_load_benchmark(
-    settings: Settings, image_bytes: bytes, *, concurrency: int, duration_s: float, warmup_s: float
+    settings: Settings,
+    image_bytes: bytes,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int | None = None,
+    slice_mode: str = "off",
+    timeout_s: float = 60.0,
 ) -> dict[str, Any]:
-    """Start ``specks serve`` (default workers, slicing off), load it, then time bare session.run.
+    """Start ``specks serve`` (``settings.workers``, slicing off), load it, then time bare session.run.
 
-    Slicing is off so the request runs the model once on the whole image: "auto" would cut a
-    2000x1500 photo into a dozen tiles, a different workload from the bare yardstick.
+    Slicing is off by default so the request runs the model once on the whole image: "auto" would
+    cut a 2000x1500 photo into a dozen tiles, a different workload from the bare yardstick.
+    ``slice_mode`` "auto" or "on" measures sliced requests instead (memory under large photos).
     """
     from .benchmark import ServerProcess
 
-    server = ServerProcess(settings, env={"SPECKS_SLICE": "off"})
+    server = ServerProcess(settings, workers=settings.workers or None, env={"SPECKS_SLICE": slice_mode})
     try:
-        server.wait_ready(successes=20)  # every worker, not just the first, has its model
+        server.wait_until_all_workers_ready()
         workers = child_pids(server.pid)
         report = run_load(
             server.url,
@@ -416,7 +522,9 @@ def run_load_benchmark(
             concurrency=concurrency,
             duration_s=duration_s,
             warmup_s=warmup_s,
+            max_requests=max_requests,
             worker_pids=workers,
+            timeout_s=timeout_s,
         )
     finally:
         server.stop()
@@ -425,6 +533,7 @@ def run_load_benchmark(
         **report.to_dict(),
         "model": settings.model or "embedded default",
         "workers": len(workers),
+        "slice": slice_mode,
         "image_bytes": len(image_bytes),
         "bare_session_run_per_s": round(bare_per_s, 3),
         "throughput_over_bare": round(report.throughput_per_s / bare_per_s, 3),

@@ -319,6 +319,7 @@ class Detector:
                 batch = self._letterbox_batch(image.rgb, chunk, tile_plan)
             with timer.stage("inference"):
                 raw = self.model.run(batch)
+            del batch  # memory: neither this input nor this output may live on through the next run
             with timer.stage("postprocess"):
                 for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
                     tile_found = postprocess(raw[slot], info.layout, params, tile_plan.input_hw)
@@ -327,6 +328,7 @@ class Detector:
                     found.append(
                         shift_detections(Detections(xyxy, tile_found.confidence, tile_found.class_id), (tx1, ty1))
                     )
+            del raw
         return found
 
     def _letterbox_batch(

@@ -102,3 +102,18 @@ def test_reduce_rgb_is_a_box_filter() -> None:
     assert reduced.shape == (2, 2, 3)
     assert reduced[0, 0, 0] == 200 and reduced[1, 1, 0] == 0
     assert reduce_rgb(rgb, 1) is rgb
+
+
+class _NoRun:
+    def run(self, *args: object) -> None:
+        raise AssertionError("a native-size letterbox must not run the ONNX Runtime graph")
+
+
+def test_native_size_content_is_written_by_numpy_not_the_graph() -> None:
+    """A tile that needs no resize skips ONNX Runtime, whose float intermediates would stay in its arena."""
+    letterboxer = OrtLetterboxer(threads=1)
+    letterboxer._sessions = {False: _NoRun(), True: _NoRun()}  # type: ignore[dict-item]
+    rgb = smooth_image(2000, 1500)
+    plan = plan_letterbox((2000, 1500), (1504, 2016), minimal_padding=True)  # a native tile, padded to the stride
+    assert plan.content_wh == (2000, 1500)
+    assert np.array_equal(letterboxer(rgb, plan), letterbox(rgb, plan))

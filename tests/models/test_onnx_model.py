@@ -16,7 +16,15 @@ from specks.config import RuntimeOptions
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from specks.models import load_model, prepare_model, resolve_model_files
 from specks.models.names import COCO80_NAMES
-from specks.models.onnx_model import OnnxModel, anchor_points, detect_layout, size_agnostic_session
+from specks.models.onnx_model import (
+    ARENA_KEEP_INPUT_PIXELS,
+    OnnxModel,
+    _run_options,
+    anchor_points,
+    detect_layout,
+    session_options,
+    size_agnostic_session,
+)
 from specks.models.overrides import ModelOverrides
 from specks.postprocess import OutputLayout, PostprocessParams, postprocess, yolox_grid
 from specks.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Placement, letterbox, plan_letterbox
@@ -156,6 +164,44 @@ def test_dynamic_model_runs_a_batch_at_another_size(real_model: ModelLoader) -> 
 
     assert raw.shape == (2, 3 * anchor_points((320, 480), (8, 16, 32)), 85)
     assert detect_layout(raw[:1].shape, (320, 480), False) is OutputLayout.YOLOV5
+
+
+@pytest.mark.parametrize(
+    ("shape", "gives_memory_back"),
+    [
+        ((1, 3, 640, 640), False),
+        ((1, 3, 1504, 2016), False),  # a 2000x1500 photo as one native tile
+        ((1, 3, 2048, 2048), False),  # exactly the limit
+        ((1, 3, 2048, 2080), True),
+        ((1, 3, 2560, 2560), True),  # the largest dynamic-size tile
+        ((11, 3, 640, 640), True),  # a batch counts as a whole
+    ],
+)
+def test_only_runs_larger_than_the_limit_give_their_arena_memory_back(
+    shape: tuple[int, int, int, int], gives_memory_back: bool
+) -> None:
+    assert (shape[0] * shape[2] * shape[3] > ARENA_KEEP_INPUT_PIXELS) is gives_memory_back
+    options = _run_options(np.empty(shape, np.float32))
+    if not gives_memory_back:
+        assert options is None
+    else:
+        assert options is not None
+        assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
+def test_sessions_plan_no_memory_pattern() -> None:
+    """A pattern block per input shape came on top of the arena (930 vs 485 MiB at 2560x2560)."""
+    assert session_options(1).enable_mem_pattern is False
+
+
+def test_dynamic_model_gives_a_large_run_the_same_answer_with_its_memory_returned(real_model: ModelLoader) -> None:
+    model = real_model(YOLOV5N_DYNAMIC)
+    tensor = np.random.default_rng(1).random((1, 3, 2080, 2048), dtype=np.float32)
+    assert _run_options(tensor) is not None
+    first = model.run(tensor)
+    second = model.run(tensor)  # after the arena shrank: same result, nothing left dangling
+    assert first.shape == (1, 3 * anchor_points((2080, 2048), (8, 16, 32)), 85)
+    assert np.array_equal(first, second)
 
 
 def test_static_model_rejects_another_size_with_inference_error(real_model: ModelLoader) -> None:

@@ -406,7 +406,7 @@ def test_live_metrics_add_up_every_workers_requests(tmp_path: Path, cache_dir: P
     # TMPDIR: the server makes its metrics directory there, where this test can look into it.
     server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, env={"TMPDIR": str(tmp_path)})
     try:
-        server.wait_ready(successes=20)  # both workers have their model: no 503 below
+        server.wait_until_all_workers_ready()  # both workers have their model
         (metrics_dir,) = tmp_path.glob("specks-metrics-*")
         body = json.dumps({"image": b64(SMALL_JPEG)})
         headers = {"Content-Type": "application/json"}

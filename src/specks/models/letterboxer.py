@@ -14,7 +14,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from ..preprocess import RGB_UNIT_CENTERED, ChannelOrder, LetterboxPlan, Preprocessing, reduce_rgb
+from ..preprocess import RGB_UNIT_CENTERED, ChannelOrder, LetterboxPlan, Preprocessing, letterbox, reduce_rgb
 from .onnx_model import session_options
 
 _OPSET = 18  # Resize with the antialias attribute
@@ -62,6 +62,7 @@ class OrtLetterboxer:
     """Callable (h, w, 3) uint8 RGB + plan -> (1, 3, H, W) float32 model input as ``preprocessing`` says."""
 
     def __init__(self, threads: int, preprocessing: Preprocessing = RGB_UNIT_CENTERED) -> None:
+        self.preprocessing = preprocessing
         # The model's own options: in particular idle threads do not spin after a call (the
         # model's session runs right after on the same cores; spinning here halved its speed).
         options = session_options(threads)
@@ -73,6 +74,11 @@ class OrtLetterboxer:
         }
 
     def __call__(self, rgb: npt.NDArray[np.uint8], plan: LetterboxPlan) -> npt.NDArray[np.float32]:
+        if plan.content_wh == (rgb.shape[1], rgb.shape[0]):
+            # Nothing to resize (native tiles): numpy writes the tensor in one pass, as fast, and
+            # its buffer goes back to the OS when freed, where the graph's float intermediates
+            # (~180 MiB at 2560x2560) would stay in the session's arena.
+            return letterbox(rgb, plan, self.preprocessing)
         # The graph works in float: shrink big images in uint8 first, to about twice the content,
         # so no float copy of a full-resolution photo is ever made (and the session's memory arena
         # stays bounded by the largest model input).

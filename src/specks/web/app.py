@@ -1,7 +1,8 @@
 """The Flask application factory.
 
-Each gunicorn worker process builds its own app and loads its own model in the background
-(``/health`` answers at once, ``/ready`` once the model is warm).
+Each process builds its own app and loads its own model in the background (``/health`` answers
+at once, ``/ready`` once the model is warm). Under gunicorn (``specks.web.server``) a worker
+only takes connections once that loading has ended.
 """
 
 from __future__ import annotations

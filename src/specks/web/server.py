@@ -1,5 +1,14 @@
 """Production serving: gunicorn with one model per worker process.
 
+Workers (``SpecksWorker``, gunicorn's threaded worker): a worker that starts (first boot, after
+a crash, after ``max_requests`` recycling) loads and warms its model *before* it takes its first
+connection, telling the master it is alive meanwhile, so a slow load is not mistaken for a hung
+worker. Until then new connections wait in the kernel's listen queue and go to whichever worker
+accepts first: a ready sibling, or this one once ready. No client ever meets a half-started
+worker, so no "model still loading" 503 comes from one. A worker told to stop (SIGTERM to the
+master, recycling) stops listening, takes in the connections already queued for it, and answers
+every request it accepted before it exits (gunicorn's graceful timeout permitting).
+
 Metrics: each worker writes its Prometheus metrics to files in ``PROMETHEUS_MULTIPROC_DIR``
 and ``/metrics`` adds them up. ``serve`` sets that directory up before any worker starts
 (an empty temporary one, or the operator's own, emptied), and the master forgets a dead
@@ -10,21 +19,34 @@ configured format, inherited by the workers; gunicorn's own messages go through 
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess, values
 
 from ..config import MULTIPROC_DIR_ENV, Settings
 from ..logs import configure_logging
 
+if TYPE_CHECKING:
+    from ..holder import ModelHolder
+
 log = logging.getLogger(__name__)
+
+# How often a worker that is loading its model tells the master it is alive (gunicorn's
+# timeout, SPECKS_REQUEST_TIMEOUT_S, kills a worker silent for longer).
+LOADING_HEARTBEAT_S = 1.0
+# Logged by each worker once it takes connections (tests and `specks load` wait for every one).
+WORKER_READY_MESSAGE = "worker ready, accepting connections"
 
 
 class GunicornLogger(glogging.Logger):  # type: ignore[misc]
@@ -44,16 +66,82 @@ def child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+def wait_for_model(holder: ModelHolder, heartbeat: Callable[[], None], keep_waiting: Callable[[], bool]) -> float:
+    """Block until ``holder`` has finished loading, calling ``heartbeat`` about every second.
+
+    Stops early when ``keep_waiting`` turns False (the worker was told to exit). Returns the
+    seconds waited.
+    """
+    started = time.monotonic()
+    while keep_waiting() and not holder.wait_loaded(LOADING_HEARTBEAT_S):
+        heartbeat()
+    return time.monotonic() - started
+
+
+def model_holder(app: Any) -> ModelHolder:
+    """The ModelHolder of an app made by ``create_app`` (imported here: in the worker, after the fork)."""
+    from .routes import current_service_of
+
+    return current_service_of(app).holder
+
+
+class SpecksWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, ready before it accepts and losing nothing when it stops."""
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()  # create_app: the model starts loading in the background
+        holder = model_holder(self.wsgi)
+        waited_s = wait_for_model(holder, self.notify, lambda: bool(self.alive))
+        if holder.ready:
+            log.info("%s (pid %d, model loaded in %.1f s)", WORKER_READY_MESSAGE, os.getpid(), waited_s)
+        elif self.alive:
+            # Serve anyway: /ready and /predict then say why (503), which a restart would not fix.
+            log.error("worker (pid %d) accepting connections without a model: %s", os.getpid(), holder.not_ready_reason)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            self._take_queued_connections_and_close_listeners()
+
+    def _take_queued_connections_and_close_listeners(self) -> None:
+        """On the way out: accept what is already queued, then close this worker's listening sockets.
+
+        gunicorn's own worker stops accepting but keeps its listening sockets open until it
+        exits, so connections that arrive while it finishes its requests queue in the kernel
+        and are reset at exit. Closed now, once the master and every sibling have closed theirs
+        (a full stop) new connections are refused at once instead; while the master still holds
+        them (recycling, one worker killed) they go to the other workers.
+        """
+        for listener in self.sockets:
+            while self._accept_one(listener):
+                pass
+            listener.close()
+
+    def _accept_one(self, listener: Any) -> bool:
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF, errno.EINVAL, errno.ECONNABORTED):
+                return exc.errno == errno.ECONNABORTED  # aborted by the client: look for the next
+            raise
+        self.nr_conns += 1
+        client_sock.setblocking(True)
+        self.enqueue_req(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+        return True
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.resolved_workers(),
-        "worker_class": "gthread",
+        "worker_class": "specks.web.server.SpecksWorker",
         # I/O threads per worker (slow clients, keep-alive); inference is bounded by ORT's threads.
         "threads": settings.io_threads,
         "timeout": settings.request_timeout_s,
         "graceful_timeout": settings.graceful_timeout_s,
         "keepalive": 5,
+        "max_requests": settings.max_requests,
+        "max_requests_jitter": settings.max_requests_jitter,
         "preload_app": False,  # each worker loads its own model after the fork
         "accesslog": None,  # the app writes one access-log line per request (specks.access)
         "errorlog": "-",
@@ -75,6 +163,10 @@ class SpecksServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
+        # gunicorn >= 25 opens a control socket at one path per user ($HOME/.gunicorn): two servers
+        # of one user would fight over it, and a read-only container home cannot hold it.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Any:
         # Imported here, in the worker after the fork: the master must not load onnxruntime.
