@@ -176,3 +176,127 @@ def test_iou_flags_leave_the_mode_defaults_when_absent(flags: list[str], expecte
     from specks.cli import _iou_options
 
     assert _iou_options(build_parser().parse_args(["predict", "x.jpg", *flags])) == expected
+
+
+# -- serve --engine ray and ray-config ----------------------------------------------------------
+
+
+def test_serve_runs_gunicorn_unless_told_otherwise() -> None:
+    assert build_parser().parse_args(["serve"]).engine == "gunicorn"
+    assert build_parser().parse_args(["serve", "--engine", "ray"]).engine == "ray"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "2"], "--workers is for gunicorn"),
+        (["--replicas", "2", "--max-replicas", "3"], "not both"),
+        (["--min-replicas", "2"], "needs max_replicas"),
+        (["--replica-cpus", "0"], "replica_cpus must be > 0"),
+    ],
+)
+def test_serve_on_ray_refuses_contradictory_flags_before_starting_anything(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--engine", "ray", *flags])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err
+
+
+def test_ray_config_prints_a_serve_config_with_the_flags_and_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    yaml = pytest.importorskip("yaml")
+    monkeypatch.setenv("SPECKS_MAX_TILES", "40")
+    monkeypatch.setenv("SPECKS_API_KEYS", "very-secret-key")
+    flags = ["--model", "/models/yolov5n.onnx", "--min-replicas", "2", "--max-replicas", "6", "--replica-cpus", "2"]
+    code = main(["ray-config", *flags, "--port", "8000"])
+    output = capsys.readouterr().out
+    assert code == 0
+    assert "very-secret-key" not in output
+    assert output.startswith("# Ray Serve config for Specks")
+    config = yaml.safe_load(output)
+    (application,) = config["applications"]
+    assert application["import_path"] == "specks.web.ray_serve:app"
+    assert application["runtime_env"]["env_vars"] == {
+        "SPECKS_MAX_TILES": "40",
+        "SPECKS_MODEL": "/models/yolov5n.onnx",
+        "SPECKS_THREADS": "2",
+    }
+    (deployment,) = application["deployments"]
+    assert deployment["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 6, "target_ongoing_requests": 2.0}
+    assert deployment["ray_actor_options"] == {"num_cpus": 2.0}
+    assert config["http_options"]["port"] == 8000 and config["http_options"]["host"] == "0.0.0.0"
+    schema = pytest.importorskip("ray.serve.schema", reason="needs the ray extra")
+    schema.ServeDeploySchema.model_validate(config)
+
+
+def _descendants(pid: int) -> set[int]:
+    from specks.loadtest import child_pids
+
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        children = child_pids(todo.pop())
+        found.update(children)
+        todo.extend(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_serve_on_ray_serves_until_sigterm_then_shuts_ray_down(yolov5n: str, tmp_path: Path) -> None:
+    """`specks serve --engine ray` starts a local Ray, serves, and on SIGTERM leaves no Ray process behind."""
+    pytest.importorskip("ray.serve", reason="needs the ray extra")
+    import base64
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from conftest import free_port, jpeg_bytes
+    from specks.benchmark import wait_until_steadily_ready
+
+    port = free_port()
+    command = [sys.executable, "-m", "specks.cli", "serve", "--engine", "ray", "--port", str(port), "--model", yolov5n]
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+
+        def check_alive() -> None:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+
+        url = f"http://127.0.0.1:{port}"
+        wait_until_steadily_ready(url, successes=1, timeout_s=120, check_alive=check_alive)
+        payload = {"image": base64.b64encode(jpeg_bytes(320, 240)).decode()}
+        response = requests.post(url + "/predict", json=payload, timeout=60)
+        assert response.status_code == 200
+        assert response.headers["X-Specks-Replica"]
+        ray_processes = _descendants(process.pid)
+        assert ray_processes  # the local Ray's GCS, raylet, proxy, replica...
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in ray_processes) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [pid for pid in ray_processes if _alive(pid)], "Ray processes outlived specks serve"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    output = log_path.read_text()
+    assert "through Ray Serve with 1 replica(s), 1 CPU and 1 inference thread(s) each" in output
+    assert "SIGTERM received, shutting down" in output

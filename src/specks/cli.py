@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,13 +19,66 @@ from .logs import LogFormat, configure_logging
 from .mosaic import DEFAULT_SCALES, MosaicSpec, build_mosaics, mosaic_cache_dir
 
 if TYPE_CHECKING:
+    from .preprocess import Preprocessing
     from .schemas import DetectOptions
+    from .web.ray_config import RayDeployment
+
+
+class Engine(enum.Enum):
+    """What ``specks serve`` runs the app on."""
+
+    GUNICORN = "gunicorn"
+    RAY = "ray"
 
 
 def _common_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="an .onnx file or Darknet .cfg (default: the embedded YOLOv3-tiny)")
+    parser.add_argument(
+        "--model",
+        help="an .onnx file, a Darknet .cfg, or the named model yolov3-tiny (default: the embedded YOLOX-Nano)",
+    )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: cores / workers)")
     parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
+
+
+def _ray_args(parser: argparse.ArgumentParser) -> None:
+    """Replicas, autoscaling and per-replica resources of the Ray Serve deployment."""
+    ray = parser.add_argument_group("Ray Serve (--engine ray, ray-config)")
+    add = ray.add_argument
+    add("--replicas", type=int, help="replicas, each with its own model (default 1; not with --max-replicas)")
+    add("--min-replicas", type=int, help="autoscaling: fewest replicas (default 1; needs --max-replicas)")
+    add("--max-replicas", type=int, help="autoscaling: most replicas (turns autoscaling on)")
+    add("--target-ongoing-requests", type=float, help="autoscaling: requests in flight per replica to aim for (2)")
+    add("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica; default inference threads")
+    add("--max-ongoing-requests", type=int, help="requests one replica holds at once; more wait in Serve (4)")
+
+
+def ray_deployment_from_args(args: argparse.Namespace, settings: Settings) -> RayDeployment:
+    """The --replicas/--*-replicas/--replica-cpus flags as a RayDeployment (needs no Ray)."""
+    from .web.ray_config import DEFAULT_MAX_ONGOING_REQUESTS, RayDeployment, Scaling
+
+    if args.replicas is not None and args.max_replicas is not None:
+        raise SpecksError("give --replicas or --min-replicas/--max-replicas (autoscaling), not both")
+    scaling = Scaling(
+        replicas=args.replicas or 1,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        target_ongoing_requests=args.target_ongoing_requests or Scaling.target_ongoing_requests,
+    )
+    return RayDeployment(
+        scaling=scaling,
+        replica_cpus=args.replica_cpus,
+        max_ongoing_requests=args.max_ongoing_requests or DEFAULT_MAX_ONGOING_REQUESTS,
+        graceful_shutdown_timeout_s=settings.graceful_timeout_s,
+    )
+
+
+def ray_environ_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """The replicas' SPECKS_* variables: this environment's, with --model/--threads/--providers folded in."""
+    from .web.ray_config import replica_environ
+
+    return replica_environ(
+        os.environ, replica_cpus=args.replica_cpus, model=args.model, threads=args.threads, providers=args.providers
+    )
 
 
 def _iou_args(parser: argparse.ArgumentParser) -> None:
@@ -90,11 +145,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP API (gunicorn, one model per worker)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API (gunicorn, one model per worker; or Ray Serve replicas with --engine ray)",
+    )
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port (default 6060)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    serve.add_argument(
+        "--engine",
+        choices=[engine.value for engine in Engine],
+        default=Engine.GUNICORN.value,
+        help="gunicorn (default) or ray: Ray Serve replicas (needs the ray extra: pip install 'specks[ray]')",
+    )
+    serve.add_argument("--workers", type=int, help="gunicorn worker processes (default: one per core)")
+    serve.add_argument(
+        "--address", help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001) instead of a local Ray"
+    )
     _common_model_args(serve)
+    _ray_args(serve)
+
+    ray_config = sub.add_parser(
+        "ray-config",
+        help="print a Ray Serve config (YAML) for serve deploy or a KubeRay RayService",
+        description="Prints a Serve config file that runs specks.web.ray_serve:app with these replicas and "
+        "resources; the SPECKS_* variables of this environment (and the model flags) become the "
+        "application's runtime_env env_vars. SPECKS_API_KEYS is never written: give keys to the Ray "
+        "pods' environment or mount a file for SPECKS_API_KEYS_FILE.",
+    )
+    ray_config.add_argument("--host", default="0.0.0.0", help="where Serve's proxies listen (default 0.0.0.0)")
+    ray_config.add_argument("--port", type=int, help="the proxies' port (default SPECKS_PORT, 6060)")
+    _common_model_args(ray_config)
+    _ray_args(ray_config)
 
     predict = sub.add_parser("predict", help="detect objects in image files; prints the API's JSON, one line each")
     predict.add_argument("images", nargs="+", type=Path, help="image files")
@@ -115,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _slice_args(evaluate, compare=True)
 
     models = sub.add_parser("models", help="show the default model, or what a model file contains")
-    models.add_argument("path", nargs="?", help="a model file (default: the embedded default)")
+    models.add_argument("path", nargs="?", help="a model file or name (default: the embedded default)")
     models.add_argument("--json", action="store_true", help="print JSON")
 
     bench = sub.add_parser("bench", help="end-to-end POST /predict latency vs bare session.run")
@@ -182,6 +263,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .models import prepare_model
+
+    if Engine(args.engine) is Engine.RAY:
+        return serve_on_ray(args)
     from .web.server import serve
 
     settings = settings_from_args(args)
@@ -192,6 +276,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     serve(settings)
+    return 0
+
+
+def serve_on_ray(args: argparse.Namespace) -> int:
+    """``specks serve --engine ray``: a local Ray (or the cluster at --address) until SIGINT/SIGTERM."""
+    from .models import prepare_model
+    from .web.ray_config import HttpOptions
+
+    if args.workers is not None:
+        raise SpecksError("--workers is for gunicorn; with --engine ray give --replicas or --min/--max-replicas")
+    environ = ray_environ_from_args(args)
+    settings = settings_from_args(args)
+    deployment = ray_deployment_from_args(args, settings)
+    if args.address is None:  # on a cluster the model path is the nodes' business, not this machine's
+        prepare_model(settings.model, settings.cache_dir)  # fail fast; converts a Darknet model once
+    try:
+        from .web.ray_serve import bind, serve_until_stopped
+    except ImportError as exc:
+        raise SpecksError(f"--engine ray needs the ray extra: pip install 'specks[ray]' (or make ray): {exc}") from exc
+    http = HttpOptions(host=settings.host, port=settings.port, request_timeout_s=settings.request_timeout_s)
+    scaling = deployment.scaling
+    replicas = f"{scaling.floor}..{scaling.max_replicas} (autoscaling)" if scaling.autoscaling else str(scaling.floor)
+    print(
+        f"specks: serving on http://{http.host}:{http.port} through Ray Serve with {replicas} replica(s), "
+        f"{deployment.replica_cpus:g} CPU and {environ['SPECKS_THREADS']} inference thread(s) each",
+        file=sys.stderr,
+    )
+    serve_until_stopped(bind(deployment, environ), deployment, http, args.address)
+    return 0
+
+
+def cmd_ray_config(args: argparse.Namespace) -> int:
+    from .web.ray_config import HttpOptions, serve_config
+
+    try:
+        import yaml
+    except ImportError as exc:
+        raise SpecksError(f"ray-config needs PyYAML, part of the ray extra: pip install 'specks[ray]': {exc}") from exc
+    environ = ray_environ_from_args(args)
+    settings = Settings.from_env(environ)
+    http = HttpOptions(host=args.host, port=args.port or settings.port, request_timeout_s=settings.request_timeout_s)
+    config = serve_config(ray_deployment_from_args(args, settings), environ, http)
+    print("# Ray Serve config for Specks: serve deploy FILE, or a KubeRay RayService's serveConfigV2.")
+    print("# Generated by: specks ray-config " + " ".join(sys.argv[2:]).strip())
+    if "SPECKS_API_KEYS" in os.environ:
+        print("# SPECKS_API_KEYS is set here but not written: put it in the Ray pods' environment (a Secret).")
+    print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
 
 
@@ -302,9 +433,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"batch:        {'dynamic' if info.dynamic_batch else 'fixed 1'}")
     print(f"stride:       {info.stride}")
     print(f"output:       {info.layout.value}")
+    print(f"preprocessing: {describe_preprocessing(info.preprocessing)}")
     print(f"providers:    {', '.join(info.providers)}")
     print(f"classes ({info.num_classes}): {', '.join(info.names)}")
     return 0
+
+
+def describe_preprocessing(preprocessing: Preprocessing) -> str:
+    """e.g. 'BGR, 0..255, pad 114, top_left' for YOLOX."""
+    value_range = "0..1" if preprocessing.value_scale == 1 / 255 else f"0..{255 * preprocessing.value_scale:g}"
+    return (
+        f"{preprocessing.channel_order.value.upper()}, {value_range}, "
+        f"pad {preprocessing.pad_value}, {preprocessing.placement.value}"
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -394,6 +535,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "serve": cmd_serve,
+    "ray-config": cmd_ray_config,
     "predict": cmd_predict,
     "eval": cmd_eval,
     "models": cmd_models,

@@ -165,11 +165,12 @@ class Security:
     """Optional API keys.
 
     api_keys:   accepted keys; empty means authentication is off.
-    open_paths: paths answered without a key (liveness, readiness, metrics, API docs).
+    open_paths: paths answered without a key (liveness, readiness, metrics, API docs, the web page's
+                assets; the page itself, a browser's ``GET /``, is open too: see web.auth).
     """
 
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
+    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/page")
 
     @property
     def enabled(self) -> bool:
@@ -288,7 +289,8 @@ def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
 class Settings:
     """Everything a Specks server or CLI run is configured with.
 
-    model:      path of an .onnx or Darknet .cfg file; None serves the embedded default.
+    model:      path of an .onnx or Darknet .cfg file, or a named model (yolov3-tiny); None serves
+                the embedded default (YOLOX-Nano).
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.

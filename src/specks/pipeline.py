@@ -6,6 +6,7 @@ No web framework here: the HTTP app, the CLI, the benchmark and the evaluator al
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -81,8 +82,11 @@ class Detector:
         self.model = model
         self.limits = limits or Limits()
         self.slicing = slicing or SlicingSettings()
+        preprocessing = model.info.preprocessing
         self.letterbox: Callable[[np.ndarray, LetterboxPlan], np.ndarray] = (
-            OrtLetterboxer(model.threads) if use_ort_letterbox else letterbox
+            OrtLetterboxer(model.threads, preprocessing)
+            if use_ort_letterbox
+            else functools.partial(letterbox, preprocessing=preprocessing)
         )
 
     def plan(self, options: DetectOptions, image: ImageSize) -> RequestPlan:
@@ -146,10 +150,21 @@ class Detector:
         self, image: DecodedImage, input_hw: tuple[int, int]
     ) -> tuple[npt.NDArray[np.float32], LetterboxPlan]:
         """The (1, 3, H, W) model input of a full-image pass, and the plan that undoes it."""
-        info = self.model.info
         height, width = image.rgb.shape[:2]
-        plan = plan_letterbox((width, height), input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
+        plan = self.plan_input((width, height), input_hw)
         return self.letterbox(image.rgb, plan), plan
+
+    def plan_input(self, source_wh: tuple[int, int], input_hw: tuple[int, int]) -> LetterboxPlan:
+        """Where a source image lands in this model's input: shrunk to the stride on dynamic-size
+        models, placed where the model's preprocessing says."""
+        info = self.model.info
+        return plan_letterbox(
+            source_wh,
+            input_hw,
+            stride=info.stride,
+            minimal_padding=info.dynamic_hw,
+            placement=info.preprocessing.placement,
+        )
 
     def prepared_input(self, data: bytes) -> npt.NDArray[np.float32]:
         """The model input a full-image request builds from these image bytes (to time the bare model)."""
@@ -167,7 +182,7 @@ class Detector:
         with timer.stage("inference"):
             raw = self.model.run(tensor)
         with timer.stage("postprocess"):
-            found = postprocess(raw[0], info.layout, params)
+            found = postprocess(raw[0], info.layout, params, plan.input_hw)
             return to_original_frame(found, plan, image)
 
     def detect_sliced(
@@ -195,9 +210,7 @@ class Detector:
         """Run every tile, batched when the model allows; Detections per tile in image pixels."""
         info = self.model.info
         tiles_xyxy = plan.tiles_xyxy
-        tile_plan = plan_letterbox(
-            plan.tile_wh, plan.tile_input_hw, stride=info.stride, minimal_padding=info.dynamic_hw
-        )
+        tile_plan = self.plan_input(plan.tile_wh, plan.tile_input_hw)
         in_h, in_w = tile_plan.input_hw
         batch_size = max(1, min(len(tiles_xyxy), MAX_BATCH_INPUT_PIXELS // (in_h * in_w))) if info.dynamic_batch else 1
         found: list[Detections] = []
@@ -209,7 +222,7 @@ class Detector:
                 raw = self.model.run(batch)
             with timer.stage("postprocess"):
                 for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
-                    tile_found = postprocess(raw[slot], info.layout, params)
+                    tile_found = postprocess(raw[slot], info.layout, params, tile_plan.input_hw)
                     # Letterbox margins can push boxes past the tile: clip in the tile's frame, then shift.
                     xyxy = clip_xyxy(tile_plan.input_to_source(tile_found.xyxy), tx2 - tx1, ty2 - ty1)
                     found.append(

@@ -19,6 +19,7 @@ from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
+from .page import register_page
 from .roboflow import roboflow
 from .routes import SERVICE_EXTENSION, api
 
@@ -44,5 +45,6 @@ def create_app(
     register_cors(app, settings)
     register_auth(app, settings)
     register_docs(app, settings)
+    register_page(app)
     holder.start_loading(background=load_in_background)
     return app

@@ -11,6 +11,9 @@ Choices worth knowing:
   existing or not (404 and 405 would tell it which paths exist).
 - An open path opens itself and the paths below it: ``/docs`` also opens ``/docs/swagger.css``.
   ``/`` opens only itself.
+- The web page is open: a browser's ``GET /`` (HTML preferred, ``web.page``) gets it without a
+  key, and its assets are below the open path ``/page``. It is static; the API calls it makes
+  carry the key the user types in. An API client's ``GET /`` (the JSON index) still needs one.
 - CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) pass without a key, because
   browsers never send credentials on them; this lets anyone learn which methods a path allows.
 - The compatible APIs' clients put the key where their servers read it: DeepStack clients in the
@@ -42,6 +45,7 @@ from ..config import Settings
 from ..errors import AuthenticationError
 from ..service import encode_error
 from .errors import answer_response
+from .page import is_page_request
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ def register_auth(app: Flask, settings: Settings) -> None:
     open_paths = security.open_paths
 
     def require_api_key() -> None:
-        if security.is_open(request.path) or _is_cors_preflight():
+        if security.is_open(request.path) or _is_cors_preflight() or is_page_request(request):
             return
         sources = _view_key_sources()
         presented: str | bytes | None = presented_key(request.headers)

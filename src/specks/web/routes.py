@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from flask import Blueprint, Request, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from .. import __version__
 from ..service import DetectionService
 from .errors import error_response
+from .page import page_response, prefers_page
 
 api = Blueprint("api", __name__)
 
@@ -23,7 +24,12 @@ def json_response(payload: Any, status: int = 200) -> Response:
 
 
 def current_service() -> DetectionService:
-    service: DetectionService = current_app.extensions[SERVICE_EXTENSION]
+    return current_service_of(current_app)
+
+
+def current_service_of(app: Flask) -> DetectionService:
+    """The DetectionService an app built by ``create_app`` serves with."""
+    service: DetectionService = app.extensions[SERVICE_EXTENSION]
     return service
 
 
@@ -42,6 +48,8 @@ def body_reader(flask_request: Request) -> Callable[[int], bytes]:
 
 @api.get("/")
 def index() -> Response:
+    if prefers_page(request.accept_mimetypes):  # a browser: the page (web.page)
+        return page_response()
     return json_response(
         {
             "name": "specks",
