@@ -270,6 +270,15 @@ def test_blue_iris_request_with_file_name_and_content_type(client: FlaskClient) 
     assert response.get_json()["predictions"][0]["label"] == "person"
 
 
+def test_a_text_field_named_image_does_not_hide_the_file_part(client: FlaskClient) -> None:
+    body, content_type = requests_multipart(photo(PERSON_PHOTO), {"image": "http://camera/snapshot.jpg"})
+    response = client.post(DETECTION, data=body, content_type=content_type)
+
+    assert body.index(b"http://camera") < body.index(b'filename="image"')  # the text part comes first
+    assert response.status_code == 200
+    assert response.get_json()["predictions"][0]["label"] == "person"
+
+
 def test_form_urlencoded_without_image_is_a_clear_400(client: FlaskClient) -> None:
     response = client.post(DETECTION, data={"min_confidence": "0.5"})
 

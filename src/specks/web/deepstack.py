@@ -115,11 +115,11 @@ def detect(*, model: str | None, command: str) -> Response:
 
 
 def read_form(service: DetectionService) -> MultiDict[str, Any]:
-    """The request's form fields and files (the body read through the service's size limit)."""
+    """The request's files and form fields, files first (the body read through the service's size limit)."""
     raw = service.read_body(body_reader(request), request.content_length)
     form, files = parse_form(raw, request.content_type)
-    merged: MultiDict[str, Any] = MultiDict(form)
-    merged.update(files)
+    merged: MultiDict[str, Any] = MultiDict(files)
+    merged.update(form)  # a text field named "image" (a URL, say) never hides the file part
     return merged
 
 
