@@ -329,6 +329,8 @@ class DetectionService:
         slicing = self.settings.slicing
         options = DetectOptions().model_dump(mode="json")
         options.update(
+            model=self.holder.default_name,
+            visualize=False,
             slice=slicing.mode.value,
             tile=slicing.tile_px or None,
             tile_scale=slicing.tile_scale,

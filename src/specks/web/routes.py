@@ -47,7 +47,7 @@ def index() -> Response:
             "name": "specks",
             "version": __version__,
             "endpoints": {
-                "POST /predict": 'detect objects; body {"image": "<base64>"}',
+                "POST /predict": 'detect objects; body {"image": "<base64>"} or {"images": [...]} for a batch',
                 "GET /health": "liveness",
                 "GET /ready": "readiness (model loaded and warm)",
                 "GET /model": "the default model (or ?name=NAME) and the server's request defaults",
