@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from conftest import COCO_TINY, jpeg_bytes, require
-from specks.batching import check_batch_bytes, check_batch_count, plan_batch, predict_in_windows, run_unit
-from specks.config import Limits
+from specks.batching import (
+    check_batch_bytes,
+    check_batch_count,
+    plan_batch,
+    predict_in_windows,
+    run_unit,
+    shared_run_pixels,
+)
+from specks.config import Limits, SharedRuns
 from specks.errors import BatchTooLargeError, ImageDecodeError, SpecksError
 from specks.pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
 from specks.schemas import DetectOptions
@@ -67,6 +74,26 @@ def test_runs_are_bounded_by_input_pixels_and_kept_pictures_count_theirs(yolov5n
     assert [len(u) for u in plan_batch(yolov5n_dynamic_detector, big, unsliced).units] == [3]
     kept = plan_batch(yolov5n_dynamic_detector, big, unsliced, keep_image=True)
     assert [len(u) for u in kept.units] == [1, 1, 1]  # 3 megapixels kept each: one per run
+
+
+@pytest.mark.parametrize(
+    ("mode", "providers", "shared"),
+    [
+        (SharedRuns.AUTO, ("CPUExecutionProvider",), False),
+        (SharedRuns.AUTO, ("CUDAExecutionProvider", "CPUExecutionProvider"), True),
+        (SharedRuns.ON, ("CPUExecutionProvider",), True),
+        (SharedRuns.OFF, ("CUDAExecutionProvider",), False),
+    ],
+)
+def test_runs_are_shared_by_default_only_off_the_cpu(
+    mode: SharedRuns, providers: tuple[str, ...], shared: bool
+) -> None:
+    assert shared_run_pixels(mode, providers) == (MAX_BATCH_INPUT_PIXELS if shared else 0)
+
+
+def test_with_sharing_off_every_image_runs_alone(yolov5n_dynamic_detector: Detector) -> None:
+    plan = plan_batch(yolov5n_dynamic_detector, dict(enumerate(photos(3))), DetectOptions(), max_batch_input_pixels=0)
+    assert plan.units == ((0,), (1,), (2,))
 
 
 def test_a_shared_run_answers_what_each_image_alone_would(

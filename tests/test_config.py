@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from specks import config
-from specks.config import Limits, ModelSpec, RuntimeOptions, Settings, parse_model_arg
+from specks.config import Limits, ModelSpec, RuntimeOptions, Settings, SharedRuns, parse_model_arg
 from specks.errors import ConfigError
 from specks.logs import LogFormat
 from specks.overlap import MatchMetric, MergeStrategy
@@ -66,6 +66,7 @@ def test_from_env_ignores_other_variables() -> None:
         pytest.param("MAX_BATCH_IMAGES", "8", lambda s: s.limits.max_batch_images, 8, id="max-batch-images"),
         pytest.param("MAX_BATCH_BYTES", "1048576", lambda s: s.limits.max_batch_bytes, 1 << 20, id="max-batch-bytes"),
         pytest.param("MAX_WORKER_MEMORY_MB", "2048", lambda s: s.max_worker_memory_mb, 2048, id="max-worker-memory"),
+        pytest.param("SHARED_RUNS", "ON", lambda s: s.shared_runs, SharedRuns.ON, id="shared-runs"),
         pytest.param(
             "MODELS",
             "a=/p/a.onnx, b.v2=/p/b.onnx",
@@ -99,6 +100,7 @@ def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Set
         pytest.param("LOG_FORMAT", "xml", id="log-format"),
         pytest.param("MODELS", "/p/a.onnx", id="models-without-a-name"),
         pytest.param("MAX_BATCH_IMAGES", "many", id="max-batch-images"),
+        pytest.param("SHARED_RUNS", "sometimes", id="shared-runs"),
     ],
 )
 def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .config import Limits
+from .config import Limits, SharedRuns
 from .errors import BatchTooLargeError, SpecksError
 from .imaging import read_image_size
 from .pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
@@ -25,6 +25,14 @@ from .schemas import DetectOptions
 from .types import ImageSize
 
 T = TypeVar("T")
+
+
+def shared_run_pixels(mode: SharedRuns, providers: Sequence[str]) -> int:
+    """The input pixels one shared run may hold for ``plan_batch``: ``MAX_BATCH_INPUT_PIXELS``, or 0
+    (every image runs alone) when sharing is off, or ``auto`` and the model runs on the CPU."""
+    on_cpu = not providers or providers[0] == "CPUExecutionProvider"
+    shared = mode is SharedRuns.ON or (mode is SharedRuns.AUTO and not on_cpu)
+    return MAX_BATCH_INPUT_PIXELS if shared else 0
 
 
 def check_batch_count(count: int, limits: Limits) -> None:
@@ -63,7 +71,11 @@ def plan_batch(
     keep_image: bool = False,
     max_batch_input_pixels: int = MAX_BATCH_INPUT_PIXELS,
 ) -> BatchPlan:
-    """Group ``images`` (batch position -> image file bytes) into units (see the module docstring)."""
+    """Group ``images`` (batch position -> image file bytes) into units (see the module docstring).
+
+    max_batch_input_pixels: input pixels one shared run may hold (``shared_run_pixels``); below two
+    images' worth, every image runs alone.
+    """
     refused: dict[int, SpecksError] = {}
     shared_by: dict[int, ImageSize | None] = {}  # position -> the size it shares runs with (None: alone)
     per_run: dict[ImageSize, int] = {}
@@ -121,6 +133,7 @@ def predict_in_windows(
     *,
     window: int,
     keep_image: bool = False,
+    max_batch_input_pixels: int = MAX_BATCH_INPUT_PIXELS,
     on_done: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[T, Prediction | SpecksError]]:
     """Predict many images (files, for ``specks predict``), ``window`` at a time, yielding them in order.
@@ -138,7 +151,9 @@ def predict_in_windows(
                 images[index] = read(source)
             except SpecksError as exc:
                 results[index] = exc
-        plan = plan_batch(detector, images, options, keep_image=keep_image)
+        plan = plan_batch(
+            detector, images, options, keep_image=keep_image, max_batch_input_pixels=max_batch_input_pixels
+        )
         results.update(plan.refused)
         if on_done is not None and len(results):
             on_done(len(results))

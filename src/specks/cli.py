@@ -443,7 +443,7 @@ def _read_image_file(path: Path) -> bytes:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .batching import predict_in_windows
+    from .batching import predict_in_windows, shared_run_pixels
     from .pipeline import load_detector
     from .schemas import parse_detect_options
 
@@ -466,6 +466,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             detect_options,
             window=settings.limits.max_batch_images,
             keep_image=args.save_dir is not None,
+            max_batch_input_pixels=shared_run_pixels(settings.shared_runs, detector.model.info.providers),
             on_done=bar.update,
         ):
             output.write(path, result, detector)

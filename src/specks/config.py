@@ -270,6 +270,18 @@ class Observability:
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 
 
+class SharedRuns(str, enum.Enum):
+    """Whether same-size images of a batch share one ``session.run`` (the model's batch axis).
+
+    auto: only when the model runs on another provider than the CPU (measured on 2 CPU cores, a
+    shared run was no faster: README, "Batches: one run or one per image"); on; off.
+    """
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 # A served model's name: safe in a URL path segment (DeepStack's /v1/vision/custom/<name>) and in JSON.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -363,6 +375,7 @@ class Settings:
                 do not all restart at once.
     max_worker_memory_mb: refuse to start when the estimated memory of one worker (its models,
                 from their file sizes, and its prediction slots) is above this; 0: no limit.
+    shared_runs: whether same-size images of a batch share one session.run (``SharedRuns``).
     """
 
     host: str = "127.0.0.1"
@@ -378,6 +391,7 @@ class Settings:
     max_worker_memory_mb: int = 0
     max_requests: int = 0
     max_requests_jitter: int = 0
+    shared_runs: SharedRuns = SharedRuns.AUTO
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
@@ -387,6 +401,9 @@ class Settings:
     cors: Cors = field(default_factory=Cors)
 
     def __post_init__(self) -> None:
+        _coerce_enum(self, "shared_runs", SharedRuns)
+        if not isinstance(self.shared_runs, SharedRuns):
+            raise ConfigError(f"shared_runs must be auto, on or off, got {self.shared_runs!r}")
         for name in ("request_timeout_s", "graceful_timeout_s", "io_threads", "predictions_per_worker"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -464,6 +481,7 @@ class Settings:
             max_worker_memory_mb=get("MAX_WORKER_MEMORY_MB", int, cls.max_worker_memory_mb),
             max_requests=get("MAX_REQUESTS", int, cls.max_requests),
             max_requests_jitter=get("MAX_REQUESTS_JITTER", int, cls.max_requests_jitter),
+            shared_runs=get("SHARED_RUNS", _enum_parser(SharedRuns, "shared-run mode"), cls.shared_runs),
             security=Security(
                 api_keys=read_api_keys(env),
                 open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .batching import check_batch_bytes, check_batch_count, plan_batch, run_unit
+from .batching import check_batch_bytes, check_batch_count, plan_batch, run_unit, shared_run_pixels
 from .body import check_content_length, check_json_media_type, check_read_size, parse_json_body
 from .config import Settings
 from .holder import ModelHolder
@@ -213,7 +213,8 @@ class DetectionService:
         The whole batch is refused (413) past SPECKS_MAX_BATCH_IMAGES images or SPECKS_MAX_BATCH_BYTES
         image bytes, and (404/503) for its model. Otherwise each image is answered alone: base64,
         decoding and per-image limits fail only their image. Images run in units (``batching``), each
-        under one prediction slot: full-image passes of same-size images share one session.run.
+        under one prediction slot: full-image passes of same-size images share one session.run where
+        SPECKS_SHARED_RUNS allows (by default only off the CPU).
         """
         limits = self.settings.limits
         check_batch_count(len(request.images), limits)
@@ -229,7 +230,8 @@ class DetectionService:
                 results[index] = exc
             base64_ms[index] = (time.perf_counter() - started) * 1000
         check_batch_bytes(sum(len(data) for data in images.values()), limits)
-        plan = plan_batch(detector, images, request, keep_image=request.visualize)
+        pixels = shared_run_pixels(self.settings.shared_runs, detector.model.info.providers)
+        plan = plan_batch(detector, images, request, keep_image=request.visualize, max_batch_input_pixels=pixels)
         results.update(plan.refused)
         for unit in plan.units:
             answers = self._run_unit(route, detector, images, unit, request)
@@ -330,6 +332,8 @@ class DetectionService:
         slicing = self.settings.slicing
         options = DetectOptions().model_dump(mode="json")
         options.update(
+            model=self.holder.default_name,
+            visualize=False,
             slice=slicing.mode.value,
             tile=slicing.tile_px or None,
             tile_scale=slicing.tile_scale,

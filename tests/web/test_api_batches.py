@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -98,3 +99,23 @@ def test_a_batch_for_an_unknown_model_is_404(client: FlaskClient) -> None:
     response = client.post("/predict", json={"images": [photo(PHOTOS[0])], "model": "nope"})
     assert response.status_code == 404
     assert response.get_json()["error"]["message"] == "unknown model 'nope'; this server serves 'yolov5n.onnx'"
+
+
+@pytest.mark.parametrize(("mode", "runs"), [("on", [3]), ("auto", [1, 1, 1]), ("off", [1, 1, 1])])
+def test_same_size_images_share_one_run_where_the_setting_allows(
+    yolov5n_dynamic_detector: Detector, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, mode: str, runs: list[int]
+) -> None:
+    """auto shares only off the CPU (these tests run on the CPU provider)."""
+    app = create_app(Settings(cache_dir=cache_dir, shared_runs=mode), detector=yolov5n_dynamic_detector)
+    seen: list[int] = []
+    run = yolov5n_dynamic_detector.model.run
+
+    def counted(tensor: Any) -> Any:
+        seen.append(len(tensor))
+        return run(tensor)
+
+    monkeypatch.setattr(yolov5n_dynamic_detector.model, "run", counted)
+    same_size = [photo(name) for name in ("000000017627.jpg", "000000025560.jpg", "000000041888.jpg")]  # 640x480
+    results = app.test_client().post("/predict", json={"images": same_size}).get_json()["results"]
+    assert {(r["image"]["width"], r["image"]["height"]) for r in results} == {(640, 480)}
+    assert seen == runs

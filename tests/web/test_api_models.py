@@ -114,3 +114,30 @@ def test_other_front_ends_get_the_same_404_from_the_service(two_models: FlaskCli
 def test_model_details_by_name(two_models: FlaskClient) -> None:
     assert two_models.get("/model").get_json()["name"] == "v5"
     assert two_models.get("/model?name=v11").get_json()["layout"] == "ultralytics"
+
+
+@pytest.mark.slow
+def test_specks_serve_serves_named_models_from_the_command_line(cache_dir: Path) -> None:
+    """`specks serve --model v5=... --model v11=...` in a real gunicorn worker."""
+    import requests
+
+    from conftest import LiveServer
+
+    settings = Settings(
+        cache_dir=cache_dir,
+        models=(
+            ModelSpec("v5", str(require(MODELS / "yolov5n.onnx"))),
+            ModelSpec("v11", str(require(MODELS / "yolo11n_random_weights_dynamic.onnx"))),
+        ),
+    )
+    server = LiveServer(settings, workers=1)
+    try:
+        server.wait_ready()
+        listing = requests.get(server.url + "/models", timeout=10).json()
+        assert [m["name"] for m in listing["models"]] == ["v5", "v11", DEFAULT_MODEL_NAME]
+        answer = requests.post(server.url + "/predict", json={"image": photo(), "model": "v11"}, timeout=60).json()
+        assert answer["model"]["name"] == "v11"
+        unknown = requests.post(server.url + "/predict", json={"image": photo(), "model": "v8"}, timeout=60)
+        assert unknown.status_code == 404
+    finally:
+        server.stop()

@@ -55,7 +55,7 @@ def index() -> Response:
             "name": "specks",
             "version": __version__,
             "endpoints": {
-                "POST /predict": 'detect objects; body {"image": "<base64>"}',
+                "POST /predict": 'detect objects; body {"image": "<base64>"} or {"images": [...]} for a batch',
                 "GET /health": "liveness",
                 "GET /ready": "readiness (model loaded and warm)",
                 "GET /model": "the loaded model and the server's request defaults",
