@@ -235,6 +235,8 @@ class Settings:
 
     model:      path of an .onnx or Darknet .cfg file, or a named model (yolov3-tiny); None serves
                 the embedded default (YOLOX-Nano).
+    profile:    a model profile (JSON, see ``specks.profiles``); None uses ``<model file>.specks.json``
+                beside the model when there is one.
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.
@@ -246,6 +248,7 @@ class Settings:
     port: int = 6060
     workers: int = 0
     model: str | None = None
+    profile: str | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
@@ -313,6 +316,7 @@ class Settings:
             port=get("PORT", int, cls.port),
             workers=get("WORKERS", int, cls.workers),
             model=get("MODEL", str, None) or None,
+            profile=get("PROFILE", str, None) or None,
             cache_dir=get("CACHE_DIR", Path, default_cache_dir()),
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
             graceful_timeout_s=get("GRACEFUL_TIMEOUT_S", int, cls.graceful_timeout_s),

@@ -26,6 +26,7 @@ from .overlap import merge_detections
 from .planning import PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
+from .profiles import ModelProfile, find_profile
 from .schemas import DetectOptions
 from .slicing import shift_detections
 from .types import Detections, ImageSize
@@ -69,7 +70,11 @@ class Prediction:
 
 
 class Detector:
-    """A loaded model plus the limits it serves under; safe to share between threads."""
+    """A loaded model plus the limits it serves under; safe to share between threads.
+
+    slicing: the server's small-object defaults (SPECKS_* or built-in); a ``profile`` sets its
+             fields over them, so ``self.slicing`` is what requests of this model default to.
+    """
 
     def __init__(
         self,
@@ -77,11 +82,13 @@ class Detector:
         limits: Limits | None = None,
         slicing: SlicingSettings | None = None,
         *,
+        profile: ModelProfile | None = None,
         use_ort_letterbox: bool = True,
     ) -> None:
         self.model = model
         self.limits = limits or Limits()
-        self.slicing = slicing or SlicingSettings()
+        self.profile = profile
+        self.slicing = profile.apply(slicing or SlicingSettings()) if profile else slicing or SlicingSettings()
         preprocessing = model.info.preprocessing
         self.letterbox: Callable[[np.ndarray, LetterboxPlan], np.ndarray] = (
             OrtLetterboxer(model.threads, preprocessing)
@@ -243,14 +250,22 @@ class Detector:
         return batch
 
 
-def load_detector(settings: Settings, *, threads: int | None = None) -> Detector:
-    """Load ``settings.model`` under the settings' limits and slicing defaults.
+def load_detector(settings: Settings, *, threads: int | None = None, use_profile: bool = True) -> Detector:
+    """Load ``settings.model`` under the settings' limits and slicing defaults, with its model profile.
 
-    threads: ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
+    threads:     ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
+    use_profile: apply the profile in force (``settings.profile``, else ``<model file>.specks.json``).
     """
     threads = settings.threads_for(1) if threads is None else threads
-    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
-    return Detector(model, settings.limits, settings.slicing)
+    profile = find_profile(settings.model, settings.profile) if use_profile else None
+    model = load_model(
+        settings.model,
+        runtime=settings.runtime,
+        threads=threads,
+        cache_dir=settings.cache_dir,
+        overrides=profile.overrides if profile else None,
+    )
+    return Detector(model, settings.limits, settings.slicing, profile=profile)
 
 
 def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) -> tuple[int, int]:

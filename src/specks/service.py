@@ -174,12 +174,18 @@ class DetectionService:
         return self.encode_response(*self.predict(request, route=route))
 
     def model_details(self) -> dict[str, Any]:
-        """Body of ``GET /model``: the loaded model and the server's request defaults (no file paths)."""
-        return {**self.detector().model.info.to_dict(), "defaults": self.request_defaults()}
+        """Body of ``GET /model``: the loaded model, its profile and its request defaults (no file paths)."""
+        detector = self.detector()
+        profile = detector.profile.describe() if detector.profile else None
+        return {**detector.model.info.to_dict(), "profile": profile, "defaults": self.request_defaults(detector)}
 
-    def request_defaults(self) -> dict[str, Any]:
-        """What a request that omits each option gets (``None``: resolved per image and mode)."""
-        slicing = self.settings.slicing
+    def request_defaults(self, detector: Detector | None = None) -> dict[str, Any]:
+        """What a request that omits each option gets (``None``: resolved per image and mode).
+
+        They are the model's own (its profile over the server's settings); with no model loaded
+        yet, the server's.
+        """
+        slicing = detector.slicing if detector is not None else self.settings.slicing
         options = DetectOptions().model_dump(mode="json")
         options.update(
             slice=slicing.mode.value,

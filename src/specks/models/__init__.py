@@ -118,7 +118,7 @@ def load_model(
 ) -> OnnxModel:
     """Load the model ``spec`` names (None: the embedded default), converting Darknet files once.
 
-    ``overrides`` (a model profile's) replace what Specks declares about the model itself.
+    ``overrides`` (a model profile's) replace, field by field, what Specks declares about the model itself.
     """
     from .onnx_model import OnnxModel
 
@@ -130,5 +130,5 @@ def load_model(
         source_format=prepared.source_format,
         path=prepared.source,
         name=prepared.name,
-        overrides=prepared.overrides if overrides is None else overrides,
+        overrides=prepared.overrides if overrides is None else prepared.overrides.replaced_by(overrides),
     )
