@@ -46,8 +46,10 @@ class FakeModel:
 class FakeDetector:
     """Answers every image with one car; records what it was asked and the gauge while it ran."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, slicing: SlicingSettings | None = None) -> None:
         self.model = FakeModel()
+        self.slicing = slicing or SlicingSettings()
+        self.profile = None
         self.metrics = metrics
         self.calls: list[tuple[Any, DetectOptions]] = []
         self.in_flight_seen: list[float] = []
@@ -71,7 +73,7 @@ class FakeDetector:
 def make_service(settings: Settings | None = None, *, with_metrics: bool = False) -> tuple[DetectionService, Any]:
     settings = settings or Settings(limits=Limits(max_body_bytes=1000))
     metrics = Metrics.create(CollectorRegistry()) if with_metrics else None
-    detector = FakeDetector(metrics)
+    detector = FakeDetector(metrics, settings.slicing)
     return DetectionService(settings, ModelHolder(settings, detector), metrics), detector  # type: ignore[arg-type]
 
 
@@ -92,7 +94,7 @@ def test_handle_predict_decodes_predicts_and_encodes() -> None:
     ]
     assert answer["tiles"] == 3
     assert "tiles" not in answer["timing_ms"]  # timing_ms holds milliseconds only
-    (image, options), = detector.calls
+    ((image, options),) = detector.calls
     assert options.conf == 0.5 and options.classes == ["car"]
 
 

@@ -46,6 +46,15 @@ def _common_model_args(parser: argparse.ArgumentParser, *, several: bool = False
             "(default: the embedded YOLOX-Nano)",)
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: cores / workers)")
     parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
+    _profile_arg(parser)
+
+
+def _profile_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        help="a model profile (JSON, e.g. from `specks tune`; default: SPECKS_PROFILE, else "
+        "<model file>.specks.json beside the model)",
+    )
 
 
 def _ray_args(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="show the default model, or what a model file contains")
     models.add_argument("path", nargs="?", help="a model file or name (default: the embedded default)")
     models.add_argument("--json", action="store_true", help="print JSON")
+    _profile_arg(models)
+
+    tune = sub.add_parser(
+        "tune",
+        help="fit the small-object settings to your own labelled images and write a model profile",
+        description="Splits a COCO-format folder into a tuning part and a held-out part, searches slicing, "
+        "scales, flip, merging and thresholds on the tuning part (greedy, one setting at a time), keeps the "
+        "best AP50 within --budget-ms (milliseconds per image measured on this machine), and writes it as a "
+        "model profile only if it also beats the defaults on the held-out part (else the defaults).",
+    )
+    tune.add_argument("dataset", type=Path, help="a folder with images/ and annotations.coco.json")
+    tune.add_argument("--model", help="an .onnx file, a Darknet .cfg, or yolov3-tiny (default: embedded YOLOX-Nano)")
+    tune.add_argument("--budget-ms", type=float, help="most milliseconds per image a setting may cost (default: none)")
+    tune.add_argument(
+        "--output", type=Path, help="profile to write (default: <model file>.specks.json, or ./specks-profile.json)"
+    )
+    tune.add_argument("--holdout", type=float, default=0.3, help="share of images held out to check (default 0.3)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the tuning/held-out split (default 0)")
+    tune.add_argument("--conf", type=float, default=0.01, help="minimum confidence scored (default 0.01)")
+    tune.add_argument("--max-det", type=int, default=500, help="most detections per image (default 500)")
+    tune.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: every core)")
+    tune.add_argument("--json", action="store_true", help="also print the report as JSON")
 
     bench = sub.add_parser("bench", help="end-to-end POST /predict latency vs bare session.run")
     bench.add_argument("--image", type=Path, help="a JPEG (default: a synthetic 2000x1500 photo-like JPEG)")
@@ -300,7 +331,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Environment first (SPECKS_*), then the flags that were given."""
     settings = Settings.from_env()
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "workers", "max_requests", "max_requests_jitter"):
+    for name in ("host", "port", "workers", "max_requests", "max_requests_jitter", "profile"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -333,6 +364,7 @@ def model_overrides(values: list[str]) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .memory import check_worker_memory, estimate_worker_memory
     from .models import prepare_model
+    from .profiles import find_profile
     from .served import served_models
 
     if Engine(args.engine) is Engine.RAY:
@@ -344,10 +376,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepared = {spec.name: prepare_model(spec.path, settings.cache_dir) for spec in served_models(settings)}
     estimate = estimate_worker_memory(settings, {name: p.onnx_path.stat().st_size for name, p in prepared.items()})
     check_worker_memory(settings, estimate)
+    profile = find_profile(settings.model, settings.profile)  # a bad profile fails here, not in each worker
+    shown = f", profile {profile.source.name}" if profile and profile.source else ""
     print(
         f"specks: serving {', '.join(prepared)} on http://{settings.host}:{settings.port} with "
         f"{settings.resolved_workers()} worker(s), {settings.resolved_threads()} inference thread(s) each; "
-        f"estimated {estimate.describe()}",
+        f"estimated {estimate.describe()}{shown}",
         file=sys.stderr,
     )
     serve(settings)
@@ -578,9 +612,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.path:
         settings = dataclasses.replace(settings, model=args.path)
-    info = load_detector(settings).model.info
+    if args.profile:
+        settings = dataclasses.replace(settings, profile=args.profile)
+    detector = load_detector(settings)
+    info = detector.model.info
+    profile = detector.profile.describe() if detector.profile else None
     if args.json:
-        print(orjson.dumps(info.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps({**info.to_dict(), "profile": profile}, option=orjson.OPT_INDENT_2).decode())
         return 0
     is_default = settings.model is None
     print(f"model:        {info.name}{'  (the embedded default)' if is_default else ''}")
@@ -593,7 +631,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"preprocessing: {describe_preprocessing(info.preprocessing)}")
     print(f"providers:    {', '.join(info.providers)}")
     print(f"classes ({info.num_classes}): {', '.join(info.names)}")
+    print(f"profile:      {describe_profile(profile)}")
     return 0
+
+
+def describe_profile(profile: dict[str, Any] | None) -> str:
+    """One line per part of the profile in force, e.g. 'tuned.specks.json: mode=on, flip=True'."""
+    if profile is None:
+        return "none (the server's small-object settings)"
+    settings = ", ".join(f"{k}={v}" for k, v in profile["slicing"].items()) or "no slicing settings"
+    lines = [f"{profile['file']}: {settings}"]
+    for name in ("layout", "preprocessing", "input_hw"):
+        if name in profile:
+            lines.append(f"  {name}: {profile[name]}")
+    held_out = profile["metadata"].get("held_out")
+    if held_out:
+        lines.append(f"  measured by tune on held-out images: {held_out}")
+    return "\n".join(lines)
 
 
 def describe_preprocessing(preprocessing: Preprocessing) -> str:
@@ -696,6 +750,64 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .evaluation import CocoDataset
+    from .pipeline import load_detector
+    from .profiles import save_profile, sidecar_path
+    from .tuning import TuneConfig, tune
+
+    settings = settings_from_args(args)
+    config = TuneConfig(
+        budget_ms=args.budget_ms, holdout_ratio=args.holdout, seed=args.seed, conf=args.conf, max_dets=args.max_det
+    )
+    output = args.output or sidecar_path(settings.model) or Path("specks-profile.json")
+    dataset = CocoDataset.load(args.dataset)
+    detector = load_detector(settings)  # a profile in force lends its layout / preprocessing, not its settings
+    report = tune(detector, dataset, settings.slicing, config)
+    save_profile(report.profile, output)
+    print(format_tune_report(report, args.budget_ms, output))
+    if args.json:
+        print(orjson.dumps(report.profile.to_json(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def format_tune_report(report: Any, budget_ms: float | None, output: Path) -> str:
+    from .evaluation import format_table
+    from .tuning import trial_rows
+
+    meta = report.profile.metadata
+    lines = [
+        f"model {meta['model']}, {meta['dataset']}: tuned on {report.tuning_images} image(s), "
+        f"{report.held_out_images} held out (seed {meta['seed']}); {len(report.trials)} settings tried",
+        "ms/image: decode + every pass, measured on this machine (timings compare only within one run)",
+        "",
+        format_table(
+            ["setting (changes from the defaults)", "AP50", "AP_small", "ms/image", ""],
+            list(trial_rows(report, budget_ms)),
+        ),
+        "",
+    ]
+    defaults = report.held_out_defaults
+    lines.append(
+        f"held out, defaults:  AP50 {defaults.ap50:.3f}  AP_small {defaults.ap_small:.3f}  "
+        f"{defaults.ms_per_image:.0f} ms/image"
+    )
+    if report.chosen is None:
+        lines.append(f"no setting ran within {budget_ms} ms/image: the defaults are written")
+    elif report.held_out_chosen is None:
+        lines.append("the defaults scored best on the tuning part: the defaults are written")
+    else:
+        chosen = report.held_out_chosen
+        lines.append(
+            f"held out, best tuned: AP50 {chosen.ap50:.3f}  AP_small {chosen.ap_small:.3f}  "
+            f"{chosen.ms_per_image:.0f} ms/image  ({report.chosen.label})"
+        )
+        if not report.kept_tuned:
+            lines.append("it does not beat the defaults on the held-out images: the defaults are written")
+    lines.append(f"profile written to {output}")
+    return "\n".join(lines)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     shown = dataclasses.asdict(settings)
@@ -714,6 +826,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "load": cmd_load,
     "mosaic": cmd_mosaic,
+    "tune": cmd_tune,
     "config": cmd_config,
 }
 

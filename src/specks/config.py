@@ -363,6 +363,8 @@ class Settings:
                 file name and answering requests that name no model; None: the first of ``models``,
                 else the embedded default (YOLOX-Nano).
     models:     further models, each under its own name; the embedded default is always served too.
+    profile:    a model profile (JSON, see ``specks.profiles``); None uses ``<model file>.specks.json``
+                beside the model when there is one.
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.
@@ -383,6 +385,7 @@ class Settings:
     workers: int = 0
     model: str | None = None
     models: tuple[ModelSpec, ...] = ()
+    profile: str | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
@@ -473,6 +476,7 @@ class Settings:
             workers=get("WORKERS", int, cls.workers),
             model=get("MODEL", str, None) or None,
             models=get("MODELS", parse_model_specs, ()),
+            profile=get("PROFILE", str, None) or None,
             cache_dir=get("CACHE_DIR", Path, default_cache_dir()),
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
             graceful_timeout_s=get("GRACEFUL_TIMEOUT_S", int, cls.graceful_timeout_s),

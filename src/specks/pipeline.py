@@ -27,6 +27,7 @@ from .overlap import merge_detections
 from .planning import PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
+from .profiles import ModelProfile, find_profile
 from .schemas import DetectOptions
 from .slicing import shift_detections
 from .types import Detections, ImageSize
@@ -93,7 +94,11 @@ class Prediction:
 
 
 class Detector:
-    """A loaded model plus the limits it serves under; safe to share between threads."""
+    """A loaded model plus the limits it serves under; safe to share between threads.
+
+    slicing: the server's small-object defaults (SPECKS_* or built-in); a ``profile`` sets its
+             fields over them, so ``self.slicing`` is what requests of this model default to.
+    """
 
     def __init__(
         self,
@@ -101,11 +106,13 @@ class Detector:
         limits: Limits | None = None,
         slicing: SlicingSettings | None = None,
         *,
+        profile: ModelProfile | None = None,
         use_ort_letterbox: bool = True,
     ) -> None:
         self.model = model
         self.limits = limits or Limits()
-        self.slicing = slicing or SlicingSettings()
+        self.profile = profile
+        self.slicing = profile.apply(slicing or SlicingSettings()) if profile else slicing or SlicingSettings()
         preprocessing = model.info.preprocessing
         self.letterbox: Callable[[np.ndarray, LetterboxPlan], np.ndarray] = (
             OrtLetterboxer(model.threads, preprocessing)
@@ -344,19 +351,32 @@ class Detector:
         return batch
 
 
-def load_detector(settings: Settings, *, threads: int | None = None, spec: ModelSpec | None = None) -> Detector:
-    """Load ``spec`` with the settings' limits and slicing defaults.
+def load_detector(
+    settings: Settings, *, threads: int | None = None, spec: ModelSpec | None = None, use_profile: bool = True
+) -> Detector:
+    """Load ``spec`` with the settings' limits and slicing defaults, and its model profile.
 
-    spec: None loads the model requests get when they name none: ``settings.model`` (under its
-          file name), else the first of ``settings.models``, else the embedded default.
-    threads: ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
+    spec:        None loads the model requests get when they name none: ``settings.model`` (under its
+                 file name), else the first of ``settings.models``, else the embedded default.
+    threads:     ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
+    use_profile: apply the profile in force: ``settings.profile`` for the default model, else a
+                 ``<model file>.specks.json`` beside the model.
     """
     threads = settings.threads_for(1) if threads is None else threads
+    explicit_profile = settings.profile if spec is None else None
     if spec is None and settings.model is None and settings.models:
         spec = settings.models[0]
     path, name = (settings.model, None) if spec is None else (spec.path, spec.name)
-    model = load_model(path, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir, name=name)
-    return Detector(model, settings.limits, settings.slicing)
+    profile = find_profile(path, explicit_profile) if use_profile else None
+    model = load_model(
+        path,
+        runtime=settings.runtime,
+        threads=threads,
+        cache_dir=settings.cache_dir,
+        name=name,
+        overrides=profile.overrides if profile else None,
+    )
+    return Detector(model, settings.limits, settings.slicing, profile=profile)
 
 
 def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) -> tuple[int, int]:

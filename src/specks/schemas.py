@@ -318,8 +318,14 @@ class ModelDetails(BaseModel):
     num_classes: int
     names: list[str] = Field(description="Class names by class id.")
     providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+    profile: dict[str, Any] | None = Field(
+        default=None,
+        description="The model profile in force (its file name, slicing settings, overrides and what tune "
+        "measured), or null.",
+    )
     defaults: dict[str, Any] = Field(
-        description="The server's default for each request option: what a request that omits it gets."
+        description="The default for each request option: what a request that omits it gets "
+        "(the model profile's setting over the server's)."
     )
 
 

@@ -310,7 +310,9 @@ class DetectionService:
 
         No file paths. NotFoundError (404) for a name this server does not serve.
         """
-        return {**self.detector(model).model.info.to_dict(), "defaults": self.request_defaults()}
+        detector = self.detector(model)
+        profile = detector.profile.describe() if detector.profile else None
+        return {**detector.model.info.to_dict(), "profile": profile, "defaults": self.request_defaults(detector)}
 
     def model_list(self) -> dict[str, Any]:
         """Body of ``GET /models`` (``schemas.ModelList``): every served model, the default first."""
@@ -319,7 +321,8 @@ class DetectionService:
         for name, detector in self.holder.detectors().items():
             info = detector.model.info.to_dict()
             info.pop("providers", None)
-            models.append({**info, "name": name, "default": name == default, "profile": None})
+            profile = detector.profile.describe() if detector.profile else None
+            models.append({**info, "name": name, "default": name == default, "profile": profile})
         return {"default": default, "models": models}
 
     def ready_details(self) -> dict[str, Any]:
@@ -327,12 +330,16 @@ class DetectionService:
         self.holder.get()
         return {"status": "ready", "model": self.holder.default_name, "models": self.holder.names}
 
-    def request_defaults(self) -> dict[str, Any]:
-        """What a request that omits each option gets (``None``: resolved per image and mode)."""
-        slicing = self.settings.slicing
+    def request_defaults(self, detector: Detector | None = None) -> dict[str, Any]:
+        """What a request that omits each option gets (``None``: resolved per image and mode).
+
+        They are the model's own (its profile over the server's settings); with no model loaded
+        yet, the server's.
+        """
+        slicing = detector.slicing if detector is not None else self.settings.slicing
         options = DetectOptions().model_dump(mode="json")
         options.update(
-            model=self.holder.default_name,
+            model=detector.model.info.name if detector is not None else self.holder.default_name,
             visualize=False,
             slice=slicing.mode.value,
             tile=slicing.tile_px or None,

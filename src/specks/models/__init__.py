@@ -119,7 +119,7 @@ def load_model(
 ) -> OnnxModel:
     """Load the model ``spec`` names (None: the embedded default), converting Darknet files once.
 
-    ``overrides`` (a model profile's) replace what Specks declares about the model itself.
+    ``overrides`` (a model profile's) replace, field by field, what Specks declares about the model itself.
     name: what the model is served and reported as (``--model NAME=PATH``); None: ``model_name(spec)``.
     """
     from .onnx_model import OnnxModel
@@ -132,7 +132,7 @@ def load_model(
         source_format=prepared.source_format,
         path=prepared.source,
         name=name or prepared.name,
-        overrides=prepared.overrides if overrides is None else overrides,
+        overrides=prepared.overrides if overrides is None else prepared.overrides.replaced_by(overrides),
     )
 
 

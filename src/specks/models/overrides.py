@@ -32,5 +32,13 @@ class ModelOverrides:
         if self.input_hw is not None and not (len(self.input_hw) == 2 and min(self.input_hw) > 0):
             raise ConfigError(f"an input size override needs a positive height and width (got {self.input_hw})")
 
+    def replaced_by(self, other: ModelOverrides) -> ModelOverrides:
+        """These overrides with every field ``other`` sets in place (a profile's over Specks' own)."""
+        return ModelOverrides(
+            layout=other.layout or self.layout,
+            preprocessing=other.preprocessing or self.preprocessing,
+            input_hw=other.input_hw or self.input_hw,
+        )
+
 
 NO_OVERRIDES = ModelOverrides()
