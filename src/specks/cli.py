@@ -267,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--image", type=Path, help="a JPEG (default: a synthetic 2000x1500 photo-like JPEG)")
     bench.add_argument("--runs", type=int, default=50, help="timed requests (default 50)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed requests first (default 5)")
+    bench.add_argument(
+        "--default-config",
+        action="store_true",
+        help="serve with no flags: one client vs bare on every core, then concurrency 8 full-image and "
+        "small-object load vs bare sequential (ignores --threads for the server)",
+    )
+    bench.add_argument("--rounds", type=int, default=4, help="--default-config: load rounds (default 4)")
+    bench.add_argument("--round-seconds", type=float, default=10, help="--default-config: seconds a round (default 10)")
     bench.add_argument("--json", action="store_true", help="print JSON")
     _common_model_args(bench)
 
@@ -660,14 +668,28 @@ def describe_preprocessing(preprocessing: Preprocessing) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmark import format_latency_report, run_latency_benchmark
+    from .benchmark import (
+        format_default_config_report,
+        format_latency_report,
+        run_default_config_benchmark,
+        run_latency_benchmark,
+    )
 
     settings = settings_from_args(args)
-    report = run_latency_benchmark(settings, image_path=args.image, runs=args.runs, warmup=args.warmup)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    if args.default_config:
+        report = run_default_config_benchmark(
+            settings,
+            image_path=args.image,
+            runs=args.runs,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            round_s=args.round_seconds,
+        )
+        text = format_default_config_report(report)
     else:
-        print(format_latency_report(report))
+        report = run_latency_benchmark(settings, image_path=args.image, runs=args.runs, warmup=args.warmup)
+        text = format_latency_report(report)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json else text)
     return 0
 
 

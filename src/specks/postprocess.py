@@ -177,9 +177,7 @@ def postprocess(
     layouts, which are already de-duplicated) and the ``max_detections`` cap. Only the
     ``YOLOX`` layout needs ``input_hw`` (its rows are offsets within grids of that size).
     """
-    candidates = (
-        decode_yolox(raw, params, input_hw) if layout is OutputLayout.YOLOX else _DECODERS[layout](raw, params)
-    )
+    candidates = decode_yolox(raw, params, input_hw) if layout is OutputLayout.YOLOX else _DECODERS[layout](raw, params)
     if layout is OutputLayout.END_TO_END:
         return candidates.sorted_by_confidence()[: params.max_detections]
     if len(candidates) > MAX_CANDIDATES_BEFORE_NMS:

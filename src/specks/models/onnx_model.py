@@ -207,10 +207,13 @@ class OnnxModel:
     ``run`` is thread-safe (ONNX Runtime sessions are); nothing here holds per-request state.
     """
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, threads: int = 1) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, info: ModelInfo, threads: int = 1, graph: Path | bytes | None = None
+    ) -> None:
         self.session = session
         self.info = info
         self.threads = threads
+        self.graph = graph  # what the session was built from (the size-agnostic rewrite, if any)
 
     @classmethod
     def load(
@@ -234,14 +237,25 @@ class OnnxModel:
             raise ModelLoadError(f"model file not found: {model}")
         session = create_session(str(model) if isinstance(model, Path) else model, runtime, threads)
         info = inspect_session(session, model_path, source_format, name or model_path.name, overrides)
+        graph: Path | bytes = model
         if not info.dynamic_hw:
             agnostic = size_agnostic_session(model, info, runtime, threads)
             if agnostic is not None:
                 log.info("%s: its declared %s input runs at any multiple of %d", info.name, info.input_hw, info.stride)
-                session, info = agnostic, dataclasses.replace(info, dynamic_hw=True)
+                (session, graph), info = agnostic, dataclasses.replace(info, dynamic_hw=True)
         if overrides.input_hw is not None:
             info = with_nominal_hw(info, overrides.input_hw)
-        return cls(session, info, threads)
+        return cls(session, info, threads, graph)
+
+    def plain_session(self, threads: int) -> ort.InferenceSession:
+        """A second session on the same graph with ONNX Runtime's own defaults but ``threads``:
+        the bare yardstick benchmarks time against (idle threads spin, as they do by default)."""
+        if self.graph is None:
+            raise ModelLoadError(f"{self.info.name}: the graph it was loaded from is not known")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        graph = str(self.graph) if isinstance(self.graph, Path) else self.graph
+        return ort.InferenceSession(graph, sess_options=options, providers=list(self.info.providers))
 
     def run(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(B, 3, H, W) float32 in 0..1 -> the raw first output, (B, ...) float32."""
@@ -313,9 +327,10 @@ def _class_count(layout: OutputLayout, output_shape: tuple[int, ...], names_meta
 
 def size_agnostic_session(
     model: Path | bytes, info: ModelInfo, runtime: RuntimeOptions, threads: int
-) -> ort.InferenceSession | None:
-    """A session on ``model`` with symbolic height and width, if its graph really runs at another
-    size with the output rows its head has there; None if it does not (its sizes are baked in)."""
+) -> tuple[ort.InferenceSession, bytes] | None:
+    """A session on ``model`` with symbolic height and width (and that rewritten graph), if it
+    really runs at another size with the output rows its head has there; None if it does not
+    (its sizes are baked in)."""
     import onnx  # only needed here and for Darknet conversion
 
     from .dynamic_size import expected_output_shape, second_probe_hw, with_symbolic_hw
@@ -323,7 +338,8 @@ def size_agnostic_session(
     second_hw = second_probe_hw(info.input_hw, info.stride)
     try:
         proto = onnx.load(str(model)) if isinstance(model, Path) else onnx.load_from_string(model)
-        candidate = create_session(with_symbolic_hw(proto).SerializeToString(), runtime, threads)
+        rewritten = with_symbolic_hw(proto).SerializeToString()
+        candidate = create_session(rewritten, runtime, threads)
         declared_shape = probe_run(candidate, info.input_hw).shape
         expected = expected_output_shape(info.layout, declared_shape, info.input_hw, second_hw)
         if expected is None or probe_run(candidate, second_hw).shape != expected:
@@ -331,7 +347,7 @@ def size_agnostic_session(
     except Exception:  # any failure (onnx, session, run) means: keep the graph as declared
         log.debug("%s: input size stays fixed at %s", info.name, info.input_hw, exc_info=True)
         return None
-    return candidate
+    return candidate, rewritten
 
 
 def with_nominal_hw(info: ModelInfo, input_hw: tuple[int, int]) -> ModelInfo:
