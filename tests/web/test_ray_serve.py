@@ -283,7 +283,11 @@ def test_ray_exports_serves_own_metrics_for_the_specks_deployment(specks_url: st
     for _ in range(3):
         assert requests.get(specks_url + "/health", timeout=10).status_code == 200
     (url,) = ray_metrics_urls()
-    wanted = ("ray_serve_num_http_requests_total{", "ray_serve_deployment_replica_healthy{")
+    wanted = (
+        "ray_serve_num_http_requests_total{",  # the proxy
+        "ray_serve_deployment_request_counter_total{",  # the replicas
+        "ray_serve_deployment_replica_healthy{",  # the controller
+    )
     deadline = time.monotonic() + 30  # Ray reports metrics every few seconds
     while True:
         lines = requests.get(url, timeout=10).text.splitlines()
