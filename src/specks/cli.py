@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, help="gunicorn worker processes (default: one per core)")
     serve.add_argument(
-        "--address", help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001) instead of a local Ray"
+        "--address", help="--engine ray: join this running Ray cluster (auto, or HEAD_IP:6379) instead of a local Ray"
     )
     _common_model_args(serve)
     _ray_args(serve)
