@@ -318,7 +318,7 @@ def run_specks(
             payload = post_predict(connection, body)
             seconds.append(time.perf_counter() - start)
         detections[image["id"]] = response_detections(payload)
-        tiles.append(payload["timing_ms"].get("tiles", 0))
+        tiles.append(payload["tiles"])
     connection.close()
     return detections, seconds, tiles
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specks.boxes import areas, batched_nms, clip_xyxy, cxcywh_to_xyxy, iou_matrix, nms
+from specks.boxes import areas, clip_xyxy, cxcywh_to_xyxy
 
 
 def boxes(*rows: list[float]) -> np.ndarray:
@@ -22,51 +22,6 @@ def classes(*values: int) -> np.ndarray:
 
 
 UNIT = [0, 0, 10, 10]
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [
-        pytest.param(UNIT, UNIT, 1.0, id="identical"),
-        pytest.param(UNIT, [20, 20, 30, 30], 0.0, id="disjoint"),
-        pytest.param(UNIT, [10, 0, 20, 10], 0.0, id="touching-edges"),
-        pytest.param(UNIT, [5, 0, 15, 10], 50 / 150, id="half-shifted"),
-        pytest.param(UNIT, [0, 0, 5, 5], 25 / 100, id="contained"),
-        pytest.param(UNIT, [0, 0, 10, 5], 0.5, id="top-half"),
-        pytest.param([2.5, 2.5, 7.5, 7.5], [5, 5, 10, 10], 6.25 / 43.75, id="fractional"),
-        pytest.param([5, 5, 5, 5], UNIT, 0.0, id="zero-area-inside"),
-        pytest.param([5, 5, 5, 5], [5, 5, 5, 5], 0.0, id="zero-area-both"),
-        pytest.param([10, 10, 0, 0], UNIT, 0.0, id="inverted"),
-    ],
-)
-def test_iou_matrix_of_one_pair(a: list[float], b: list[float], expected: float) -> None:
-    result = iou_matrix(boxes(a), boxes(b))
-
-    assert result.shape == (1, 1)
-    assert result.dtype == np.float32
-    assert result[0, 0] == pytest.approx(expected, abs=1e-6)
-    # IoU is symmetric.
-    assert iou_matrix(boxes(b), boxes(a))[0, 0] == pytest.approx(expected, abs=1e-6)
-
-
-def test_iou_matrix_pairs_every_box_of_a_with_every_box_of_b() -> None:
-    a = boxes(UNIT, [5, 0, 15, 10])
-    b = boxes(UNIT, [0, 0, 5, 5], [100, 100, 110, 110])
-
-    expected = np.array([[1.0, 0.25, 0.0], [50 / 150, 0.0, 0.0]], np.float32)
-    np.testing.assert_allclose(iou_matrix(a, b), expected, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "expected_shape"),
-    [
-        pytest.param(boxes(), boxes(UNIT, UNIT, UNIT), (0, 3), id="a-empty"),
-        pytest.param(boxes(UNIT, UNIT), boxes(), (2, 0), id="b-empty"),
-        pytest.param(boxes(), boxes(), (0, 0), id="both-empty"),
-    ],
-)
-def test_iou_matrix_of_empty_arrays_has_an_empty_shape(a: np.ndarray, b: np.ndarray, expected_shape: tuple) -> None:
-    assert iou_matrix(a, b).shape == expected_shape
 
 
 @pytest.mark.parametrize(
@@ -128,87 +83,3 @@ def test_clip_xyxy_leaves_its_argument_alone() -> None:
 
 
 # A and B overlap with IoU 1/3; B and C overlap with IoU 1/3; A and C only touch.
-CHAIN = boxes([0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10])
-# IoU of the first two is 90 / 110 = 0.82.
-NEAR_DUPLICATES = boxes([0, 0, 10, 10], [1, 0, 11, 10])
-FOUR_DISJOINT = boxes([0, 0, 1, 1], [10, 10, 11, 11], [20, 20, 21, 21], [30, 30, 31, 31])
-
-
-@pytest.mark.parametrize(
-    ("xyxy", "box_scores", "iou_threshold", "max_keep", "expected"),
-    [
-        pytest.param(boxes(), scores(), 0.5, None, [], id="empty"),
-        pytest.param(boxes(UNIT), scores(0.1), 0.5, None, [0], id="single"),
-        pytest.param(NEAR_DUPLICATES, scores(0.9, 0.8), 0.5, None, [0], id="duplicate-dropped"),
-        pytest.param(NEAR_DUPLICATES, scores(0.8, 0.9), 0.5, None, [1], id="higher-score-wins"),
-        pytest.param(NEAR_DUPLICATES, scores(0.9, 0.8), 0.9, None, [0, 1], id="below-threshold-kept"),
-        pytest.param(boxes(UNIT, [0, 0, 10, 5]), scores(0.9, 0.8), 0.5, None, [0, 1], id="iou-equal-threshold-kept"),
-        pytest.param(CHAIN, scores(0.9, 0.8, 0.7), 0.3, None, [0, 2], id="greedy-dropped-box-suppresses-nothing"),
-        pytest.param(CHAIN, scores(0.9, 0.8, 0.7), 0.4, None, [0, 1, 2], id="chain-below-threshold"),
-        pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, None, [1, 2, 0, 3], id="sorted-by-score"),
-        pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, 2, [1, 2], id="max-keep"),
-        pytest.param(FOUR_DISJOINT, scores(0.3, 0.9, 0.6, 0.1), 0.5, 0, [], id="max-keep-zero"),
-        pytest.param(FOUR_DISJOINT, scores(0.5, 0.5, 0.5, 0.5), 0.5, None, [0, 1, 2, 3], id="ties-keep-index-order"),
-        pytest.param(
-            boxes([5, 5, 5, 5], [5, 5, 5, 5]),
-            scores(0.9, 0.8),
-            0.5,
-            None,
-            [0, 1],
-            id="zero-area-never-overlap",
-        ),
-        pytest.param(
-            boxes(UNIT, UNIT, [40, 40, 50, 50], [41, 40, 51, 50]),
-            scores(0.6, 0.5, 0.8, 0.7),
-            0.5,
-            2,
-            [2, 0],
-            id="max-keep-counts-kept-boxes-only",
-        ),
-    ],
-)
-def test_nms(
-    xyxy: np.ndarray, box_scores: np.ndarray, iou_threshold: float, max_keep: int | None, expected: list[int]
-) -> None:
-    keep = nms(xyxy, box_scores, iou_threshold, max_keep)
-
-    assert keep.dtype == np.intp
-    assert keep.tolist() == expected
-
-
-@pytest.mark.parametrize(
-    ("xyxy", "box_scores", "class_id", "max_keep", "expected"),
-    [
-        pytest.param(boxes(), scores(), classes(), None, [], id="empty"),
-        pytest.param(boxes(UNIT, UNIT), scores(0.9, 0.8), classes(0, 0), None, [0], id="same-class-merged"),
-        pytest.param(boxes(UNIT, UNIT), scores(0.8, 0.9), classes(3, 7), None, [1, 0], id="other-class-kept"),
-        pytest.param(
-            NEAR_DUPLICATES[[0, 1, 0]],
-            scores(0.9, 0.8, 0.7),
-            classes(0, 1, 0),
-            None,
-            [0, 1],
-            id="mixed",
-        ),
-        pytest.param(
-            boxes([-20, -20, -10, -10], [-20, -20, -10, -10], [-19, -20, -9, -10]),
-            scores(0.9, 0.8, 0.7),
-            classes(0, 1, 1),
-            None,
-            [0, 1],
-            id="negative-coordinates",
-        ),
-        pytest.param(
-            boxes(UNIT, UNIT, UNIT),
-            scores(0.7, 0.9, 0.8),
-            classes(0, 1, 2),
-            2,
-            [1, 2],
-            id="max-keep",
-        ),
-    ],
-)
-def test_batched_nms_is_class_aware(
-    xyxy: np.ndarray, box_scores: np.ndarray, class_id: np.ndarray, max_keep: int | None, expected: list[int]
-) -> None:
-    assert batched_nms(xyxy, box_scores, class_id, 0.5, max_keep).tolist() == expected

@@ -68,7 +68,7 @@ def test_predict_prints_the_api_json(yolov5n: str, photo: Path, capsys: pytest.C
     code = main(["predict", str(photo), "--model", yolov5n, "--slice", "off"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(payload) == {"detections", "image", "model", "timing_ms"}
+    assert set(payload) == {"detections", "image", "model", "timing_ms", "tiles"}
     assert payload["detections"]
     assert {"box", "class_id", "label", "confidence"} <= set(payload["detections"][0])
 
@@ -82,6 +82,70 @@ def test_predict_of_a_missing_file_fails_with_a_message(
     assert code != 0
     assert str(missing) in captured.err
     assert captured.out == ""
+
+
+def test_predict_of_a_folder_writes_json_lines_and_pictures_in_order(
+    yolov5n: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photos = sorted((require(COCO_TINY) / "images").iterdir())[:3]
+    for source in photos:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not an image file: skipped by suffix")
+    out, pictures = tmp_path / "out.jsonl", tmp_path / "pictures"
+    flags = ["--jsonl", str(out), "--save-dir", str(pictures), "--progress", "on"]
+    code = main(["predict", str(folder), "--model", yolov5n, *flags])
+    captured = capsys.readouterr()
+    assert code == 1  # one image failed
+    assert captured.out == ""  # the answers went to the file
+    assert "broken.jpg" in captured.err and "100%" in captured.err  # the message, and the finished bar
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(line["file"]).name for line in lines] == sorted([p.name for p in photos] + ["broken.jpg"])
+    broken = next(line for line in lines if line["file"].endswith("broken.jpg"))
+    assert broken["error"]["code"] == "invalid_image"
+    from PIL import Image
+
+    for line in lines:
+        if "error" in line:
+            continue
+        stem = Path(line["file"]).stem
+        assert json.loads((pictures / f"{stem}.json").read_text()) == line
+        with Image.open(pictures / f"{stem}.jpg") as picture:
+            assert picture.size == (line["image"]["width"], line["image"]["height"])
+    assert not (pictures / "broken.jpg").exists()
+
+
+def test_predict_names_its_model(yolov5n: str, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(photo), "--model", f"mine={yolov5n}", "--slice", "off"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["name"] == "mine"
+
+
+def test_serve_refuses_a_configuration_over_the_memory_limit(
+    yolov5n: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import specks.web.server
+
+    monkeypatch.setattr(specks.web.server, "serve", lambda settings: pytest.fail("the server started"))
+    monkeypatch.setenv("SPECKS_MAX_WORKER_MEMORY_MB", "1000")
+    code = main(["serve", "--model", f"a={yolov5n}", "--model", f"b={yolov5n}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "more than SPECKS_MAX_WORKER_MEMORY_MB (1000)" in err
+    assert "models (a 513, b 513, " in err  # 34 + 2.5 x 7.6 + 460 each
+
+
+def test_serve_takes_several_models_and_one_bare_path_at_most() -> None:
+    from specks.cli import settings_from_args
+    from specks.config import ModelSpec
+    from specks.errors import ConfigError
+
+    args = build_parser().parse_args(["serve", "--model", "/m/x.onnx", "--model", "a=/m/a.onnx"])
+    settings = settings_from_args(args)
+    assert settings.model == "/m/x.onnx" and settings.models == (ModelSpec("a", "/m/a.onnx"),)
+    with pytest.raises(ConfigError, match="only one --model may be a bare path"):
+        settings_from_args(build_parser().parse_args(["serve", "--model", "/m/x.onnx", "--model", "/m/y.onnx"]))
 
 
 @pytest.mark.parametrize("command", ["bench", "load"])
@@ -119,6 +183,9 @@ def test_predict_rejects_out_of_range_options_naming_them(
         ([], {}),
         (["--slice", "on"], {"slice": True}),
         (["--slice", "off"], {"slice": False}),
+        (["--scales", "1,1.5"], {"scales": [1.0, 1.5]}),
+        (["--flip", "on", "--soft-nms", "off"], {"flip": True, "soft_nms": False}),
+        (["--merge", "wbf"], {"merge": "wbf"}),
         (["--slice", "auto"], {"slice": "auto"}),
         (["--full-image", "off"], {"full_image": False}),
         (["--tile-scale", "1.5"], {"tile_scale": 1.5}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,11 @@ from typing import Any
 import pytest
 
 from specks import config
-from specks.config import Limits, RuntimeOptions, Settings
+from specks.config import Limits, ModelSpec, RuntimeOptions, Settings, parse_model_arg
 from specks.errors import ConfigError
+from specks.logs import LogFormat
+from specks.overlap import MatchMetric, MergeStrategy
+from specks.slicing import SliceMode
 
 
 def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -50,6 +54,23 @@ def test_from_env_ignores_other_variables() -> None:
         pytest.param("MAX_IMAGE_PIXELS", "1000000", lambda s: s.limits.max_image_pixels, 1_000_000, id="max-pixels"),
         pytest.param("MAX_BODY_BYTES", "2048", lambda s: s.limits.max_body_bytes, 2048, id="max-body"),
         pytest.param("MAX_JSON_DEPTH", "8", lambda s: s.limits.max_json_depth, 8, id="max-json-depth"),
+        pytest.param("SLICE", "OFF", lambda s: s.slicing.mode, SliceMode.OFF, id="slice-off"),
+        pytest.param("SLICE", "true", lambda s: s.slicing.mode, SliceMode.ON, id="slice-true"),
+        pytest.param("SLICE", "auto", lambda s: s.slicing.mode, SliceMode.AUTO, id="slice-auto"),
+        pytest.param("MERGE", "NMM", lambda s: s.slicing.merge, MergeStrategy.NMM, id="merge"),
+        pytest.param("MERGE_METRIC", "ios", lambda s: s.slicing.merge_metric, MatchMetric.IOS, id="merge-metric"),
+        pytest.param("LOG_FORMAT", "Text", lambda s: s.observability.log_format, LogFormat.TEXT, id="log-format"),
+        pytest.param("TILE_SCALE", "1.5", lambda s: s.slicing.tile_scale, 1.5, id="tile-scale"),
+        pytest.param("MAX_BATCH_IMAGES", "8", lambda s: s.limits.max_batch_images, 8, id="max-batch-images"),
+        pytest.param("MAX_BATCH_BYTES", "1048576", lambda s: s.limits.max_batch_bytes, 1 << 20, id="max-batch-bytes"),
+        pytest.param("MAX_WORKER_MEMORY_MB", "2048", lambda s: s.max_worker_memory_mb, 2048, id="max-worker-memory"),
+        pytest.param(
+            "MODELS",
+            "a=/p/a.onnx, b.v2=/p/b.onnx",
+            lambda s: s.models,
+            (ModelSpec("a", "/p/a.onnx"), ModelSpec("b.v2", "/p/b.onnx")),
+            id="models",
+        ),
     ],
 )
 def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Settings], Any], expected: Any) -> None:
@@ -67,6 +88,12 @@ def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Set
         pytest.param("MAX_IMAGE_PIXELS", "40M", id="max-pixels"),
         pytest.param("MAX_BODY_BYTES", "20MiB", id="max-body"),
         pytest.param("MAX_JSON_DEPTH", "deep", id="max-json-depth"),
+        pytest.param("SLICE", "sometimes", id="slice-mode"),
+        pytest.param("MERGE", "wbf-ish", id="merge"),
+        pytest.param("MERGE_METRIC", "dice", id="merge-metric"),
+        pytest.param("LOG_FORMAT", "xml", id="log-format"),
+        pytest.param("MODELS", "/p/a.onnx", id="models-without-a-name"),
+        pytest.param("MAX_BATCH_IMAGES", "many", id="max-batch-images"),
     ],
 )
 def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> None:
@@ -89,6 +116,17 @@ def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> Non
         pytest.param({"SPECKS_MAX_IMAGE_PIXELS": "0"}, "max_image_pixels must be >= 1, got 0", id="max-pixels"),
         pytest.param({"SPECKS_MAX_BODY_BYTES": "-1"}, "max_body_bytes must be >= 1, got -1", id="max-body"),
         pytest.param({"SPECKS_MAX_JSON_DEPTH": "0"}, "max_json_depth must be >= 1, got 0", id="max-json-depth"),
+        # A value a request could never send, refused once at start-up instead of failing every request.
+        pytest.param({"SPECKS_TILE_SCALE": "0"}, "tile_scale must be within 0.25..4, got 0.0", id="tile-scale-zero"),
+        pytest.param({"SPECKS_TILE_SCALE": "9"}, "tile_scale must be within 0.25..4", id="tile-scale-large"),
+        pytest.param({"SPECKS_MAX_TILE_INPUT": "10"}, "max_tile_input_px must be within", id="max-tile-input"),
+        pytest.param({"SPECKS_OVERLAP": "0.9"}, "overlap_ratio must be within 0..0.75", id="overlap"),
+        pytest.param({"SPECKS_TILE": "10"}, "tile_px must be 0 or 64..4096", id="tile"),
+        pytest.param({"SPECKS_MAX_BATCH_IMAGES": "0"}, "max_batch_images must be >= 1, got 0", id="batch-images"),
+        pytest.param({"SPECKS_MAX_BATCH_BYTES": "0"}, "max_batch_bytes must be >= 1, got 0", id="batch-bytes"),
+        pytest.param({"SPECKS_MAX_WORKER_MEMORY_MB": "-1"}, "max_worker_memory_mb must be >= 0", id="memory"),
+        pytest.param({"SPECKS_MODELS": "a=/p/a.onnx,a=/p/b.onnx"}, "'a' is given twice", id="models-twice"),
+        pytest.param({"SPECKS_MODELS": "a="}, "model 'a' has no path", id="models-no-path"),
     ],
 )
 def test_from_env_out_of_range(environ: dict[str, str], message: str) -> None:
@@ -150,3 +188,92 @@ def test_more_workers_than_cores_still_get_one_thread(monkeypatch: pytest.Monkey
 
 def test_cpu_count_is_positive() -> None:
     assert config.cpu_count() >= 1
+
+
+def test_compat_and_cors_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.compat.max_predictions == 20  # Frigate's fixed 20-row array
+    assert settings.cors.allowed_origins == ()
+    assert not settings.cors.enabled
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("https://app.example.com", ("https://app.example.com",), id="one"),
+        pytest.param(
+            " http://localhost:3000 , http://127.0.0.1:8080 ",
+            ("http://localhost:3000", "http://127.0.0.1:8080"),
+            id="several-with-spaces",
+        ),
+        pytest.param("http://[::1]:5173", ("http://[::1]:5173",), id="ipv6"),
+        pytest.param("*", ("*",), id="any"),
+    ],
+)
+def test_cors_origins_from_env(value: str, expected: tuple[str, ...]) -> None:
+    cors = Settings.from_env({"SPECKS_CORS_ORIGINS": value}).cors
+
+    assert cors.allowed_origins == expected
+    assert cors.enabled
+    assert cors.allows_any_origin == (expected == ("*",))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("https://app.example.com/", "no trailing slash), got 'https://app.example.com/'", id="slash"),
+        pytest.param("https://app.example.com/page", "got 'https://app.example.com/page'", id="path"),
+        pytest.param("app.example.com", "got 'app.example.com'", id="no-scheme"),
+        pytest.param("ftp://app.example.com", "got 'ftp://app.example.com'", id="scheme"),
+        # flask-cors would read these as regular expressions: exact origins only.
+        pytest.param("https://.*\\.example\\.com", "exact origins", id="regex"),
+        pytest.param("*,https://app.example.com", "cannot be combined", id="star-and-more"),
+    ],
+)
+def test_cors_origins_refused(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env({"SPECKS_CORS_ORIGINS": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        pytest.param("1", True, id="1"),
+        pytest.param("100", True, id="100"),
+        pytest.param("10000", True, id="10000"),
+        pytest.param("0", False, id="0"),
+        pytest.param("10001", False, id="10001"),
+    ],
+)
+def test_compat_max_predictions_range(value: str, valid: bool) -> None:
+    environ = {"SPECKS_COMPAT_MAX_PREDICTIONS": value}
+    if valid:
+        assert Settings.from_env(environ).compat.max_predictions == int(value)
+    else:
+        with pytest.raises(ConfigError, match=f"max_predictions must be 1..10000, got {value}"):
+            Settings.from_env(environ)
+
+
+def test_compat_max_predictions_not_a_number_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="SPECKS_COMPAT_MAX_PREDICTIONS is not a valid int: got 'twenty'"):
+        Settings.from_env({"SPECKS_COMPAT_MAX_PREDICTIONS": "twenty"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("det=/models/det.onnx", ModelSpec("det", "/models/det.onnx"), id="named"),
+        pytest.param(" det = models/det.onnx ", ModelSpec("det", "models/det.onnx"), id="spaces"),
+        pytest.param("/models/det.onnx", "/models/det.onnx", id="bare-path"),
+        pytest.param("/data/run=3/det.onnx", "/data/run=3/det.onnx", id="path-with-equals"),
+        pytest.param("my model=/p.onnx", "my model=/p.onnx", id="not-a-name-is-a-path"),
+    ],
+)
+def test_parse_model_arg(value: str, expected: ModelSpec | str) -> None:
+    assert parse_model_arg(value) == expected
+
+
+def test_a_programmatic_model_name_is_checked() -> None:
+    with pytest.raises(ConfigError, match="model name 'a b' is not valid"):
+        Settings(models=(ModelSpec("a b", "/p.onnx"),))

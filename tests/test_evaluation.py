@@ -228,7 +228,7 @@ class GroundTruthDetector:
 
     def predict_bytes(self, data: bytes, options: DetectOptions) -> Prediction:
         self.calls += 1
-        return Prediction(self.truth[data], ImageSize(1, 1), {"total": 1.0, "tiles": 4})
+        return Prediction(self.truth[data], ImageSize(1, 1), {"total": 1.0}, tile_count=4)
 
 
 def test_evaluate_scores_only_the_limited_images() -> None:

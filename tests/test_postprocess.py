@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from specks import postprocess as postprocess_module
-from specks.errors import UnsupportedModelError
+from specks.errors import InferenceError, UnsupportedModelError
 from specks.models.onnx_model import detect_layout
-from specks.postprocess import OutputLayout, PostprocessParams, postprocess
+from specks.postprocess import YOLOX_STRIDES, OutputLayout, PostprocessParams, postprocess, yolox_grid
 from specks.types import Detections
 
 NUM_CLASSES = 3
+INPUT_HW = (640, 640)  # the input size the synthetic outputs come from
 Box = tuple[tuple[float, float, float, float], float, int]  # xyxy in input pixels, score, class id
 
 
@@ -38,10 +39,34 @@ def yolov5_raw(rows: Sequence[Sequence[float]], background: int = 20) -> np.ndar
     return np.vstack([np.zeros((background, width)), np.asarray(rows).reshape(-1, width)]).astype(np.float32)
 
 
+def yolox_raw(
+    found: Sequence[tuple[Sequence[float], float, Sequence[float]]], input_hw: tuple[int, int] = INPUT_HW
+) -> np.ndarray:
+    """(N, 5 + nc) raw YOLOX grid offsets at ``input_hw`` holding (xyxy, objectness, class scores):
+    box i sits in the cell under its centre on the grid of stride YOLOX_STRIDES[i % 3], written
+    backwards from the decoding (dx = cx / stride - grid_x, log_w = log(w / stride))."""
+    grid_xy, stride_px = yolox_grid(input_hw)
+    num_classes = len(found[0][2]) if found else NUM_CLASSES
+    raw = np.zeros((len(grid_xy), 5 + num_classes), np.float32)
+    used: set[int] = set()
+    for index, (xyxy, objectness, class_scores) in enumerate(found):
+        cx, cy, w, h = cxcywh(xyxy)
+        stride = YOLOX_STRIDES[index % len(YOLOX_STRIDES)]
+        cell = (np.floor(cx / stride), np.floor(cy / stride))
+        row = int(np.flatnonzero((stride_px[:, 0] == stride) & np.all(grid_xy == cell, axis=1))[0])
+        assert row not in used, "two planted boxes in one cell"
+        used.add(row)
+        raw[row, :4] = [cx / stride - cell[0], cy / stride - cell[1], np.log(w / stride), np.log(h / stride)]
+        raw[row, 4:] = [objectness, *class_scores]
+    return raw
+
+
 def raw_output(layout: OutputLayout, found: Sequence[Box], background: int = 20) -> np.ndarray:
-    """A raw output of ``layout`` holding exactly the boxes ``found`` (objectness 1 for YOLOv5)."""
-    if layout is OutputLayout.YOLOV5:
+    """A raw output of ``layout`` holding exactly the boxes ``found`` (objectness 1 for YOLOv5 / YOLOX)."""
+    if layout in (OutputLayout.YOLOV5, OutputLayout.YOLOX_DECODED):
         return yolov5_raw([yolov5_row(xyxy, 1.0, one_hot(c, s)) for xyxy, s, c in found], background)
+    if layout is OutputLayout.YOLOX:
+        return yolox_raw([(xyxy, 1.0, one_hot(c, s)) for xyxy, s, c in found])
     if layout is OutputLayout.ULTRALYTICS:
         columns = [[*cxcywh(xyxy), *one_hot(c, s)] for xyxy, s, c in found]
         rows = np.vstack([np.zeros((background, 4 + NUM_CLASSES)), np.asarray(columns).reshape(-1, 4 + NUM_CLASSES)])
@@ -61,7 +86,7 @@ def assert_detections(result: Detections, expected: Sequence[Box]) -> None:
 
 
 ALL_LAYOUTS = list(OutputLayout)
-NMS_LAYOUTS = [OutputLayout.YOLOV5, OutputLayout.ULTRALYTICS]
+NMS_LAYOUTS = [OutputLayout.YOLOV5, OutputLayout.ULTRALYTICS, OutputLayout.YOLOX, OutputLayout.YOLOX_DECODED]
 
 A = (10.0, 20.0, 50.0, 80.0)
 A_SHIFTED = (12.0, 20.0, 52.0, 80.0)  # IoU with A = 38 * 60 / (2 * 40 * 60 - 38 * 60) = 0.90
@@ -118,7 +143,7 @@ E = (0.0, 0.0, 4.0, 4.0)
 def test_postprocess_recovers_known_boxes(
     layout: OutputLayout, found: list[Box], params: PostprocessParams, expected: list[Box]
 ) -> None:
-    result = postprocess(raw_output(layout, found), layout, params)
+    result = postprocess(raw_output(layout, found), layout, params, INPUT_HW)
 
     assert_detections(result, expected)
 
@@ -137,7 +162,7 @@ def test_postprocess_recovers_known_boxes(
     ],
 )
 def test_nms_merges_duplicates_of_one_class_only(layout: OutputLayout, found: list[Box], expected: list[Box]) -> None:
-    assert_detections(postprocess(raw_output(layout, found), layout, PostprocessParams()), expected)
+    assert_detections(postprocess(raw_output(layout, found), layout, PostprocessParams(), INPUT_HW), expected)
 
 
 @pytest.mark.parametrize(
@@ -151,14 +176,14 @@ def test_nms_follows_the_iou_threshold(iou_threshold: float, expected: list[Box]
     raw = raw_output(OutputLayout.ULTRALYTICS, [(A, 0.8, 1), (A_SHIFTED, 0.9, 1)])
 
     assert_detections(
-        postprocess(raw, OutputLayout.ULTRALYTICS, PostprocessParams(iou_threshold=iou_threshold)), expected
+        postprocess(raw, OutputLayout.ULTRALYTICS, PostprocessParams(iou_threshold=iou_threshold), INPUT_HW), expected
     )
 
 
 def test_end_to_end_output_is_not_deduplicated_again() -> None:
     raw = raw_output(OutputLayout.END_TO_END, [(A, 0.8, 1), (A_SHIFTED, 0.9, 1)])
 
-    result = postprocess(raw, OutputLayout.END_TO_END, PostprocessParams())
+    result = postprocess(raw, OutputLayout.END_TO_END, PostprocessParams(), INPUT_HW)
 
     assert_detections(result, [(A_SHIFTED, 0.9, 1), (A, 0.8, 1)])
 
@@ -167,7 +192,7 @@ def test_end_to_end_class_ids_are_rounded() -> None:
     raw = raw_output(OutputLayout.END_TO_END, [(A, 0.9, 2)])
     raw[0, 5] = 1.9999
 
-    assert postprocess(raw, OutputLayout.END_TO_END, PostprocessParams()).class_id.tolist() == [2]
+    assert postprocess(raw, OutputLayout.END_TO_END, PostprocessParams(), INPUT_HW).class_id.tolist() == [2]
 
 
 @pytest.mark.parametrize(
@@ -181,16 +206,21 @@ def test_end_to_end_class_ids_are_rounded() -> None:
         pytest.param(1.0, [0.9, 0.6, 0.0], PostprocessParams(class_ids=frozenset({2})), None, None, id="allowed-zero"),
     ],
 )
-def test_yolov5_scores(
+@pytest.mark.parametrize("layout", [OutputLayout.YOLOV5, OutputLayout.YOLOX, OutputLayout.YOLOX_DECODED])
+def test_objectness_times_class_scores(
+    layout: OutputLayout,
     objectness: float,
     class_scores: list[float],
     params: PostprocessParams,
     expected_score: float | None,
     expected_class: int | None,
 ) -> None:
-    raw = yolov5_raw([yolov5_row(B, objectness, class_scores)])
+    if layout is OutputLayout.YOLOX:
+        raw = yolox_raw([(B, objectness, class_scores)])
+    else:
+        raw = yolov5_raw([yolov5_row(B, objectness, class_scores)])
 
-    result = postprocess(raw, OutputLayout.YOLOV5, params)
+    result = postprocess(raw, layout, params, INPUT_HW)
 
     expected = [] if expected_score is None else [(B, expected_score, expected_class)]
     assert_detections(result, expected)
@@ -200,7 +230,7 @@ def test_ultralytics_best_class_among_allowed() -> None:
     raw = raw_output(OutputLayout.ULTRALYTICS, [(B, 0.9, 0)])
     raw[4 + 1, -1] = 0.6  # the same box also scores 0.6 for class 1
 
-    result = postprocess(raw, OutputLayout.ULTRALYTICS, PostprocessParams(class_ids=frozenset({1})))
+    result = postprocess(raw, OutputLayout.ULTRALYTICS, PostprocessParams(class_ids=frozenset({1})), INPUT_HW)
 
     assert_detections(result, [(B, 0.6, 1)])
 
@@ -210,7 +240,49 @@ def test_candidates_are_capped_to_the_best_before_nms(layout: OutputLayout, monk
     monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", 2)
     raw = raw_output(layout, [(A, 0.5, 0), (B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0)])
 
-    assert_detections(postprocess(raw, layout, PostprocessParams()), [(B, 0.9, 1), (C, 0.7, 2)])
+    assert_detections(postprocess(raw, layout, PostprocessParams(), INPUT_HW), [(B, 0.9, 1), (C, 0.7, 2)])
+
+
+def test_yolox_rows_decode_as_the_models_readme_says() -> None:
+    """A row written by hand at a 384x640 input: stride-16 cell (3, 2) is row 48*80 + 2*40 + 3."""
+    raw = np.zeros((48 * 80 + 24 * 40 + 12 * 20, 5 + 2), np.float32)
+    raw[3923] = [0.5, 0.25, np.log(2.0), 0.0, 0.8, 0.0, 0.5]  # dx, dy, log_w, log_h, objectness, 2 classes
+
+    result = postprocess(raw, OutputLayout.YOLOX, PostprocessParams(), (384, 640))
+
+    # cx = (0.5 + 3) * 16 = 56, cy = (0.25 + 2) * 16 = 36, w = 2 * 16, h = 1 * 16; score 0.8 * 0.5.
+    assert_detections(result, [((40.0, 28.0, 72.0, 44.0), 0.4, 1)])
+
+
+@pytest.mark.parametrize("input_hw", [(416, 416), (320, 480), (1504, 2016)], ids=["416", "320x480", "2016x1504"])
+@pytest.mark.parametrize("num_classes", [1, 80])
+def test_yolox_boxes_on_every_stride_at_any_size(input_hw: tuple[int, int], num_classes: int) -> None:
+    height, width = input_hw
+    boxes = [(6.0, 10.0, 14.0, 30.0), (width - 50.0, 40.0, width - 2.0, 100.0), (100, height - 300, 300, height - 1)]
+    planted = list(zip(boxes, [0.9, 0.8, 0.7], strict=True))  # on the stride 8, 16 and 32 grids
+    last = num_classes - 1
+    found = [(xyxy, 1.0, one_hot(last, score, num_classes)) for xyxy, score in planted]
+
+    result = postprocess(yolox_raw(found, input_hw), OutputLayout.YOLOX, PostprocessParams(), input_hw)
+
+    assert_detections(result, [(xyxy, score, last) for xyxy, score in planted])
+
+
+def test_yolox_output_of_another_size_is_refused() -> None:
+    raw = yolox_raw([(A, 1.0, one_hot(0, 0.9))], (416, 416))
+
+    with pytest.raises(InferenceError, match="should have 8400 rows"):
+        postprocess(raw, OutputLayout.YOLOX, PostprocessParams(), (640, 640))
+
+
+def test_yolox_huge_sizes_stay_finite() -> None:
+    raw = yolox_raw([(A, 1.0, one_hot(0, 0.9))])
+    raw[:, 2:4] = 1000.0  # random weights can say anything
+
+    result = postprocess(raw, OutputLayout.YOLOX, PostprocessParams(), INPUT_HW)
+
+    assert len(result) == 1
+    assert np.all(np.isfinite(result.xyxy))
 
 
 @pytest.mark.parametrize(
@@ -227,6 +299,11 @@ def test_candidates_are_capped_to_the_best_before_nms(layout: OutputLayout, monk
         pytest.param((1, 9450, 85), (320, 480), False, OutputLayout.YOLOV5, id="yolov5-320x480"),
         pytest.param((1, 25200, 6), (640, 640), False, OutputLayout.YOLOV5, id="yolov5-one-class"),
         pytest.param((1, 25200, 6), (640, 640), True, OutputLayout.END_TO_END, id="hint-wins"),
+        pytest.param((1, 3549, 85), (416, 416), False, OutputLayout.YOLOX, id="yolox-416"),
+        pytest.param((1, 8400, 85), (640, 640), False, OutputLayout.YOLOX, id="yolox-640"),
+        pytest.param((1, 4410, 85), (480, 448), False, OutputLayout.YOLOX, id="yolox-480x448"),
+        pytest.param((1, 3150, 6), (320, 480), False, OutputLayout.YOLOX, id="yolox-one-class"),
+        pytest.param((1, 3150, 6), (320, 480), True, OutputLayout.END_TO_END, id="hint-wins-over-yolox"),
         pytest.param((1, 1000, 20), (640, 640), False, OutputLayout.YOLOV5, id="unknown-anchor-count"),
     ],
 )

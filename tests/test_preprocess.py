@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from specks.preprocess import PAD_VALUE, LetterboxPlan, letterbox, letterbox_into, plan_letterbox
+from specks.errors import ConfigError
+from specks.preprocess import (
+    BGR_RAW_TOP_LEFT,
+    PAD_VALUE,
+    RGB_UNIT_CENTERED,
+    ChannelOrder,
+    LetterboxPlan,
+    Placement,
+    Preprocessing,
+    letterbox,
+    letterbox_into,
+    plan_letterbox,
+)
 
 PAD_FILL = np.float32(PAD_VALUE / 255.0)
 
@@ -200,3 +213,100 @@ def test_input_to_source_of_a_hand_made_plan() -> None:
     back = plan.input_to_source(np.array([[0, 16, 32, 32], [16, 0, 48, 64]], np.float32))
 
     np.testing.assert_allclose(back, [[0, 0, 100, 50], [50, -50, 150, 150]], atol=1e-4)
+
+
+# A 6x2 image into a 4x6 input: scale 1 (no resampling), so every element can be written by hand.
+SMALL_RGB = np.array(
+    [
+        [[10, 20, 30], [40, 50, 60], [70, 80, 90], [100, 110, 120], [130, 140, 150], [160, 170, 180]],
+        [[1, 2, 3], [4, 5, 6], [7, 8, 9], [11, 12, 13], [14, 15, 16], [17, 18, 19]],
+    ],
+    np.uint8,
+)
+
+
+def hand_made_tensor(preprocessing: Preprocessing) -> np.ndarray:
+    """The (1, 3, 4, 6) input SMALL_RGB should give, written out element by element."""
+    pad_rows = {Placement.TOP_LEFT: (2, 3), Placement.CENTER: (0, 3)}[preprocessing.placement]
+    image_rows = {Placement.TOP_LEFT: (0, 1), Placement.CENTER: (1, 2)}[preprocessing.placement]
+    channels = [0, 1, 2] if preprocessing.channel_order is ChannelOrder.RGB else [2, 1, 0]
+    expected = np.zeros((1, 3, 4, 6), np.float32)
+    for slot, channel in enumerate(channels):
+        for row in range(4):
+            for column in range(6):
+                if row in image_rows:
+                    value = float(SMALL_RGB[image_rows.index(row), column, channel])
+                else:
+                    assert row in pad_rows
+                    value = float(preprocessing.pad_value)
+                expected[0, slot, row, column] = value * preprocessing.value_scale
+    return expected
+
+
+@pytest.mark.parametrize(
+    "preprocessing",
+    [
+        pytest.param(BGR_RAW_TOP_LEFT, id="yolox-bgr-0..255-top-left"),
+        pytest.param(RGB_UNIT_CENTERED, id="yolov5-rgb-0..1-centred"),
+        pytest.param(Preprocessing(ChannelOrder.BGR, 1 / 255, 0, Placement.CENTER), id="bgr-unit-black-pad"),
+    ],
+)
+def test_letterbox_matches_a_hand_made_tensor(preprocessing: Preprocessing) -> None:
+    plan = plan_letterbox((6, 2), (4, 6), placement=preprocessing.placement)
+
+    tensor = letterbox(SMALL_RGB, plan, preprocessing)
+
+    assert plan.content_wh == (6, 2) and plan.scale == 1.0
+    np.testing.assert_allclose(tensor, hand_made_tensor(preprocessing), rtol=1e-6)
+
+
+def test_yolox_preprocessing_is_bgr_raw_values_padded_114_right_and_bottom() -> None:
+    plan = plan_letterbox((63, 30), (64, 64), placement=Placement.TOP_LEFT)  # native pixels, 1 column to spare
+
+    tensor = letterbox(solid_rgb(63, 30, (200, 100, 50)), plan, BGR_RAW_TOP_LEFT)
+
+    assert np.all(tensor[0, :, :30, :63] == np.array([50.0, 100.0, 200.0], np.float32)[:, None, None])  # B, G, R
+    assert np.all(tensor[0, :, :30, 63:] == 114.0)  # right margin
+    assert np.all(tensor[0, :, 30:, :] == 114.0)  # bottom margin
+
+
+def test_default_preprocessing_is_unchanged() -> None:
+    """RGB, 0..1, centred on grey 114: what every model before YOLOX was fed, bit for bit."""
+    assert Preprocessing() == RGB_UNIT_CENTERED
+    assert RGB_UNIT_CENTERED.pad_fill == np.float32(PAD_VALUE / 255.0)
+    rgb = noise_rgb(333, 500)
+    plan = plan_letterbox((333, 500), (640, 640))
+    content = np.asarray(Image.fromarray(rgb).resize(plan.content_wh, Image.Resampling.BILINEAR), np.float32)
+    tensor = letterbox(rgb, plan)
+    pad_x = plan.pad_xy[0]
+    np.testing.assert_array_equal(
+        tensor[0, :, :, pad_x : pad_x + plan.content_wh[0]], content.transpose(2, 0, 1) * np.float32(1.0 / 255.0)
+    )
+
+
+@pytest.mark.parametrize(("source_wh", "minimal_padding"), SOURCES)
+def test_top_left_placement_is_undone(source_wh: tuple[int, int], minimal_padding: bool) -> None:
+    plan = plan_letterbox(source_wh, (640, 640), minimal_padding=minimal_padding, placement=Placement.TOP_LEFT)
+    centred = plan_letterbox(source_wh, (640, 640), minimal_padding=minimal_padding)
+    content_w, content_h = plan.content_wh
+    w, h = source_wh
+
+    assert plan.pad_xy == (0, 0)
+    assert (plan.input_hw, plan.content_wh, plan.scale) == (centred.input_hw, centred.content_wh, centred.scale)
+    np.testing.assert_allclose(
+        plan.input_to_source(np.array([[0, 0, content_w, content_h]], np.float32)), [[0, 0, w, h]], atol=1e-3
+    )
+    source_xyxy = np.array([[w / 3, h / 7, w / 2, h * 0.9]], np.float32)
+    np.testing.assert_allclose(plan.input_to_source(source_xyxy * np.float32(plan.scale)), source_xyxy, atol=0.5)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({"value_scale": 0.0}, "got 0.0", id="zero-scale"),
+        pytest.param({"pad_value": 300}, "got 300", id="pad-above-255"),
+    ],
+)
+def test_preprocessing_is_validated(fields: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Preprocessing(**fields)  # type: ignore[arg-type]

@@ -154,6 +154,7 @@ class FakePrediction:
     detections: Detections
     image_size: ImageSize = ImageSize(width=1280, height=720)
     timing_ms: dict[str, float] = field(default_factory=lambda: {"decode": 1.5, "total": 12.25})
+    tile_count: int = 0
 
 
 def test_encode_prediction() -> None:
@@ -184,6 +185,7 @@ def test_encode_prediction() -> None:
             "layout": "yolov5",
         },
         "timing_ms": {"decode": 1.5, "total": 12.25},
+        "tiles": 0,
     }
     assert PredictResponse.model_validate(encoded).detections[0].label == "car"
 

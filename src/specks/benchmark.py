@@ -136,6 +136,8 @@ class ServerProcess:
             command += ["--threads", str(threads)]
         if settings.model:
             command += ["--model", settings.model]
+        for spec in settings.models:
+            command += ["--model", f"{spec.name}={spec.path}"]
         full_env = {**os.environ, "SPECKS_CACHE_DIR": str(settings.cache_dir), **(env or {})}
         self._output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; closed in stop)
         self.process = subprocess.Popen(command, env=full_env, stdout=self._output, stderr=subprocess.STDOUT)

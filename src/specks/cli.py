@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .config import Settings
-from .errors import SpecksError
-from .logs import configure_logging
+from .config import ModelSpec, Settings, parse_model_arg
+from .errors import ConfigError, SpecksError
+from .logs import LogFormat, configure_logging
+from .mosaic import DEFAULT_SCALES, MosaicSpec, build_mosaics, mosaic_cache_dir
 
 if TYPE_CHECKING:
+    from .preprocess import Preprocessing
     from .schemas import DetectOptions
     from .web.ray_config import RayDeployment
 
@@ -29,8 +31,19 @@ class Engine(enum.Enum):
     RAY = "ray"
 
 
-def _common_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="an .onnx file or Darknet .cfg (default: the embedded YOLOv3-tiny)")
+def _common_model_args(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    if several:
+        parser.add_argument(
+            "--model",
+            action="append",
+            help="an .onnx file, a Darknet .cfg or the named model yolov3-tiny (served under its file name, the "
+            "default for requests), or "
+            "NAME=PATH to serve it as NAME; repeatable. The embedded default is always served too "
+            "(GET /models lists the names)",
+        )
+    else:
+        parser.add_argument("--model", help="an .onnx file, a Darknet .cfg, the named model yolov3-tiny, or NAME=PATH "
+            "(default: the embedded YOLOX-Nano)",)
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: cores / workers)")
     parser.add_argument("--providers", help="execution providers in order, e.g. cuda,cpu (default: cpu)")
 
@@ -71,8 +84,13 @@ def ray_environ_from_args(args: argparse.Namespace) -> dict[str, str]:
     """The replicas' SPECKS_* variables: this environment's, with --model/--threads/--providers folded in."""
     from .web.ray_config import replica_environ
 
+    model = args.model
+    if isinstance(model, list):  # `serve --model` repeats (NAME=PATH); replicas take several via SPECKS_MODELS
+        if len(model) > 1 or "=" in model[0]:
+            raise SpecksError("--engine ray takes one plain --model PATH; several: SPECKS_MODELS=a=/p.onnx,...")
+        model = model[0]
     return replica_environ(
-        os.environ, replica_cpus=args.replica_cpus, model=args.model, threads=args.threads, providers=args.providers
+        os.environ, replica_cpus=args.replica_cpus, model=model, threads=args.threads, providers=args.providers
     )
 
 
@@ -108,9 +126,12 @@ def _slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) -> No
     add("--tile-scale", type=float, help="model-input px per image px in a tile, dynamic models (default 1: native)")
     add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
     add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
-    add("--merge", choices=["nms", "nmm"], help="how tile results merge: keep the best box, or merge boxes")
+    add("--merge", choices=["nms", "nmm", "wbf"], help="how tile and pass results merge: best box, merged, fused")
     add("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller)")
     add("--merge-threshold", type=float, help="overlap above which two tile detections merge, 0..1")
+    add("--scales", help="input scale factors of fused passes, e.g. 1,1.5 (default 1: one pass)")
+    add("--flip", choices=["on", "off"], help="also run every pass mirrored and fuse it (test-time augmentation)")
+    add("--soft-nms", choices=["on", "off"], help="decay overlapping boxes' scores instead of dropping them")
 
 
 def slice_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,8 +139,14 @@ def slice_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.slice in SLICE_MODES:
         options["slice"] = SLICE_MODES[args.slice]
-    if args.full_image is not None:
-        options["full_image"] = args.full_image == "on"
+    for name in ("full_image", "flip", "soft_nms"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name) == "on"
+    if args.scales is not None:
+        try:
+            options["scales"] = [float(part) for part in args.scales.split(",") if part.strip()]
+        except ValueError as exc:
+            raise SpecksError(f"--scales takes numbers like 1,1.5 (got {args.scales!r})") from exc
     for name in ("tile", "tile_scale", "overlap", "merge", "merge_metric", "merge_threshold"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -147,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--address", help="--engine ray: join this running Ray cluster (auto, or HEAD_IP:6379) instead of a local Ray"
     )
-    _common_model_args(serve)
+    _common_model_args(serve, several=True)
     _ray_args(serve)
 
     ray_config = sub.add_parser(
@@ -163,9 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common_model_args(ray_config)
     _ray_args(ray_config)
 
-    predict = sub.add_parser("predict", help="detect objects in image files; prints the API's JSON, one line each")
-    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict = sub.add_parser(
+        "predict", help="detect objects in image files or folders; prints the API's JSON, one line each"
+    )
+    predict.add_argument("images", nargs="+", type=Path, help="image files, or folders of them (not recursive)")
     predict.add_argument("--pretty", action="store_true", help="indent the JSON")
+    predict.add_argument(
+        "--jsonl",
+        "--output",
+        type=Path,
+        help="write JSON Lines to this file instead of stdout: one answer per image, with its 'file'",
+    )
+    predict.add_argument(
+        "--save-dir", type=Path, help="write each annotated picture (NAME.jpg) and its answer (NAME.json) here"
+    )
+    predict.add_argument(
+        "--progress", choices=["auto", "on", "off"], default="auto", help="progress bar on stderr (auto: on a terminal)"
+    )
     _common_model_args(predict)
     _detect_args(predict)
     _slice_args(predict)
@@ -182,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _slice_args(evaluate, compare=True)
 
     models = sub.add_parser("models", help="show the default model, or what a model file contains")
-    models.add_argument("path", nargs="?", help="a model file (default: the embedded default)")
+    models.add_argument("path", nargs="?", help="a model file or name (default: the embedded default)")
     models.add_argument("--json", action="store_true", help="print JSON")
 
     bench = sub.add_parser("bench", help="end-to-end POST /predict latency vs bare session.run")
@@ -213,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--warmup", type=float, default=5, help="first seconds left out of the figures (default 5)")
     load.add_argument("--json", action="store_true", help="print JSON")
 
+    mosaic = sub.add_parser(
+        "mosaic",
+        help="make a small-object dev set: shrunk copies of a COCO folder's photos packed onto large canvases",
+    )
+    mosaic.add_argument("source", type=Path, help="a COCO-format folder (images/ + annotations.coco.json)")
+    mosaic.add_argument("--output", type=Path, help="where to write it (default: the cache, see SPECKS_CACHE_DIR)")
+    mosaic.add_argument(
+        "--scales", default=",".join(str(s) for s in DEFAULT_SCALES), help="shrink factors, comma-separated"
+    )
+    mosaic.add_argument("--canvas", default="2000x1500", help="canvas WIDTHxHEIGHT in pixels (default 2000x1500)")
+    mosaic.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+
     sub.add_parser("config", help="show the effective configuration")
     return parser
 
@@ -221,10 +274,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Environment first (SPECKS_*), then the flags that were given."""
     settings = Settings.from_env()
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "workers", "model"):
+    for name in ("host", "port", "workers"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "model", None):
+        overrides.update(model_overrides(args.model if isinstance(args.model, list) else [args.model]))
     runtime: dict[str, Any] = {}
     if getattr(args, "threads", None) is not None:
         runtime["intra_op_threads"] = args.threads
@@ -235,18 +290,38 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
+def model_overrides(values: list[str]) -> dict[str, Any]:
+    """``--model`` values -> Settings fields: at most one bare path (``model``), any NAME=PATH (``models``).
+
+    Given on the command line, they replace SPECKS_MODEL and SPECKS_MODELS both.
+    """
+    parsed = [parse_model_arg(value) for value in values]
+    bare = [value for value in parsed if isinstance(value, str)]
+    if len(bare) > 1:
+        raise ConfigError(
+            f"only one --model may be a bare path (got {', '.join(bare)}); name the others with NAME=PATH"
+        )
+    return {"model": bare[0] if bare else None, "models": tuple(v for v in parsed if isinstance(v, ModelSpec))}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .memory import check_worker_memory, estimate_worker_memory
     from .models import prepare_model
+    from .served import served_models
 
     if Engine(args.engine) is Engine.RAY:
         return serve_on_ray(args)
     from .web.server import serve
 
     settings = settings_from_args(args)
-    prepare_model(settings.model, settings.cache_dir)  # fail fast, and convert once before forking
+    # Fail fast, and convert Darknet models once, before forking.
+    prepared = {spec.name: prepare_model(spec.path, settings.cache_dir) for spec in served_models(settings)}
+    estimate = estimate_worker_memory(settings, {name: p.onnx_path.stat().st_size for name, p in prepared.items()})
+    check_worker_memory(settings, estimate)
     print(
-        f"specks: serving on http://{settings.host}:{settings.port} with {settings.resolved_workers()} worker(s), "
-        f"{settings.resolved_threads()} inference thread(s) each",
+        f"specks: serving {', '.join(prepared)} on http://{settings.host}:{settings.port} with "
+        f"{settings.resolved_workers()} worker(s), {settings.resolved_threads()} inference thread(s) each; "
+        f"estimated {estimate.describe()}",
         file=sys.stderr,
     )
     serve(settings)
@@ -318,34 +393,115 @@ def _detect_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+def image_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, and each folder's image files (by suffix, sorted by name; sub-folders are not searched)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            found.append(path)
+    return found
+
+
+def _read_image_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SpecksError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .batching import predict_in_windows
     from .pipeline import load_detector
-    from .schemas import encode_prediction, parse_detect_options
+    from .schemas import parse_detect_options
 
     settings = settings_from_args(args)
     options = _detect_fields(args)
     if args.classes:
         options["classes"] = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
     detect_options = parse_detect_options(options)
+    paths = image_paths(args.images)
     detector = load_detector(settings)
-    failures = 0
-    for path in args.images:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            print(f"specks: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            failures += 1
-            continue
-        try:
-            prediction = detector.predict_bytes(data, detect_options)
-        except SpecksError as exc:
-            print(f"specks: {path}: {exc.message}", file=sys.stderr)
-            failures += 1
-            continue
-        payload = encode_prediction(prediction, detector.model.info)
-        option = orjson.OPT_INDENT_2 if args.pretty else 0
-        sys.stdout.write(orjson.dumps(payload, option=option).decode() + "\n")
-    return 1 if failures else 0
+    disable = {"auto": None, "on": False, "off": True}[args.progress]
+    with (
+        tqdm(total=len(paths), unit="image", file=sys.stderr, disable=disable) as bar,
+        PredictOutput(args, detector.model.info.names) as output,
+    ):
+        for path, result in predict_in_windows(
+            detector,
+            paths,
+            _read_image_file,
+            detect_options,
+            window=settings.limits.max_batch_images,
+            keep_image=args.save_dir is not None,
+            on_done=bar.update,
+        ):
+            output.write(path, result, detector)
+    return 1 if output.failures else 0
+
+
+class PredictOutput:
+    """Where ``specks predict`` writes: stdout or a JSON Lines file, and the pictures of ``--save-dir``."""
+
+    def __init__(self, args: argparse.Namespace, names: Sequence[str]) -> None:
+        self.pretty = args.pretty
+        self.jsonl_path: Path | None = args.jsonl
+        self.save_dir: Path | None = args.save_dir
+        self.names = names
+        self.failures = 0
+        self._used_stems: set[str] = set()
+        self._jsonl: Any = None
+
+    def __enter__(self) -> PredictOutput:
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+        if self.jsonl_path is not None:
+            self._jsonl = self.jsonl_path.open("w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+
+    def write(self, path: Path, result: Any, detector: Any) -> None:
+        from tqdm import tqdm
+
+        from .pipeline import Prediction
+        from .schemas import encode_prediction
+
+        if not isinstance(result, Prediction):
+            tqdm.write(f"specks: {path}: {result.message}", file=sys.stderr)  # above the progress bar
+            self.failures += 1
+            if self._jsonl is not None:
+                error = {"code": result.code, "message": result.message}
+                self._jsonl.write(orjson.dumps({"file": str(path), "error": error}).decode() + "\n")
+            return
+        payload = encode_prediction(result, detector.model.info)
+        if self.save_dir is not None:
+            self._save(path, result, payload)
+        if self._jsonl is not None:
+            self._jsonl.write(orjson.dumps({"file": str(path), **payload}).decode() + "\n")
+        else:
+            option = orjson.OPT_INDENT_2 if self.pretty else 0
+            sys.stdout.write(orjson.dumps(payload, option=option).decode() + "\n")
+
+    def _save(self, path: Path, prediction: Any, payload: dict[str, Any]) -> None:
+        from .visualize import draw_prediction, encode_jpeg
+
+        assert self.save_dir is not None
+        stem, number = path.stem, 1
+        while stem in self._used_stems:  # two inputs of one name (a.jpg and a.png, or two folders)
+            number += 1
+            stem = f"{path.stem}-{number}"
+        self._used_stems.add(stem)
+        (self.save_dir / f"{stem}.jpg").write_bytes(encode_jpeg(draw_prediction(prediction, self.names)))
+        (self.save_dir / f"{stem}.json").write_bytes(orjson.dumps({"file": str(path), **payload}))
 
 
 def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:
@@ -407,9 +563,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"batch:        {'dynamic' if info.dynamic_batch else 'fixed 1'}")
     print(f"stride:       {info.stride}")
     print(f"output:       {info.layout.value}")
+    print(f"preprocessing: {describe_preprocessing(info.preprocessing)}")
     print(f"providers:    {', '.join(info.providers)}")
     print(f"classes ({info.num_classes}): {', '.join(info.names)}")
     return 0
+
+
+def describe_preprocessing(preprocessing: Preprocessing) -> str:
+    """e.g. 'BGR, 0..255, pad 114, top_left' for YOLOX."""
+    value_range = "0..1" if preprocessing.value_scale == 1 / 255 else f"0..{255 * preprocessing.value_scale:g}"
+    return (
+        f"{preprocessing.channel_order.value.upper()}, {value_range}, "
+        f"pad {preprocessing.pad_value}, {preprocessing.placement.value}"
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -471,6 +637,23 @@ def format_load_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_mosaic(args: argparse.Namespace) -> int:
+    try:
+        scales = tuple(float(part) for part in args.scales.split(","))
+        canvas_wh = tuple(int(part) for part in args.canvas.lower().split("x"))
+    except ValueError as exc:
+        raise SpecksError(f"--scales takes numbers like 0.5,0.25 and --canvas WIDTHxHEIGHT ({exc})") from exc
+    if len(canvas_wh) != 2:
+        raise SpecksError(f"--canvas takes WIDTHxHEIGHT, got {args.canvas!r}")
+    spec = MosaicSpec(scales=scales, canvas_wh=(canvas_wh[0], canvas_wh[1]), seed=args.seed)
+    output = args.output or mosaic_cache_dir(Settings.from_env().cache_dir, args.source, spec)
+    dataset = build_mosaics(args.source, output, spec)
+    annotations = [a for a in dataset.annotations["annotations"] if not a.get("iscrowd")]
+    small = sum(a["area"] < 32 * 32 for a in annotations)
+    print(f"{len(dataset.images)} mosaics, {len(annotations)} boxes ({small} small) in {output}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     shown = dataclasses.asdict(settings)
@@ -488,13 +671,14 @@ COMMANDS = {
     "models": cmd_models,
     "bench": cmd_bench,
     "load": cmd_load,
+    "mosaic": cmd_mosaic,
     "config": cmd_config,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging("text", "debug" if args.verbose else "info")
+    configure_logging(LogFormat.TEXT, "debug" if args.verbose else "info")
     try:
         return COMMANDS[args.command](args)
     except SpecksError as exc:

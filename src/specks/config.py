@@ -5,19 +5,29 @@ CLI flags override the environment by building a new value with ``dataclasses.re
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .logs import LogFormat
+from .overlap import MatchMetric, MergeStrategy
+from .slicing import SliceMode
 
 ENV_PREFIX = "SPECKS_"
 # prometheus_client's multi-process mode: the directory where each process writes its metrics
 # (set by `specks serve`; /metrics then adds up every worker).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
+# The largest max_det a request may ask for (schemas.DetectOptions).
+MAX_DETECTIONS = 10_000
+# Most passes (input scales) one request may fuse; each costs a model pass (two with flip).
+MAX_PASS_SCALES = 4
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -67,11 +77,17 @@ class RuntimeOptions:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one request may cost."""
+    """Bounds on what one request may cost.
+
+    max_batch_images: most images in one batch request (``"images": [...]``).
+    max_batch_bytes:  most image bytes (after base64) in one batch request, all images together.
+    """
 
     max_image_pixels: int = 40_000_000
     max_body_bytes: int = 20 * MiB
     max_json_depth: int = 32
+    max_batch_images: int = 32
+    max_batch_bytes: int = 16 * MiB
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -84,7 +100,7 @@ class Limits:
 class SlicingSettings:
     """Server-wide defaults for sliced (tiled) inference; requests may override each one.
 
-    mode:             "auto" (slice when the image is clearly larger than the model input), "on" or "off".
+    mode:             slice when the image is clearly larger than the model input (auto), always, never.
     tile_px:          tile side in image pixels; 0 picks it from the model: its input size for
                       fixed-size models, max_tile_input_px / tile_scale for dynamic-size ones.
     tile_scale:       model-input pixels per image pixel inside a tile on dynamic-size models
@@ -92,37 +108,58 @@ class SlicingSettings:
     max_tile_input_px: largest model input side a tile may use on dynamic-size models.
     overlap_ratio:    overlap of neighbouring tiles as a fraction of the tile side.
     full_image_pass:  also run the whole image once (finds objects too big for a tile).
-    merge:            "nms" or "nmm" (greedy non-maximum merging).
-    merge_metric:     "iou" or "ios" (intersection over the smaller box).
+    merge:            keep the best box (NMS) or grow it over its group (NMM).
+    merge_metric:     IoU, or intersection over the smaller box (IoS).
     merge_threshold:  overlap above which two detections of one class are the same object.
     max_tiles:        most tiles one request may cost; more is refused with 413.
     iou_threshold:    NMS IoU inside each tile in small-object mode (crowds need a higher one).
     multi_label:      in small-object mode a box may carry several classes above the threshold.
+    scales:           input scale factors of the passes fused per request (1.0: the plan as is;
+                      e.g. (1.0, 1.5) adds an enlarged pass). Applies to every request.
+    flip:             also run each pass on the mirrored image (test-time augmentation).
+    soft_nms:         decay overlapping boxes' scores instead of dropping them (crowds).
+
+    The ranges match the per-request options (``schemas.DetectOptions``), so a server default
+    is never a value a request could not send.
     """
 
-    mode: str = "auto"
+    mode: SliceMode = SliceMode.AUTO
     tile_px: int = 0
     tile_scale: float = 1.0
     max_tile_input_px: int = 2560
     overlap_ratio: float = 0.2
     full_image_pass: bool = True
-    merge: str = "nms"
-    merge_metric: str = "iou"
+    merge: MergeStrategy = MergeStrategy.NMS
+    merge_metric: MatchMetric = MatchMetric.IOU
     merge_threshold: float = 0.5
     max_tiles: int = 200
     iou_threshold: float = 0.6
     multi_label: bool = True
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    soft_nms: bool = False
 
     def __post_init__(self) -> None:
+        # Names are parsed once, here, so the rest of Specks only sees enums.
+        _coerce_enum(self, "mode", SliceMode.parse)
+        _coerce_enum(self, "merge", MergeStrategy)
+        _coerce_enum(self, "merge_metric", MatchMetric)
         checks = [
-            (self.mode in ("auto", "on", "off"), "mode must be auto, on or off", self.mode),
+            (isinstance(self.mode, SliceMode), "mode must be auto, on or off", self.mode),
             (self.tile_px == 0 or 64 <= self.tile_px <= 4096, "tile_px must be 0 or 64..4096", self.tile_px),
+            (0.25 <= self.tile_scale <= 4.0, "tile_scale must be within 0.25..4", self.tile_scale),
+            (64 <= self.max_tile_input_px <= 8192, "max_tile_input_px must be within 64..8192", self.max_tile_input_px),
             (0 <= self.overlap_ratio <= 0.75, "overlap_ratio must be within 0..0.75", self.overlap_ratio),
-            (self.merge in ("nmm", "nms"), "merge must be nmm or nms", self.merge),
-            (self.merge_metric in ("ios", "iou"), "merge_metric must be ios or iou", self.merge_metric),
+            (isinstance(self.merge, MergeStrategy), "merge must be nms or nmm", self.merge),
+            (isinstance(self.merge_metric, MatchMetric), "merge_metric must be iou or ios", self.merge_metric),
             (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
             (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
             (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
+            (
+                1 <= len(self.scales) <= MAX_PASS_SCALES and all(0.25 <= s <= 4 for s in self.scales),
+                f"scales must be 1..{MAX_PASS_SCALES} factors within 0.25..4",
+                self.scales,
+            ),
         ]
         for ok, message, value in checks:
             if not ok:
@@ -134,11 +171,12 @@ class Security:
     """Optional API keys.
 
     api_keys:   accepted keys; empty means authentication is off.
-    open_paths: paths answered without a key (liveness, readiness, metrics, API docs).
+    open_paths: paths answered without a key (liveness, readiness, metrics, API docs, the web page's
+                assets; the page itself, a browser's ``GET /``, is open too: see web.auth).
     """
 
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs")
+    open_paths: tuple[str, ...] = ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/page")
 
     @property
     def enabled(self) -> bool:
@@ -161,22 +199,135 @@ class Security:
 
 
 @dataclass(frozen=True)
+class CompatAPIs:
+    """The DeepStack / CodeProject.AI- and Roboflow-compatible routes.
+
+    max_predictions: most predictions one DeepStack / CodeProject.AI answer lists, best first.
+                     Frigate's deepstack detector copies them into a fixed 20-row array and fails
+                     on a 21st, so the default is 20; raise it for clients that count crowds.
+    """
+
+    max_predictions: int = 20
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_predictions <= MAX_DETECTIONS:
+            raise ConfigError(f"compat max_predictions must be 1..{MAX_DETECTIONS}, got {self.max_predictions}")
+
+
+# An origin as a browser sends it: scheme://host[:port], no path, no trailing slash.
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
+class Cors:
+    """Cross-origin requests from browsers (CORS); off while no origin is allowed.
+
+    allowed_origins: origins whose pages may call the API, exactly as browsers send them
+                     (``https://app.example.com``, ``http://localhost:3000``), or ``("*",)`` for any.
+    """
+
+    allowed_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        origins = self.allowed_origins
+        if "*" in origins and len(origins) > 1:
+            raise ConfigError(
+                f"CORS origins: '*' allows every origin and cannot be combined with others, got {origins}"
+            )
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    "CORS origins must be '*' or exact origins like https://app.example.com or "
+                    f"http://localhost:3000 (scheme, host and port; no path, no trailing slash), got {origin!r}"
+                )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+    @property
+    def allows_any_origin(self) -> bool:
+        return self.allowed_origins == ("*",)
+
+
+@dataclass(frozen=True)
 class Observability:
     """Logging and metrics.
 
-    log_format:      "json" (one object per line, with the request id) or "text".
+    log_format:      JSON (one object per line, with the request id) or plain text.
     metrics_enabled: serve Prometheus metrics at /metrics.
     """
 
-    log_format: str = "json"
+    log_format: LogFormat = LogFormat.JSON
     log_level: str = "info"
     metrics_enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.log_format not in ("json", "text"):
+        _coerce_enum(self, "log_format", LogFormat)
+        if not isinstance(self.log_format, LogFormat):
             raise ConfigError(f"log_format must be json or text, got {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+
+
+# A served model's name: safe in a URL path segment (DeepStack's /v1/vision/custom/<name>) and in JSON.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model served under a name.
+
+    name: what requests choose it by (``"model": "NAME"``); for ``--model NAME=PATH`` and
+          ``SPECKS_MODELS`` 1..64 letters, digits, ``.``, ``_``, ``-`` (``MODEL_NAME_PATTERN``).
+    path: an ``.onnx`` file or a Darknet ``.cfg`` (with its ``.weights`` beside it); None: the
+          embedded default.
+    """
+
+    name: str
+    path: str | None
+
+
+def check_model_name(name: str) -> None:
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"model name {name!r} is not valid: use 1..64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def parse_model_arg(text: str) -> ModelSpec | str:
+    """One ``--model`` value: ``NAME=PATH`` -> ModelSpec, anything else -> a bare path (today's meaning).
+
+    It is ``NAME=PATH`` when the part before the first ``=`` is a valid name (no ``/``), so
+    ``/data/run=3/model.onnx`` stays a bare path.
+    """
+    name, sep, path = text.partition("=")
+    if sep and MODEL_NAME_PATTERN.fullmatch(name.strip()):
+        return ModelSpec(name.strip(), path.strip())
+    return text.strip()
+
+
+def parse_model_specs(text: str) -> tuple[ModelSpec, ...]:
+    """``SPECKS_MODELS``: comma-separated ``NAME=PATH`` entries, e.g. ``a=/p/a.onnx,b=/p/b.onnx``."""
+    specs = []
+    for part in _parse_list(text):
+        spec = parse_model_arg(part)
+        if not isinstance(spec, ModelSpec):
+            raise ValueError(part)
+        specs.append(spec)
+    return tuple(specs)
+
+
+parse_model_specs.__name__ = "list of NAME=PATH models (e.g. a=/p/a.onnx,b=/p/b.onnx)"
+
+
+def _coerce_enum(settings: object, name: str, parse: Callable[[str], enum.Enum]) -> None:
+    """Replace a setting given by name (``"nmm"``) with its enum member; an unknown name stays for the check."""
+    value = getattr(settings, name)
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        with contextlib.suppress(ValueError):
+            object.__setattr__(settings, name, parse(value.strip().lower()))
 
 
 def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -196,28 +347,37 @@ def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
 class Settings:
     """Everything a Specks server or CLI run is configured with.
 
-    model:      path of an .onnx or Darknet .cfg file; None serves the embedded default.
+    model:      path of an .onnx or Darknet .cfg file, or a named model (yolov3-tiny), served under its
+                file name and answering requests that name no model; None: the first of ``models``,
+                else the embedded default (YOLOX-Nano).
+    models:     further models, each under its own name; the embedded default is always served too.
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: slow clients and keep-alive connections
                 each hold one while they trickle in, so there are many.
     predictions_per_worker: requests one worker decodes and runs at once; the rest wait, which
                 bounds memory (one full-resolution decode plus model activations each).
+    max_worker_memory_mb: refuse to start when the estimated memory of one worker (its models,
+                from their file sizes, and its prediction slots) is above this; 0: no limit.
     """
 
     host: str = "127.0.0.1"
     port: int = 6060
     workers: int = 0
     model: str | None = None
+    models: tuple[ModelSpec, ...] = ()
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
     io_threads: int = 32
     predictions_per_worker: int = 2
+    max_worker_memory_mb: int = 0
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     limits: Limits = field(default_factory=Limits)
     slicing: SlicingSettings = field(default_factory=SlicingSettings)
     security: Security = field(default_factory=Security)
     observability: Observability = field(default_factory=Observability)
+    compat: CompatAPIs = field(default_factory=CompatAPIs)
+    cors: Cors = field(default_factory=Cors)
 
     def __post_init__(self) -> None:
         for name in ("request_timeout_s", "graceful_timeout_s", "io_threads", "predictions_per_worker"):
@@ -227,6 +387,16 @@ class Settings:
             raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.max_worker_memory_mb < 0:
+            raise ConfigError(f"max_worker_memory_mb must be >= 0 (0: no limit), got {self.max_worker_memory_mb}")
+        for spec in self.models:
+            check_model_name(spec.name)
+            if not (spec.path or "").strip():
+                raise ConfigError(f"model {spec.name!r} has no path: write NAME=PATH")
+        names = [spec.name for spec in self.models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"model names must be unique; {', '.join(map(repr, duplicates))} is given twice")
 
     def resolved_workers(self) -> int:
         return self.workers or cpu_count()
@@ -252,43 +422,52 @@ class Settings:
             max_image_pixels=get("MAX_IMAGE_PIXELS", int, Limits.max_image_pixels),
             max_body_bytes=get("MAX_BODY_BYTES", int, Limits.max_body_bytes),
             max_json_depth=get("MAX_JSON_DEPTH", int, Limits.max_json_depth),
+            max_batch_images=get("MAX_BATCH_IMAGES", int, Limits.max_batch_images),
+            max_batch_bytes=get("MAX_BATCH_BYTES", int, Limits.max_batch_bytes),
         )
         slicing = SlicingSettings(
-            mode=get("SLICE", str, SlicingSettings.mode).lower(),
+            mode=get("SLICE", _parse_slice_mode, SlicingSettings.mode),
             tile_px=get("TILE", int, SlicingSettings.tile_px),
             tile_scale=get("TILE_SCALE", float, SlicingSettings.tile_scale),
             max_tile_input_px=get("MAX_TILE_INPUT", int, SlicingSettings.max_tile_input_px),
             overlap_ratio=get("OVERLAP", float, SlicingSettings.overlap_ratio),
             full_image_pass=get("FULL_IMAGE", _parse_bool, SlicingSettings.full_image_pass),
-            merge=get("MERGE", str, SlicingSettings.merge).lower(),
-            merge_metric=get("MERGE_METRIC", str, SlicingSettings.merge_metric).lower(),
+            merge=get("MERGE", _enum_parser(MergeStrategy, "merge strategy"), SlicingSettings.merge),
+            merge_metric=get("MERGE_METRIC", _enum_parser(MatchMetric, "overlap metric"), SlicingSettings.merge_metric),
             merge_threshold=get("MERGE_THRESHOLD", float, SlicingSettings.merge_threshold),
             max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
             iou_threshold=get("SLICE_IOU", float, SlicingSettings.iou_threshold),
             multi_label=get("SLICE_MULTI_LABEL", _parse_bool, SlicingSettings.multi_label),
+            scales=get("SCALES", _parse_floats, SlicingSettings.scales),
+            flip=get("FLIP", _parse_bool, SlicingSettings.flip),
+            soft_nms=get("SOFT_NMS", _parse_bool, SlicingSettings.soft_nms),
         )
         return cls(
             host=get("HOST", str, cls.host),
             port=get("PORT", int, cls.port),
             workers=get("WORKERS", int, cls.workers),
             model=get("MODEL", str, None) or None,
+            models=get("MODELS", parse_model_specs, ()),
             cache_dir=get("CACHE_DIR", Path, default_cache_dir()),
             request_timeout_s=get("REQUEST_TIMEOUT_S", int, cls.request_timeout_s),
             graceful_timeout_s=get("GRACEFUL_TIMEOUT_S", int, cls.graceful_timeout_s),
             io_threads=get("IO_THREADS", int, cls.io_threads),
             predictions_per_worker=get("PREDICTIONS_PER_WORKER", int, cls.predictions_per_worker),
+            max_worker_memory_mb=get("MAX_WORKER_MEMORY_MB", int, cls.max_worker_memory_mb),
             security=Security(
                 api_keys=read_api_keys(env),
                 open_paths=get("OPEN_PATHS", _parse_list, Security.open_paths),
             ),
             observability=Observability(
-                log_format=get("LOG_FORMAT", str, Observability.log_format).lower(),
+                log_format=get("LOG_FORMAT", _enum_parser(LogFormat, "log format"), Observability.log_format),
                 log_level=get("LOG_LEVEL", str, Observability.log_level).lower(),
                 metrics_enabled=get("METRICS", _parse_bool, Observability.metrics_enabled),
             ),
             runtime=runtime,
             limits=limits,
             slicing=slicing,
+            compat=CompatAPIs(max_predictions=get("COMPAT_MAX_PREDICTIONS", int, CompatAPIs.max_predictions)),
+            cors=Cors(allowed_origins=get("CORS_ORIGINS", _parse_list, Cors.allowed_origins)),
         )
 
 
@@ -305,6 +484,35 @@ def _parse_bool(text: str) -> bool:
 
 
 _parse_bool.__name__ = "boolean"
+
+
+def _parse_slice_mode(text: str) -> SliceMode:
+    try:
+        return SliceMode.parse(_parse_bool(text))
+    except ValueError:
+        return SliceMode.parse(text)
+
+
+_parse_slice_mode.__name__ = "slice mode (auto, on, off)"
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum_parser(kind: type[E], description: str) -> Callable[[str], E]:
+    """A parser of an enum's values, any case, named for the error message (e.g. 'merge strategy (nms, nmm)')."""
+
+    def parse(text: str) -> E:
+        return kind(text.strip().lower())
+
+    parse.__name__ = f"{description} ({', '.join(str(m.value) for m in kind)})"
+    return parse
+
+
+def _parse_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in _parse_list(text))
+
+
+_parse_floats.__name__ = "list of numbers (e.g. 1.0,1.5)"
 
 
 def _parse_list(text: str) -> tuple[str, ...]:

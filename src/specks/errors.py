@@ -4,9 +4,10 @@ Every failure a caller can cause or meet is a ``SpecksError``. Library errors
 (binascii, Pillow, onnxruntime, onnx) are translated where they happen and
 re-raised ``from`` the original, so the web layer and the CLI each catch one type.
 This module imports nothing beyond the standard library: HTTP status codes live in
-``specks.web.errors``, the single place that maps this tree to HTTP.
+``specks.service`` (``HTTP_STATUS``, ``encode_error``), the single place that maps this tree
+to HTTP for every front-end.
 
-    SpecksError                         code             (HTTP, see web.errors)
+    SpecksError                         code             (HTTP, see service.HTTP_STATUS)
     ├── InvalidRequestError             invalid_request          400
     │   ├── InvalidFieldError           invalid_field            400
     │   ├── InvalidJSONError            invalid_json             400
@@ -15,8 +16,10 @@ This module imports nothing beyond the standard library: HTTP status codes live 
     ├── UnsupportedMediaTypeError       unsupported_media_type   415
     ├── PayloadTooLargeError            payload_too_large        413
     │   ├── ImageTooLargeError          image_too_large          413
-    │   └── TooManyTilesError           too_many_tiles           413
+    │   ├── TooManyTilesError           too_many_tiles           413
+    │   └── BatchTooLargeError          batch_too_large          413
     ├── AuthenticationError             unauthorized             401
+    ├── NotFoundError                   not_found                404
     ├── ModelError                      model_error              500
     │   ├── ModelLoadError              model_load_error         500
     │   └── UnsupportedModelError       unsupported_model        500
@@ -98,10 +101,22 @@ class TooManyTilesError(PayloadTooLargeError):
     code = "too_many_tiles"
 
 
+class BatchTooLargeError(PayloadTooLargeError):
+    """A batch holds more images, or more image bytes, than allowed."""
+
+    code = "batch_too_large"
+
+
 class AuthenticationError(SpecksError):
     """The API key is missing or wrong."""
 
     code = "unauthorized"
+
+
+class NotFoundError(SpecksError):
+    """The request names something this server does not have (e.g. a model)."""
+
+    code = "not_found"
 
 
 class ModelError(SpecksError):

@@ -193,8 +193,7 @@ def evaluate(
     for image, prediction, elapsed_s in bar:
         results.extend(detections_to_coco(image["id"], prediction.detections, category_of))
         seconds.append(elapsed_s)
-        if "tiles" in prediction.timing_ms:
-            tiles.append(prediction.timing_ms["tiles"])
+        tiles.append(prediction.tile_count)
     summary: dict[str, Any] = {
         **score_coco(subset.annotations, results, max_dets=max_dets),
         "seconds_per_image": round(statistics.fmean(seconds), 4),

@@ -37,13 +37,6 @@ class LogFormat(str, enum.Enum):
     JSON = "json"
     TEXT = "text"
 
-    @classmethod
-    def parse(cls, value: LogFormat | str) -> LogFormat:
-        try:
-            return cls(value.lower() if isinstance(value, str) else value)
-        except ValueError as exc:
-            raise ValueError(f"log format must be json or text, got {value!r}") from exc
-
 
 class RequestIdFilter(logging.Filter):
     """Stamps ``record.request_id`` (None outside a request) from ``request_id_var``."""
@@ -94,16 +87,16 @@ class TextFormatter(logging.Formatter):
         return f"{first} [request_id={request_id}]{newline}{rest}"
 
 
-def build_handler(log_format: LogFormat | str, stream: IO[str] | None = None) -> logging.Handler:
+def build_handler(log_format: LogFormat, stream: IO[str] | None = None) -> logging.Handler:
     """A stream handler (stderr by default) that formats records and stamps the request id."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    formatter = JsonFormatter() if LogFormat.parse(log_format) is LogFormat.JSON else TextFormatter()
+    formatter = JsonFormatter() if log_format is LogFormat.JSON else TextFormatter()
     handler.setFormatter(formatter)
     handler.addFilter(RequestIdFilter())
     return handler
 
 
-def configure_logging(log_format: LogFormat | str, log_level: str | int, stream: IO[str] | None = None) -> None:
+def configure_logging(log_format: LogFormat, log_level: str | int, stream: IO[str] | None = None) -> None:
     """Send every log record to one handler on the root logger, replacing the ones it had.
 
     Meant for the start of a process (the CLI, a server process); ``log_level`` is a name

@@ -18,6 +18,7 @@ from openapi_pydantic import (
     MediaType,
     OpenAPI,
     Operation,
+    Parameter,
     PathItem,
     Reference,
     RequestBody,
@@ -32,9 +33,12 @@ from pydantic import BaseModel
 from . import __version__
 from .config import Security, Settings
 from .schemas import (
+    BatchPredictRequest,
+    BatchPredictResponse,
     ErrorResponse,
     HealthResponse,
     ModelDetails,
+    ModelList,
     PredictRequest,
     PredictResponse,
     ReadyResponse,
@@ -76,10 +80,12 @@ ERROR_RESPONSES: dict[str, tuple[int, str]] = {
         "is not valid base64 (`invalid_base64`) or not a decodable image (`invalid_image`).",
     ),
     "Unauthorized": (401, "No valid API key: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`."),
+    "NotFound": (404, "No model of that name is served (`not_found`, with `field`); the message lists those that are."),
     "PayloadTooLarge": (
         413,
         "Too big: the body is over the byte limit (`payload_too_large`), the image over the pixel limit "
-        "(`image_too_large`), or slicing would need more tiles than allowed (`too_many_tiles`).",
+        "(`image_too_large`), slicing would need more tiles than allowed (`too_many_tiles`), or a batch holds "
+        "more images or image bytes than allowed (`batch_too_large`).",
     ),
     "UnsupportedMediaType": (415, "The body is not sent as `Content-Type: application/json`."),
     "ModelNotReady": (503, "The model is still loading, or failed to load (`model_not_ready`); see `GET /ready`."),
@@ -96,8 +102,17 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
 }
 
 
+def _pydantic(model: type[BaseModel]) -> PydanticSchema[BaseModel]:
+    return PydanticSchema[BaseModel].model_validate({"schema_class": model})
+
+
 def _json_body(model: type[BaseModel], example: Any = None) -> dict[str, MediaType]:
-    schema = PydanticSchema[BaseModel].model_validate({"schema_class": model})
+    return {JSON: MediaType(schema=_pydantic(model), example=example)}
+
+
+def _one_of(*models: type[BaseModel], example: Any = None) -> dict[str, MediaType]:
+    """A body that is exactly one of ``models`` (one image, or a batch)."""
+    schema = Schema.model_validate({"oneOf": [_pydantic(model) for model in models]})
     return {JSON: MediaType(schema=schema, example=example)}
 
 
@@ -122,19 +137,32 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
                 tags=["detection"],
                 summary="Detect objects in an image",
                 description=(
-                    "Only `image` is required; every other field overrides a server default for this request. "
-                    "Unknown fields are refused, so a typo is not silently ignored."
+                    "Only `image` is required, or `images` for a batch (never both); every other field overrides "
+                    "a server default for this request. Unknown fields are refused, so a typo is not silently "
+                    "ignored. A batch is answered `{\"results\": [...]}` in order, an image that failed holding "
+                    "its own error envelope and status."
                 ),
                 requestBody=RequestBody(
                     required=True,
-                    content=_json_body(PredictRequest, example={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.25}),
+                    content=_one_of(
+                        PredictRequest, BatchPredictRequest, example={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.25}
+                    ),
                 ),
                 responses={
-                    "200": _ok(
-                        "Detections, sorted by confidence (highest first), with the image size.", PredictResponse
+                    "200": Response(
+                        description=(
+                            "Detections, sorted by confidence (highest first), with the image size; for a batch, "
+                            "one such answer (or error) per image."
+                        ),
+                        content=_one_of(PredictResponse, BatchPredictResponse),
                     ),
                     **_errors(
-                        "InvalidRequest", "PayloadTooLarge", "UnsupportedMediaType", "ModelNotReady", "InternalError"
+                        "InvalidRequest",
+                        "NotFound",
+                        "PayloadTooLarge",
+                        "UnsupportedMediaType",
+                        "ModelNotReady",
+                        "InternalError",
                     ),
                 },
             ),
@@ -165,8 +193,35 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
             Operation(
                 operationId="model",
                 tags=["detection"],
-                summary="The loaded model: input size, layout, class names, providers",
-                responses={"200": _ok("The loaded model.", ModelDetails), **_errors("ModelNotReady", "InternalError")},
+                summary="A served model: input size, layout, class names, providers",
+                description="The default model, or the one named by `?name=`.",
+                parameters=[
+                    Parameter.model_validate(
+                        {
+                            "name": "name",
+                            "in": "query",
+                            "required": False,
+                            "description": "A served model's name (see `GET /models`); omitted: the default model.",
+                            "schema": {"type": "string"},
+                        }
+                    )
+                ],
+                responses={
+                    "200": _ok("The model.", ModelDetails),
+                    **_errors("NotFound", "ModelNotReady", "InternalError"),
+                },
+            ),
+        ),
+        "/models": (
+            "get",
+            Operation(
+                operationId="models",
+                tags=["detection"],
+                summary="Every served model: name, input size, classes, profile",
+                responses={
+                    "200": _ok("The served models, the default first.", ModelList),
+                    **_errors("ModelNotReady", "InternalError"),
+                },
             ),
         ),
     }

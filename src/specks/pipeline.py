@@ -6,9 +6,10 @@ No web framework here: the HTTP app, the CLI, the benchmark and the evaluator al
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -16,25 +17,22 @@ import numpy as np
 import numpy.typing as npt
 
 from .boxes import clip_xyxy
-from .config import Limits, Settings, SlicingSettings
-from .errors import InvalidFieldError, TooManyTilesError
+from .config import Limits, ModelSpec, Settings, SlicingSettings
+from .errors import SpecksError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
 from .models import load_model
 from .models.letterboxer import OrtLetterboxer
-from .models.names import COCO_ALIASES
 from .models.onnx_model import OnnxModel
+from .overlap import merge_detections
+from .planning import PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .schemas import DetectOptions
-from .slicing import MatchMetric, MergeStrategy, merge_detections, shift_detections, tile_count, tile_grid
+from .slicing import shift_detections
 from .types import Detections, ImageSize
 
 # Most input pixels per session.run when tiles are batched (bounds the batch tensor's memory).
 MAX_BATCH_INPUT_PIXELS = 8 * 640 * 640
-# NMS IoU of plain full-image requests (YOLOv5's detect default).
-FULL_IMAGE_IOU = 0.45
-# "auto" slices when the image's longer side is at least this many model inputs long.
-AUTO_SLICE_MIN_INPUTS = 2.0
 
 
 class StageTimer:
@@ -52,35 +50,46 @@ class StageTimer:
         finally:
             self.timings_ms[name] = self.timings_ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
-    def finish(self) -> dict[str, float]:
-        total = (time.perf_counter() - self._start) * 1000
+    def add(self, name: str, elapsed_ms: float) -> None:
+        """Count ``elapsed_ms`` towards a stage (an image's share of a run shared with others)."""
+        self.timings_ms[name] = self.timings_ms.get(name, 0.0) + elapsed_ms
+
+    def finish(self, *, wall_clock: bool = True) -> dict[str, float]:
+        """Stages and ``total``: wall-clock since the timer started, or (``wall_clock`` False) the sum
+        of the stages, for an image that waited while other images of its batch were worked on."""
+        total = (time.perf_counter() - self._start) * 1000 if wall_clock else sum(self.timings_ms.values())
         return {**{k: round(v, 3) for k, v in self.timings_ms.items()}, "total": round(total, 3)}
 
 
 @dataclass(frozen=True)
-class SlicePlan:
-    """How one request is sliced: square tiles of ``tile_px`` image pixels, then merged.
+class _BatchRow:
+    """One image of a shared run: what undoing its letterbox needs, without its pixels (unless kept)."""
 
-    tile_scale: model-input pixels per image pixel inside a tile (dynamic-size models; a
-                fixed-size model's scale is its input side / ``tile_px``).
-    """
-
-    tile_px: int
-    tile_scale: float
-    overlap_ratio: float
-    full_image_pass: bool
-    merge: MergeStrategy
-    merge_metric: MatchMetric
-    merge_threshold: float
+    index: int
+    size: ImageSize
+    scale_xy: tuple[float, float]
+    letterbox_plan: LetterboxPlan
+    params: PostprocessParams
+    image: DecodedImage | None
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Detections in pixels of the original image as displayed (after EXIF orientation)."""
+    """Detections in pixels of the original image as displayed (after EXIF orientation).
+
+    timing_ms:  milliseconds per stage (decode, preprocess, inference, postprocess, merge) and total.
+    tile_count: tiles the image was sliced into (0: one full-image pass).
+    image:      the decoded image at full resolution, as displayed, only when the caller asked to
+                keep it (``keep_image``, to draw on it); None otherwise, so nothing is held.
+    visualization_jpeg_b64: the annotated picture (``specks.visualize``) when one was asked for.
+    """
 
     detections: Detections
     image_size: ImageSize
     timing_ms: dict[str, float] = field(default_factory=dict)
+    tile_count: int = 0
+    image: DecodedImage | None = field(default=None, repr=False, compare=False)
+    visualization_jpeg_b64: str | None = field(default=None, repr=False, compare=False)
 
 
 class Detector:
@@ -97,126 +106,133 @@ class Detector:
         self.model = model
         self.limits = limits or Limits()
         self.slicing = slicing or SlicingSettings()
-        self._class_lookup = _class_lookup(model.info.names)
+        preprocessing = model.info.preprocessing
         self.letterbox: Callable[[np.ndarray, LetterboxPlan], np.ndarray] = (
-            OrtLetterboxer(model.threads) if use_ort_letterbox else letterbox
+            OrtLetterboxer(model.threads, preprocessing)
+            if use_ort_letterbox
+            else functools.partial(letterbox, preprocessing=preprocessing)
         )
 
-    # -- option handling -------------------------------------------------------------------
-    def input_hw(self, imgsz: int | None) -> tuple[int, int]:
-        """Model input size for a request: the model's own, or ``imgsz`` on dynamic models."""
-        info = self.model.info
-        if imgsz is None:
-            return info.input_hw
-        if not info.dynamic_hw:
-            if (imgsz, imgsz) == info.input_hw:
-                return info.input_hw
-            raise InvalidFieldError(
-                f"'imgsz': this model has a fixed input size of {info.input_hw[1]}x{info.input_hw[0]}; "
-                "imgsz only applies to models exported with dynamic height and width",
-                field="imgsz",
-            )
-        side = math.ceil(imgsz / info.stride) * info.stride
-        return side, side
-
-    def postprocess_params(self, options: DetectOptions, *, sliced: bool = False) -> PostprocessParams:
-        """Per-request filtering; unset ``iou`` / ``multi_label`` take the mode's measured defaults."""
-        class_ids = None
-        if options.classes is not None:
-            class_ids = frozenset(self._class_id(c) for c in options.classes)
-        iou = options.iou if options.iou is not None else (self.slicing.iou_threshold if sliced else FULL_IMAGE_IOU)
-        multi_label = options.multi_label if options.multi_label is not None else (sliced and self.slicing.multi_label)
-        return PostprocessParams(options.conf, iou, options.max_det, class_ids, multi_label)
-
-    def _class_id(self, selector: int | str) -> int:
-        if isinstance(selector, int):
-            if 0 <= selector < self.model.info.num_classes:
-                return selector
-            raise InvalidFieldError(
-                f"'classes': class id {selector} is out of range 0..{self.model.info.num_classes - 1}", field="classes"
-            )
-        key = selector.strip().lower()
-        key = COCO_ALIASES.get(key, key)
-        if key in self._class_lookup:
-            return self._class_lookup[key]
-        raise InvalidFieldError(
-            f"'classes': unknown class name {selector!r}; this model knows e.g. "
-            f"{', '.join(self.model.info.names[:8])} (see `specks models` for all)",
-            field="classes",
-        )
-
-    def slice_plan(self, options: DetectOptions, image: ImageSize, input_hw: tuple[int, int]) -> SlicePlan | None:
-        """Resolve the request's slicing options against the server defaults; None: no slicing."""
-        defaults = self.slicing
-        mode = {True: "on", False: "off", "auto": defaults.mode}[options.slice]
-        if mode == "off":
-            return None
-        if mode == "auto" and max(image.width, image.height) < AUTO_SLICE_MIN_INPUTS * max(input_hw):
-            return None
-        tile_scale = options.tile_scale or defaults.tile_scale
-        # Measured on VisDrone: dynamic-size models do best with large tiles enlarged by tile_scale
-        # (one tile for a 2000x1500 photo); fixed-size ones with native tiles of their input size.
-        if self.model.info.dynamic_hw:
-            default_tile = defaults.max_tile_input_px / tile_scale
-        else:
-            default_tile = max(input_hw) / (options.tile_scale or 1.0)
-        return SlicePlan(
-            tile_px=options.tile or defaults.tile_px or int(round(default_tile)),
-            tile_scale=tile_scale,
-            overlap_ratio=defaults.overlap_ratio if options.overlap is None else options.overlap,
-            full_image_pass=defaults.full_image_pass if options.full_image is None else options.full_image,
-            merge=MergeStrategy(options.merge or defaults.merge),
-            merge_metric=MatchMetric(options.merge_metric or defaults.merge_metric),
-            merge_threshold=defaults.merge_threshold if options.merge_threshold is None else options.merge_threshold,
-        )
-
-    def tile_input_hw(self, tile_wh: tuple[int, int], plan: SlicePlan, input_hw: tuple[int, int]) -> tuple[int, int]:
-        """Model input size for one tile: the fixed input, or the tile enlarged by ``tile_scale``."""
-        info = self.model.info
-        if not info.dynamic_hw:
-            return input_hw
-        limit = self.slicing.max_tile_input_px
-        return tuple(  # type: ignore[return-value]
-            min(limit, math.ceil(side * plan.tile_scale / info.stride) * info.stride) for side in tile_wh[::-1]
-        )
-
-    def check_tile_budget(self, image: ImageSize, plan: SlicePlan) -> int:
-        tiles = tile_count((image.width, image.height), plan.tile_px, plan.overlap_ratio)
-        if tiles > self.slicing.max_tiles:
-            raise TooManyTilesError(
-                f"slicing this {image.width}x{image.height} image into {plan.tile_px}px tiles with "
-                f"{plan.overlap_ratio:.2f} overlap needs {tiles} tiles; the limit is {self.slicing.max_tiles} "
-                "(SPECKS_MAX_TILES). Use a larger 'tile', a smaller 'overlap', or a smaller image."
-            )
-        return tiles
+    def plan(self, options: DetectOptions, image: ImageSize) -> RequestPlan:
+        """What a request with these options runs on an image of this size (see ``planning``)."""
+        return plan_request(self.model.info, self.slicing, options, image)
 
     # -- the pipeline ------------------------------------------------------------------------
-    def predict_base64(self, image_b64: str, options: DetectOptions) -> Prediction:
+    def predict_base64(self, image_b64: str, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
         timer = StageTimer()
         with timer.stage("decode"):
             data = decode_base64(image_b64)
-        return self._predict(data, options, timer)
+        return self._predict(data, options, timer, keep_image)
 
-    def predict_bytes(self, data: bytes, options: DetectOptions) -> Prediction:
-        return self._predict(data, options, StageTimer())
+    def predict_bytes(self, data: bytes, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
+        """Detect on image file bytes; ``keep_image`` decodes at full size and returns the pixels too."""
+        return self._predict(data, options, StageTimer(), keep_image)
 
-    def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer) -> Prediction:
-        input_hw = self.input_hw(options.imgsz)
+    def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool) -> Prediction:
         with timer.stage("decode"):
             # The pixel limit comes first: a too-large image must not be answered "too many tiles".
             size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
-        plan = self.slice_plan(options, size, input_hw)
-        params = self.postprocess_params(options, sliced=plan is not None)
-        tiles = self.check_tile_budget(size, plan) if plan else 0
+        plan = self.plan(options, size)
         with timer.stage("decode"):
-            image = self.decode_for_input(data, size, None if plan else input_hw)
-        if plan is None:
-            detections = self.detect_decoded(image, input_hw, params, timer)
+            # A picture to draw on needs every pixel: no reduced-scale decode then.
+            image = self.decode_for_input(data, size, None if keep_image else plan.decode_input_hw)
+        detections = self.detect_planned(image, plan, timer)
+        kept = image if keep_image else None
+        return Prediction(detections, image.size, timer.finish(), plan.tile_count, image=kept)
+
+    def detect_planned(self, image: DecodedImage, plan: RequestPlan, timer: StageTimer) -> Detections:
+        """Every pass of a plan on a decoded image, fused when there are several -> original pixels."""
+        parts = [self.detect_pass(image, one_pass, plan.postprocess, timer) for one_pass in plan.passes]
+        if len(parts) == 1:
+            return parts[0]
+        with timer.stage("merge"):
+            merge = plan.merge
+            fused = merge_detections(
+                Detections.concat(parts), merge.strategy, merge.metric, merge.threshold, sources=len(parts)
+            )
+            return fused[: plan.postprocess.max_detections]
+
+    def detect_pass(
+        self, image: DecodedImage, one_pass: PassPlan, params: PostprocessParams, timer: StageTimer
+    ) -> Detections:
+        """One pass: the image (mirrored for a flip pass) whole or in tiles -> original pixels."""
+        source = mirrored(image) if one_pass.flip else image
+        if one_pass.slicing is None:
+            found = self.detect_decoded(source, one_pass.input_hw, params, timer)
         else:
-            detections = self.detect_sliced(image, plan, input_hw, params, timer)
-        timing_ms = timer.finish()
-        timing_ms["tiles"] = tiles
-        return Prediction(detections, image.size, timing_ms)
+            found = self.detect_sliced(source, one_pass.slicing, one_pass.input_hw, params, timer)
+        return mirror_boxes(found, image.size.width) if one_pass.flip else found
+
+    def predict_same_size(
+        self, images: Sequence[bytes], options: DetectOptions, *, keep_image: bool = False
+    ) -> list[Prediction | SpecksError]:
+        """Full-image passes of images of one size through one ``session.run`` (the batch axis).
+
+        The caller (``batching``) groups images whose plan is a full-image pass, all of one size,
+        on a model with a dynamic batch axis, and bounds how many. Each image keeps its own error
+        (decode, limits) in its place; a failed run is the error of every image in it. Each image's
+        ``timing_ms`` holds its own stages plus an equal share of the run it shared; its ``total``
+        is their sum. Only the batch tensor and each image's size are held until the run, not the
+        decoded pixels (unless ``keep_image``).
+        """
+        timers = [StageTimer() for _ in images]
+        results: dict[int, Prediction | SpecksError] = {}
+        batch: npt.NDArray[np.float32] | None = None
+        rows: list[_BatchRow] = []
+        alone: list[tuple[_BatchRow, npt.NDArray[np.float32]]] = []  # an input of another shape (rounding)
+        for index, data in enumerate(images):
+            try:
+                row, tensor = self._full_image_row(index, data, options, timers[index], keep_image)
+            except SpecksError as exc:
+                results[index] = exc
+                continue
+            if batch is None:
+                batch = np.empty((len(images) - index, *tensor.shape[1:]), np.float32)
+            if tensor.shape[1:] == batch.shape[1:]:
+                batch[len(rows)] = tensor[0]
+                rows.append(row)
+            else:
+                alone.append((row, tensor))
+            del tensor
+        runs = [(rows, batch[: len(rows)])] if batch is not None and rows else []
+        runs += [([row], tensor) for row, tensor in alone]
+        for run_rows, tensor in runs:
+            results.update(self._run_rows(run_rows, tensor, timers))
+        return [results[index] for index in range(len(images))]
+
+    def _full_image_row(
+        self, index: int, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool
+    ) -> tuple[_BatchRow, npt.NDArray[np.float32]]:
+        with timer.stage("decode"):
+            size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
+        plan = self.plan(options, size)
+        if plan.slicing is not None or len(plan.passes) != 1:
+            raise ValueError("predict_same_size runs one full-image pass per image; this plan has more")
+        with timer.stage("decode"):
+            image = self.decode_for_input(data, size, None if keep_image else plan.input_hw)
+        with timer.stage("preprocess"):
+            tensor, letterbox_plan = self.full_image_input(image, plan.input_hw)
+        kept = image if keep_image else None
+        return _BatchRow(index, image.size, image.scale_xy, letterbox_plan, plan.postprocess, kept), tensor
+
+    def _run_rows(
+        self, rows: list[_BatchRow], batch: npt.NDArray[np.float32], timers: list[StageTimer]
+    ) -> dict[int, Prediction | SpecksError]:
+        started = time.perf_counter()
+        try:
+            raw = self.model.run(batch)
+        except SpecksError as exc:
+            return {row.index: exc for row in rows}
+        share_ms = (time.perf_counter() - started) * 1000 / len(rows)
+        answers: dict[int, Prediction | SpecksError] = {}
+        for slot, row in enumerate(rows):
+            timer = timers[row.index]
+            timer.add("inference", share_ms)
+            with timer.stage("postprocess"):
+                found = postprocess(raw[slot], self.model.info.layout, row.params, row.letterbox_plan.input_hw)
+                detections = to_original_frame(found, row.letterbox_plan, row.size, row.scale_xy)
+            answers[row.index] = Prediction(detections, row.size, timer.finish(wall_clock=False), 0, image=row.image)
+        return answers
 
     def decode_for_input(self, data: bytes, size: ImageSize, input_hw: tuple[int, int] | None) -> DecodedImage:
         """Decode no larger than needed: a JPEG much bigger than ``input_hw`` decodes at reduced scale.
@@ -233,10 +249,21 @@ class Detector:
         self, image: DecodedImage, input_hw: tuple[int, int]
     ) -> tuple[npt.NDArray[np.float32], LetterboxPlan]:
         """The (1, 3, H, W) model input of a full-image pass, and the plan that undoes it."""
-        info = self.model.info
         height, width = image.rgb.shape[:2]
-        plan = plan_letterbox((width, height), input_hw, stride=info.stride, minimal_padding=info.dynamic_hw)
+        plan = self.plan_input((width, height), input_hw)
         return self.letterbox(image.rgb, plan), plan
+
+    def plan_input(self, source_wh: tuple[int, int], input_hw: tuple[int, int]) -> LetterboxPlan:
+        """Where a source image lands in this model's input: shrunk to the stride on dynamic-size
+        models, placed where the model's preprocessing says."""
+        info = self.model.info
+        return plan_letterbox(
+            source_wh,
+            input_hw,
+            stride=info.stride,
+            minimal_padding=info.dynamic_hw,
+            placement=info.preprocessing.placement,
+        )
 
     def prepared_input(self, data: bytes) -> npt.NDArray[np.float32]:
         """The model input a full-image request builds from these image bytes (to time the bare model)."""
@@ -254,8 +281,8 @@ class Detector:
         with timer.stage("inference"):
             raw = self.model.run(tensor)
         with timer.stage("postprocess"):
-            found = postprocess(raw[0], info.layout, params)
-            return to_original_frame(found, plan, image)
+            found = postprocess(raw[0], info.layout, params, plan.input_hw)
+            return to_original_frame(found, plan, image.size, image.scale_xy)
 
     def detect_sliced(
         self,
@@ -266,29 +293,23 @@ class Detector:
         timer: StageTimer,
     ) -> Detections:
         """Tiles (and optionally the whole image) through the model, merged -> original pixels."""
-        tiles = tile_grid((image.size.width, image.size.height), plan.tile_px, plan.overlap_ratio)
-        parts = self._detect_tiles(image, tiles, self.tile_input_hw(_tile_wh(tiles), plan, input_hw), params, timer)
-        if plan.full_image_pass and len(tiles) > 1:  # one tile already covers the whole image
+        parts = self._detect_tiles(image, plan, params, timer)
+        if plan.runs_full_image:
             parts.append(self.detect_decoded(image, input_hw, params, timer))
         if len(parts) == 1:
             return parts[0]
         with timer.stage("merge"):
-            merged = merge_detections(Detections.concat(parts), plan.merge, plan.merge_metric, plan.merge_threshold)
+            merge = plan.merge
+            merged = merge_detections(Detections.concat(parts), merge.strategy, merge.metric, merge.threshold)
             return merged[: params.max_detections]
 
     def _detect_tiles(
-        self,
-        image: DecodedImage,
-        tiles_xyxy: np.ndarray,
-        tile_input_hw: tuple[int, int],
-        params: PostprocessParams,
-        timer: StageTimer,
+        self, image: DecodedImage, plan: SlicePlan, params: PostprocessParams, timer: StageTimer
     ) -> list[Detections]:
         """Run every tile, batched when the model allows; Detections per tile in image pixels."""
         info = self.model.info
-        tile_plan = plan_letterbox(
-            _tile_wh(tiles_xyxy), tile_input_hw, stride=info.stride, minimal_padding=info.dynamic_hw
-        )
+        tiles_xyxy = plan.tiles_xyxy
+        tile_plan = self.plan_input(plan.tile_wh, plan.tile_input_hw)
         in_h, in_w = tile_plan.input_hw
         batch_size = max(1, min(len(tiles_xyxy), MAX_BATCH_INPUT_PIXELS // (in_h * in_w))) if info.dynamic_batch else 1
         found: list[Detections] = []
@@ -300,7 +321,7 @@ class Detector:
                 raw = self.model.run(batch)
             with timer.stage("postprocess"):
                 for slot, (tx1, ty1, tx2, ty2) in enumerate(chunk):
-                    tile_found = postprocess(raw[slot], info.layout, params)
+                    tile_found = postprocess(raw[slot], info.layout, params, tile_plan.input_hw)
                     # Letterbox margins can push boxes past the tile: clip in the tile's frame, then shift.
                     xyxy = clip_xyxy(tile_plan.input_to_source(tile_found.xyxy), tx2 - tx1, ty2 - ty1)
                     found.append(
@@ -321,13 +342,18 @@ class Detector:
         return batch
 
 
-def load_detector(settings: Settings, *, threads: int | None = None) -> Detector:
-    """Load ``settings.model`` under the settings' limits and slicing defaults.
+def load_detector(settings: Settings, *, threads: int | None = None, spec: ModelSpec | None = None) -> Detector:
+    """Load ``spec`` with the settings' limits and slicing defaults.
 
+    spec: None loads the model requests get when they name none: ``settings.model`` (under its
+          file name), else the first of ``settings.models``, else the embedded default.
     threads: ONNX Runtime intra-op threads; None gives one process every core (or SPECKS_THREADS).
     """
     threads = settings.threads_for(1) if threads is None else threads
-    model = load_model(settings.model, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir)
+    if spec is None and settings.model is None and settings.models:
+        spec = settings.models[0]
+    path, name = (settings.model, None) if spec is None else (spec.path, spec.name)
+    model = load_model(path, runtime=settings.runtime, threads=threads, cache_dir=settings.cache_dir, name=name)
     return Detector(model, settings.limits, settings.slicing)
 
 
@@ -344,22 +370,27 @@ def power_of_two_cover(size_wh: tuple[int, int], content_wh: tuple[int, int]) ->
     return math.ceil(width / factor), math.ceil(height / factor)
 
 
-def _tile_wh(tiles_xyxy: np.ndarray) -> tuple[int, int]:
-    """Width and height shared by every tile of a grid."""
-    x1, y1, x2, y2 = (int(v) for v in tiles_xyxy[0])
-    return x2 - x1, y2 - y1
+def mirrored(image: DecodedImage) -> DecodedImage:
+    """The image flipped left to right (a copy: the decoders' arrays are read-only and C-contiguous)."""
+    return DecodedImage(np.ascontiguousarray(image.rgb[:, ::-1]), image.size, image.format)
 
 
-def to_original_frame(found: Detections, plan: LetterboxPlan, image: DecodedImage) -> Detections:
-    """Map Detections from model-input pixels to original-image pixels, clipped to the image."""
-    scale_x, scale_y = image.scale_xy
-    xyxy = plan.input_to_source(found.xyxy) * np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
-    xyxy = clip_xyxy(xyxy, image.size.width, image.size.height)
+def mirror_boxes(found: Detections, width: float) -> Detections:
+    """Detections of a mirrored image back in the original frame (x -> width - x)."""
+    xyxy = found.xyxy.copy()
+    xyxy[:, 0], xyxy[:, 2] = width - found.xyxy[:, 2], width - found.xyxy[:, 0]
     return Detections(xyxy, found.confidence, found.class_id)
 
 
-def _class_lookup(names: tuple[str, ...]) -> dict[str, int]:
-    lookup: dict[str, int] = {}
-    for index, name in enumerate(names):
-        lookup.setdefault(name.lower(), index)
-    return lookup
+def to_original_frame(
+    found: Detections, plan: LetterboxPlan, size: ImageSize, scale_xy: tuple[float, float]
+) -> Detections:
+    """Map Detections from model-input pixels to original-image pixels, clipped to the image.
+
+    size: the original image as displayed; scale_xy: its pixels per decoded-array pixel
+    (``DecodedImage.scale_xy``; above 1 after a reduced-scale JPEG decode).
+    """
+    scale_x, scale_y = scale_xy
+    xyxy = plan.input_to_source(found.xyxy) * np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
+    xyxy = clip_xyxy(xyxy, size.width, size.height)
+    return Detections(xyxy, found.confidence, found.class_id)

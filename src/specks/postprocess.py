@@ -8,26 +8,42 @@ Layouts (per image, the batch axis already removed):
                    (YOLOv5u, YOLOv8, YOLO11 exports).
 - ``END_TO_END``   (K, 6): x1, y1, x2, y2, score, class id, already de-duplicated
                    (YOLO26 / YOLOv10 NMS-free heads, exports with NMS built in).
+- ``YOLOX``        (N, 5 + nc): dx, dy, log_w, log_h, objectness, nc class scores: YOLOX's
+                   raw grid offsets, one row per cell of the stride 8, 16 and 32 grids in that
+                   order (row-major, x fastest), N = H/8*W/8 + H/16*W/16 + H/32*W/32. Decoded
+                   as ``cx = (dx + grid_x) * stride``, ``w = exp(log_w) * stride``; scores are
+                   already sigmoided and a box scores objectness x class score.
+- ``YOLOX_DECODED`` (N, 5 + nc): YOLOX exported with its decoding inside the graph: rows as
+                   ``YOLOV5`` (cx, cy, w, h in input pixels, objectness, class scores).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from .boxes import batched_nms, cxcywh_to_xyxy
+from .boxes import cxcywh_to_xyxy
+from .errors import InferenceError
+from .overlap import batched_nms, batched_soft_nms
 from .types import Detections
 
 MAX_CANDIDATES_BEFORE_NMS = 30_000
+YOLOX_STRIDES = (8, 16, 32)
+# exp(10) strides is far past any image: the bound only keeps random weights from making inf boxes.
+_MAX_LOG_WH = 10.0
 
 
 class OutputLayout(str, enum.Enum):
     YOLOV5 = "yolov5"
     ULTRALYTICS = "ultralytics"
     END_TO_END = "end2end"
+    YOLOX = "yolox"
+    YOLOX_DECODED = "yolox_decoded"
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,7 @@ class PostprocessParams:
     max_detections: int = 300
     class_ids: frozenset[int] | None = None
     multi_label: bool = False
+    soft_nms: bool = False
 
 
 def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.bool_] | None:
@@ -89,6 +106,51 @@ def decode_ultralytics(raw: npt.NDArray[np.float32], params: PostprocessParams) 
     return _candidates(rows[:, :4], rows[:, 4:], params)
 
 
+# (rows per grid cell, strides) of the grid heads whose output row counts are recognised.
+GRID_HEADS = [(k, s) for k in (1, 3) for s in ((8, 16, 32), (16, 32), (8, 16, 32, 64))]
+
+
+def anchor_points(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
+    """Grid cells over all heads for an input size: rows of an anchor-free head."""
+    return sum(math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s) for s in strides)
+
+
+@functools.lru_cache(maxsize=32)
+def yolox_grid(
+    input_hw: tuple[int, int], strides: tuple[int, ...] = YOLOX_STRIDES
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The cell (grid_x, grid_y) (N, 2) and stride (N, 1) of each row of a YOLOX output at ``input_hw``.
+
+    Read-only float32 arrays, cached per input size (a request reuses the size of the last one).
+    """
+    cells, cell_strides = [], []
+    for stride in strides:
+        rows, columns = math.ceil(input_hw[0] / stride), math.ceil(input_hw[1] / stride)
+        grid_y, grid_x = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
+        cells.append(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1))
+        cell_strides.append(np.full((rows * columns, 1), stride))
+    grid_xy = np.concatenate(cells).astype(np.float32)
+    stride_px = np.concatenate(cell_strides).astype(np.float32)
+    grid_xy.flags.writeable = False
+    stride_px.flags.writeable = False
+    return grid_xy, stride_px
+
+
+def decode_yolox(raw: npt.NDArray[np.float32], params: PostprocessParams, input_hw: tuple[int, int]) -> Detections:
+    """(N, 5 + nc) raw grid offsets of a run at ``input_hw`` -> candidate Detections, input pixels."""
+    grid_xy, stride_px = yolox_grid(input_hw)
+    if len(raw) != len(grid_xy):
+        raise InferenceError(
+            f"a YOLOX output at input {input_hw[1]}x{input_hw[0]} should have {len(grid_xy)} rows "
+            f"(strides {YOLOX_STRIDES}), got {len(raw)}"
+        )
+    keep = raw[:, 4] > params.conf_threshold
+    rows, stride = raw[keep], stride_px[keep]
+    centre_xy = (rows[:, :2] + grid_xy[keep]) * stride
+    size_wh = np.exp(np.minimum(rows[:, 2:4], _MAX_LOG_WH)) * stride
+    return _candidates(np.concatenate([centre_xy, size_wh], axis=1), rows[:, 5:] * rows[:, 4:5], params)
+
+
 def decode_end_to_end(raw: npt.NDArray[np.float32], params: PostprocessParams) -> Detections:
     """(K, 6) rows -> final Detections, input pixels."""
     class_id = raw[:, 5].round().astype(np.int32)
@@ -102,21 +164,29 @@ _DECODERS = {
     OutputLayout.YOLOV5: decode_yolov5,
     OutputLayout.ULTRALYTICS: decode_ultralytics,
     OutputLayout.END_TO_END: decode_end_to_end,
+    OutputLayout.YOLOX_DECODED: decode_yolov5,
 }
 
 
-def postprocess(raw: npt.NDArray[np.float32], layout: OutputLayout, params: PostprocessParams) -> Detections:
-    """One image's raw output -> final Detections in input pixels, best first.
+def postprocess(
+    raw: npt.NDArray[np.float32], layout: OutputLayout, params: PostprocessParams, input_hw: tuple[int, int]
+) -> Detections:
+    """One image's raw output of a run at ``input_hw`` -> final Detections in input pixels, best first.
 
-    Applies the confidence and class filters, class-aware NMS (not for end-to-end
-    layouts, which are already de-duplicated) and the ``max_detections`` cap.
+    Applies the confidence and class filters, class-aware NMS, or soft-NMS (not for end-to-end
+    layouts, which are already de-duplicated) and the ``max_detections`` cap. Only the
+    ``YOLOX`` layout needs ``input_hw`` (its rows are offsets within grids of that size).
     """
-    candidates = _DECODERS[layout](raw, params)
+    candidates = (
+        decode_yolox(raw, params, input_hw) if layout is OutputLayout.YOLOX else _DECODERS[layout](raw, params)
+    )
     if layout is OutputLayout.END_TO_END:
         return candidates.sorted_by_confidence()[: params.max_detections]
     if len(candidates) > MAX_CANDIDATES_BEFORE_NMS:
         top = np.argpartition(-candidates.confidence, MAX_CANDIDATES_BEFORE_NMS)[:MAX_CANDIDATES_BEFORE_NMS]
         candidates = candidates[top]
+    if params.soft_nms:
+        return batched_soft_nms(candidates, params.conf_threshold, params.max_detections)
     keep = batched_nms(
         candidates.xyxy, candidates.confidence, candidates.class_id, params.iou_threshold, params.max_detections
     )

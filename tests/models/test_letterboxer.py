@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from specks.models.letterboxer import OrtLetterboxer
-from specks.preprocess import PAD_VALUE, letterbox, plan_letterbox, reduce_rgb
+from specks.preprocess import (
+    BGR_RAW_TOP_LEFT,
+    PAD_VALUE,
+    RGB_UNIT_CENTERED,
+    ChannelOrder,
+    Placement,
+    Preprocessing,
+    letterbox,
+    plan_letterbox,
+    reduce_rgb,
+)
+from test_preprocess import SMALL_RGB, hand_made_tensor
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +55,44 @@ def test_matches_the_reference(letterboxer, source_wh, input_hw, minimal_padding
         assert np.allclose(tensor[0, :, 0, :], PAD_VALUE / 255)
     if pad_x:
         assert np.allclose(tensor[0, :, :, 0], PAD_VALUE / 255)
+
+
+@pytest.mark.parametrize(
+    "preprocessing",
+    [
+        pytest.param(BGR_RAW_TOP_LEFT, id="yolox-bgr-0..255-top-left"),
+        pytest.param(RGB_UNIT_CENTERED, id="yolov5-rgb-0..1-centred"),
+        pytest.param(Preprocessing(ChannelOrder.BGR, 1 / 255, 0, Placement.CENTER), id="bgr-unit-black-pad"),
+    ],
+)
+def test_matches_a_hand_made_tensor(preprocessing: Preprocessing) -> None:
+    plan = plan_letterbox((6, 2), (4, 6), placement=preprocessing.placement)
+
+    tensor = OrtLetterboxer(threads=1, preprocessing=preprocessing)(SMALL_RGB, plan)
+
+    np.testing.assert_allclose(tensor, hand_made_tensor(preprocessing), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("source_wh", "input_hw", "minimal_padding"),
+    [
+        ((750, 563), (416, 416), False),  # shrink, bottom margin
+        ((2000, 1500), (1504, 2016), True),  # native pixels, whole drone photo
+        ((300, 200), (640, 640), False),  # enlarged, right and bottom margins
+    ],
+)
+def test_yolox_preprocessing_matches_the_reference(source_wh, input_hw, minimal_padding) -> None:  # type: ignore[no-untyped-def]
+    rgb = smooth_image(*source_wh)
+    plan = plan_letterbox(source_wh, input_hw, minimal_padding=minimal_padding, placement=Placement.TOP_LEFT)
+
+    tensor = OrtLetterboxer(threads=1, preprocessing=BGR_RAW_TOP_LEFT)(rgb, plan)
+    reference = letterbox(rgb, plan, BGR_RAW_TOP_LEFT)
+
+    assert tensor.shape == reference.shape == (1, 3, *plan.input_hw)
+    assert float(np.abs(tensor - reference).mean()) < 0.01 * 255  # channels swapped would differ by tens
+    content_w, content_h = plan.content_wh
+    assert np.all(tensor[0, :, content_h:, :] == PAD_VALUE)
+    assert np.all(tensor[0, :, :, content_w:] == PAD_VALUE)
 
 
 def test_reduce_rgb_is_a_box_filter() -> None:

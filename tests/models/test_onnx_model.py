@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -15,14 +16,16 @@ from specks.config import RuntimeOptions
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from specks.models import load_model, prepare_model, resolve_model_files
 from specks.models.names import COCO80_NAMES
-from specks.models.onnx_model import OnnxModel, anchor_points, detect_layout
-from specks.postprocess import OutputLayout, PostprocessParams, postprocess
-from specks.preprocess import letterbox, plan_letterbox
+from specks.models.onnx_model import OnnxModel, anchor_points, detect_layout, size_agnostic_session
+from specks.models.overrides import ModelOverrides
+from specks.postprocess import OutputLayout, PostprocessParams, postprocess, yolox_grid
+from specks.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Placement, letterbox, plan_letterbox
 
 YOLOV5N = "yolov5n.onnx"
 YOLOV5N_DYNAMIC = "yolov5n_dynamic.onnx"
 YOLO11N = "yolo11n_random_weights_dynamic.onnx"
 YOLO26N = "yolo26n_random_weights_e2e_dynamic.onnx"
+YOLOX_NANO = "yolox_nano.onnx"
 RUNTIME = RuntimeOptions()
 
 ModelLoader = Callable[[str], OnnxModel]
@@ -135,7 +138,7 @@ def test_random_weight_outputs_decode(
 
     raw = model.run(tensor)
     params = PostprocessParams(conf_threshold=0.0, max_detections=50)
-    found = postprocess(raw[0], model.info.layout, params)
+    found = postprocess(raw[0], model.info.layout, params, input_hw)
 
     assert raw.shape == expected_shape
     assert detect_layout(raw.shape, input_hw, model.info.layout is OutputLayout.END_TO_END) is model.info.layout
@@ -195,7 +198,7 @@ def test_planted_boxes_decode_with_the_models_layout(real_model: ModelLoader, fi
     info = real_model(file_name).info
     raw = planted_output(info.layout, info.num_classes, num_rows)
 
-    found = postprocess(raw, info.layout, PostprocessParams())
+    found = postprocess(raw, info.layout, PostprocessParams(), info.input_hw)
 
     np.testing.assert_allclose(found.xyxy, [xyxy for xyxy, _, _ in PLANTED], atol=1e-4)
     np.testing.assert_allclose(found.confidence, [score for _, score, _ in PLANTED], atol=1e-6)
@@ -221,7 +224,8 @@ def test_planted_boxes_decode_with_the_models_layout(real_model: ModelLoader, fi
             id="e2e-garbage-names",
         ),
         pytest.param((1, 6, 84), {}, OutputLayout.ULTRALYTICS, ("class_0", "class_1"), id="ultralytics-2-classes"),
-        pytest.param((1, 84, 7), {}, OutputLayout.YOLOV5, ("class_0", "class_1"), id="yolov5-2-classes"),
+        pytest.param((1, 252, 7), {}, OutputLayout.YOLOV5, ("class_0", "class_1"), id="yolov5-2-classes"),
+        pytest.param((1, 84, 7), {}, OutputLayout.YOLOX, ("class_0", "class_1"), id="yolox-2-classes"),
     ],
 )
 def test_tiny_model_layout_and_names(
@@ -362,3 +366,125 @@ def test_runtime_options_provider_names(providers: tuple[str, ...], expected: li
 def test_runtime_options_errors(options: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RuntimeOptions(**options)  # type: ignore[arg-type]
+
+
+# -- YOLOX ------------------------------------------------------------------------------------------
+
+
+def test_yolox_nano_is_recognised_and_made_size_agnostic(real_model: ModelLoader) -> None:
+    """Declared 1x3x416x416, but its graph runs at any multiple of 32: symbolic height and width."""
+    model = real_model(YOLOX_NANO)
+    info = model.info
+
+    assert info.layout is OutputLayout.YOLOX
+    assert info.preprocessing == BGR_RAW_TOP_LEFT
+    assert (info.input_hw, info.dynamic_hw, info.dynamic_batch, info.stride) == ((416, 416), True, False, 32)
+    assert info.names == COCO80_NAMES
+    assert info.to_dict()["preprocessing"] == {
+        "channel_order": "bgr",
+        "value_scale": 1.0,
+        "pad_value": 114,
+        "placement": "top_left",
+    }
+    for input_hw in [(416, 416), (480, 448), (1504, 2016)]:
+        assert model.run(np.zeros((1, 3, *input_hw), np.float32)).shape == (1, anchor_points(input_hw, (8, 16, 32)), 85)
+
+
+def test_a_really_fixed_graph_is_not_made_size_agnostic(real_model: ModelLoader) -> None:
+    """yolov5n.onnx's Reshapes and Resizes have fixed sizes: the rewrite's run at a second size fails."""
+    model = real_model(YOLOV5N)
+
+    assert model.info.dynamic_hw is False
+    assert size_agnostic_session(MODELS / YOLOV5N, model.info, RUNTIME, 1) is None
+
+
+def test_a_graph_with_a_constant_output_is_not_made_size_agnostic() -> None:
+    """It runs at any size, but its row count does not follow the grid: refused."""
+    model = tiny_onnx((1, 252, 7), {})
+
+    info = OnnxModel.load(model, runtime=RUNTIME, threads=1).info
+
+    assert info.layout is OutputLayout.YOLOV5 and info.dynamic_hw is False
+    assert size_agnostic_session(model, info, RUNTIME, 1) is None
+
+
+def yolox_decoded_in_graph() -> bytes:
+    """yolox_nano.onnx with YOLOX's decoding appended to its graph (its export with decode_in_inference):
+    rows become cx, cy, w, h in input pixels, with the 416x416 grid baked in as constants."""
+    model = onnx.load(str(MODELS / YOLOX_NANO))
+    grid_xy, stride_px = yolox_grid((416, 416))
+    graph = model.graph
+    raw_name = graph.output[0].name
+    constants = {
+        "starts_xy": [0], "ends_xy": [2], "starts_wh": [2], "ends_wh": [4], "starts_rest": [4], "ends_rest": [10_000],
+        "last_axis": [2],
+    }
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
+    graph.initializer.extend(
+        [numpy_helper.from_array(grid_xy[None], "grid_xy"), numpy_helper.from_array(stride_px[None], "stride_px")]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Slice", [raw_name, "starts_xy", "ends_xy", "last_axis"], ["offset_xy"]),
+            helper.make_node("Slice", [raw_name, "starts_wh", "ends_wh", "last_axis"], ["log_wh"]),
+            helper.make_node("Slice", [raw_name, "starts_rest", "ends_rest", "last_axis"], ["scores"]),
+            helper.make_node("Add", ["offset_xy", "grid_xy"], ["cell_xy"]),
+            helper.make_node("Mul", ["cell_xy", "stride_px"], ["centre_xy"]),
+            helper.make_node("Exp", ["log_wh"], ["cells_wh"]),
+            helper.make_node("Mul", ["cells_wh", "stride_px"], ["size_wh"]),
+            helper.make_node("Concat", ["centre_xy", "size_wh", "scores"], ["decoded"], axis=2),
+        ]
+    )
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("decoded", TensorProto.FLOAT, [1, 3549, 85]))
+    return model.SerializeToString()
+
+
+def test_yolox_decoded_in_the_graph_is_told_apart_by_its_values(real_model: ModelLoader) -> None:
+    """Same rows count and width as the raw export; the decoded one is recognised, keeps YOLOX's
+    preprocessing, stays fixed (its grid is constant) and finds exactly what the raw export finds."""
+    if not (MODELS / YOLOX_NANO).is_file():
+        pytest.skip("yolox_nano.onnx not found")
+    decoded = OnnxModel.load(yolox_decoded_in_graph(), runtime=RUNTIME, threads=1)
+    raw = real_model(YOLOX_NANO)
+    rgb = np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    plan = plan_letterbox((400, 300), (416, 416), placement=Placement.TOP_LEFT)
+    tensor = letterbox(rgb, plan, BGR_RAW_TOP_LEFT)
+    params = PostprocessParams(conf_threshold=0.001)
+
+    assert decoded.info.layout is OutputLayout.YOLOX_DECODED
+    assert decoded.info.preprocessing == BGR_RAW_TOP_LEFT
+    assert decoded.info.dynamic_hw is False
+    from_decoded = postprocess(decoded.run(tensor)[0], decoded.info.layout, params, (416, 416))
+    from_raw = postprocess(raw.run(tensor)[0], raw.info.layout, params, (416, 416))
+    assert len(from_raw) > 0
+    np.testing.assert_allclose(from_decoded.xyxy, from_raw.xyxy, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(from_decoded.confidence, from_raw.confidence, rtol=1e-5)
+
+
+def test_overrides_take_precedence_over_detection(real_model: ModelLoader) -> None:
+    if not (MODELS / YOLOX_NANO).is_file():
+        pytest.skip("yolox_nano.onnx not found")
+    overrides = ModelOverrides(
+        layout=OutputLayout.YOLOX_DECODED, preprocessing=RGB_UNIT_CENTERED, input_hw=(640, 640)
+    )
+
+    info = OnnxModel.load(MODELS / YOLOX_NANO, runtime=RUNTIME, threads=1, overrides=overrides).info
+
+    assert info.layout is OutputLayout.YOLOX_DECODED
+    assert info.preprocessing == RGB_UNIT_CENTERED
+    assert info.input_hw == (640, 640) and info.dynamic_hw is True
+
+
+@pytest.mark.parametrize(
+    ("file_name", "input_hw", "message"),
+    [
+        pytest.param(YOLOV5N, (320, 320), "fixed input of 640x640", id="fixed-model"),
+        pytest.param(YOLOV5N_DYNAMIC, (320, 330), "multiple of the stride 32", id="off-stride"),
+    ],
+)
+def test_an_impossible_input_size_override_is_refused(file_name: str, input_hw: tuple[int, int], message: str) -> None:
+    if not (MODELS / file_name).is_file():
+        pytest.skip(f"{file_name} not found")
+    with pytest.raises(ConfigError, match=message):
+        OnnxModel.load(MODELS / file_name, runtime=RUNTIME, threads=1, overrides=ModelOverrides(input_hw=input_hw))

@@ -57,7 +57,7 @@ def test_response_shape_and_pixel_frame(client) -> None:  # type: ignore[no-unty
     response = client.post("/predict", json={"image": b64(photo_path.read_bytes())})
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"detections", "image", "model", "timing_ms"}
+    assert set(body) == {"detections", "image", "model", "timing_ms", "tiles"}
     assert body["image"] == {"width": image_record["width"], "height": image_record["height"]}
     assert body["model"]["name"] == "yolov5n.onnx"
     assert {"decode", "preprocess", "inference", "postprocess", "total"} <= set(body["timing_ms"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from factories import b64
 from specks.config import Security, Settings
 from specks.pipeline import Detector
 from specks.web import create_app
-from specks.web.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE
+from specks.web.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, KeySource, accepts_key_in, field_key
 
 KEYS = ("k1", "k2")
 
@@ -271,3 +272,121 @@ def test_keys_are_never_logged(
     assert "API keys required (2 configured)" in caplog.text  # the capture works
     assert "s3cret" not in caplog.text
     assert "guess" not in caplog.text
+
+
+# -- keys in the query or the body (the compatible APIs) ----------------------------------------
+
+
+def deepstack_post(client: FlaskClient, fields: dict[str, str], headers: dict[str, str] | None = None) -> Any:
+    """What deepstack-python sends: the image file part and the api_key form field."""
+    form: dict[str, Any] = {"image": (io.BytesIO(jpeg_bytes(96, 64)), "image"), **fields}
+    return client.post("/v1/vision/detection", data=form, content_type="multipart/form-data", headers=headers or {})
+
+
+@pytest.mark.parametrize(
+    ("fields", "headers", "status"),
+    [
+        ({"api_key": "k1"}, {}, 200),
+        ({"api_key": " k2 "}, {}, 200),
+        ({"api_key": "wrong"}, {}, 401),
+        ({"api_key": ""}, {}, 401),  # deepstack-python's default: no key
+        ({"api_key": "None"}, {}, 401),
+        ({}, {}, 401),
+        ({}, {"X-API-Key": "k1"}, 200),
+        ({"api_key": "wrong"}, {"X-API-Key": "k1"}, 200),  # a valid header key is enough
+        ({"api_key": "k1"}, {"X-API-Key": "wrong"}, 401),  # a wrong header key is refused at once
+        ({"api_key": "k1"}, {"Authorization": "Bearer wrong"}, 401),
+    ],
+)
+def test_deepstack_form_field_key(
+    secured: FlaskClient, fields: dict[str, str], headers: dict[str, str], status: int
+) -> None:
+    response = deepstack_post(secured, fields, headers)
+
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["success"] is (status == 200)
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert "API key" in body["error"]
+        assert b"wrong" not in response.data
+
+
+def test_a_missing_form_key_is_checked_before_the_image(secured: FlaskClient) -> None:
+    """An unauthenticated client learns nothing about its image, the models or its fields."""
+    no_image = secured.post("/v1/vision/detection", data={"min_confidence": "x"}, content_type="multipart/form-data")
+    form = {"image": (io.BytesIO(b"x"), "image")}
+    unknown_model = secured.post("/v1/vision/custom/secret-model", data=form, content_type="multipart/form-data")
+
+    assert [no_image.status_code, unknown_model.status_code] == [401, 401]
+    assert "yolov5n" not in unknown_model.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/model/registry?api_key=k1", 200),
+        ("/model/registry?api_key=wrong", 401),
+        ("/model/registry?api_key=None", 401),  # inference-sdk without a key
+        ("/model/registry", 401),
+        ("/info?api_key=k2", 200),
+        ("/model?api_key=k1", 401),  # Specks' own routes read keys from headers only
+        ("/ready?api_key=k1", 401),
+    ],
+)
+def test_query_key_only_where_clients_send_it(
+    yolov5n_detector: Detector, cache_dir: Path, path: str, status: int
+) -> None:
+    app = make_app(yolov5n_detector, cache_dir, Security(api_keys=KEYS, open_paths=()))
+    assert app.test_client().get(path).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("query", "body_key", "status"),
+    [
+        ("", "k1", 200),
+        ("", None, 401),  # what inference-sdk sends without a key
+        ("", "None", 401),
+        ("", "wrong", 401),
+        ("?api_key=k2", None, 200),
+        ("?api_key=None", "k1", 200),
+        ("?api_key=wrong", "k1", 401),
+    ],
+)
+def test_roboflow_json_body_key(secured: FlaskClient, query: str, body_key: str | None, status: int) -> None:
+    body = {"model_id": "coco/3", "api_key": body_key, "image": {"type": "base64", "value": b64(jpeg_bytes(64, 48))}}
+    response = secured.post("/infer/object_detection" + query, json=body)
+
+    assert response.status_code == status
+    if status == 401:
+        assert set(response.get_json()) == {"message"}
+
+
+def test_keys_off_ignore_query_and_body_keys(client: FlaskClient) -> None:
+    assert client.get("/model/registry?api_key=None").status_code == 200
+    assert deepstack_post(client, {"api_key": "anything"}).status_code == 200
+
+
+def test_a_marked_view_that_never_checks_its_body_key_is_refused(cache_dir: Path, yolov5n_detector: Detector) -> None:
+    """The safety net: a view promising to read the key from its body but forgetting to."""
+    app = make_app(yolov5n_detector, cache_dir, Security(api_keys=KEYS))
+
+    @app.post("/forgetful")
+    @accepts_key_in(KeySource.BODY)
+    def forgetful() -> dict[str, str]:
+        return {"secret": "data"}
+
+    refused = app.test_client().post("/forgetful", data={"api_key": "k1"})
+    with_header = app.test_client().post("/forgetful", headers={"X-API-Key": "k1"})
+
+    assert refused.status_code == 401
+    assert b"secret" not in refused.data
+    assert with_header.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("k1", "k1"), (" k1 ", "k1"), ("", None), ("  ", None), ("None", None), (None, None), (5, None)],
+)
+def test_field_key(value: object, expected: str | None) -> None:
+    assert field_key(value) == expected

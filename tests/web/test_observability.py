@@ -24,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import MODELS, jpeg_bytes, live_server_for
 from factories import b64
 from specks.config import Observability, Settings
-from specks.logs import build_handler, configure_logging, request_id_var
+from specks.errors import ConfigError
+from specks.logs import LogFormat, build_handler, configure_logging, request_id_var
 from specks.pipeline import Detector
 from specks.web import create_app
 from specks.web.observability import request_id_from
@@ -112,7 +113,7 @@ def test_tiles_histogram_records_the_tiles_of_a_sliced_request(client: FlaskClie
     before = scrape(client)
     response = predict(client, jpeg_bytes(1400, 1000), slice=True, tile=640, overlap=0.2)
     assert response.status_code == 200
-    tiles = response.get_json()["timing_ms"]["tiles"]
+    tiles = response.get_json()["tiles"]
     assert tiles > 1
     after = scrape(client)
     assert delta(before, after, "specks_tiles_per_request_count") == 1
@@ -127,7 +128,7 @@ def test_images_in_flight_is_one_during_a_prediction_and_zero_after(
     original = Detector.predict_base64
 
     def spy(self: Detector, *args: Any, **kwargs: Any) -> Any:
-        seen.append(REGISTRY.get_sample_value("specks_images_in_flight"))
+        seen.append(REGISTRY.get_sample_value("specks_images_in_flight", {"route": "/predict"}))
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Detector, "predict_base64", spy)
@@ -235,7 +236,7 @@ def test_every_answer_carries_a_fresh_request_id(client: FlaskClient, monkeypatc
 def json_log(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     """What the ``specks`` loggers write as JSON lines while the test runs."""
     stream = io.StringIO()
-    handler = build_handler("json", stream)
+    handler = build_handler(LogFormat.JSON, stream)
     logger = logging.getLogger("specks")
     caplog.set_level(logging.INFO, logger="specks")
     logger.addHandler(handler)
@@ -294,8 +295,8 @@ def root_logger() -> Iterator[logging.Logger]:
         root.setLevel(level)
 
 
-@pytest.mark.parametrize("log_format", ["json", "text"])
-def test_configure_logging_installs_one_root_handler(root_logger: logging.Logger, log_format: str) -> None:
+@pytest.mark.parametrize("log_format", list(LogFormat))
+def test_configure_logging_installs_one_root_handler(root_logger: logging.Logger, log_format: LogFormat) -> None:
     stream = io.StringIO()
     configure_logging(log_format, "warning", stream=stream)
     configure_logging(log_format, "warning", stream=stream)  # twice: still one handler
@@ -310,7 +311,7 @@ def test_configure_logging_installs_one_root_handler(root_logger: logging.Logger
         request_id_var.reset(token)
     output = stream.getvalue().splitlines()
     assert len(output) == 1
-    if log_format == "json":
+    if log_format is LogFormat.JSON:
         line = json.loads(output[0])
         assert {k: line[k] for k in ("level", "logger", "message", "request_id", "latency_ms")} == {
             "level": "warning",
@@ -324,10 +325,10 @@ def test_configure_logging_installs_one_root_handler(root_logger: logging.Logger
 
 
 def test_configure_logging_refuses_unknown_values(root_logger: logging.Logger) -> None:
-    with pytest.raises(ValueError, match="got 'xml'"):
-        configure_logging("xml", "info")
+    with pytest.raises(ConfigError, match="got 'xml'"):
+        Observability(log_format="xml")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="got 'loud'"):
-        configure_logging("json", "loud")
+        configure_logging(LogFormat.JSON, "loud")
 
 
 # -- gunicorn --------------------------------------------------------------------------------------

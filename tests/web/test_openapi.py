@@ -20,7 +20,14 @@ from specks.schemas import PredictRequest
 from specks.web import create_app
 
 KEYS = Security(api_keys=("k3y",))
-OPERATIONS = {("/predict", "post"), ("/health", "get"), ("/ready", "get"), ("/model", "get"), ("/metrics", "get")}
+OPERATIONS = {
+    ("/predict", "post"),
+    ("/health", "get"),
+    ("/ready", "get"),
+    ("/model", "get"),
+    ("/models", "get"),
+    ("/metrics", "get"),
+}
 
 
 def operations(document: dict[str, Any]) -> set[tuple[str, str]]:
@@ -80,14 +87,29 @@ def test_metrics_are_plain_text() -> None:
     assert set(content) == {"text/plain", "application/openmetrics-text"}
 
 
-def test_predict_takes_a_predict_request_and_answers_a_predict_response() -> None:
+def test_predict_takes_one_image_or_a_batch_and_answers_in_kind() -> None:
     document = build_openapi(Settings())
     operation = document["paths"]["/predict"]["post"]
     body = operation["requestBody"]
     assert body["required"] is True
-    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+    assert body["content"]["application/json"]["schema"] == {
+        "oneOf": [{"$ref": "#/components/schemas/PredictRequest"}, {"$ref": "#/components/schemas/BatchPredictRequest"}]
+    }
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
-    assert ok == {"$ref": "#/components/schemas/PredictResponse"}
+    assert ok == {
+        "oneOf": [
+            {"$ref": "#/components/schemas/PredictResponse"},
+            {"$ref": "#/components/schemas/BatchPredictResponse"},
+        ]
+    }
+
+
+def test_a_body_with_both_image_and_images_matches_neither_request_schema() -> None:
+    document = build_openapi(Settings())
+    both = {"image": EXAMPLE_IMAGE_BASE64, "images": [EXAMPLE_IMAGE_BASE64]}
+    assert not schema_validator(document, "PredictRequest").is_valid(both)
+    assert not schema_validator(document, "BatchPredictRequest").is_valid(both)
+    schema_validator(document, "BatchPredictRequest").validate({"images": [EXAMPLE_IMAGE_BASE64], "visualize": True})
 
 
 def test_request_schema_requires_only_the_image_and_refuses_unknown_fields() -> None:
@@ -117,10 +139,14 @@ def test_request_schema_carries_the_bounds(field: str, kind: str, minimum: float
 
 @pytest.mark.parametrize(
     ("field", "choices"),
-    [("merge", ["nms", "nmm"]), ("merge_metric", ["iou", "ios"])],
+    [("merge", ["nms", "nmm", "wbf"]), ("merge_metric", ["iou", "ios"])],
 )
 def test_request_schema_lists_the_choices(field: str, choices: list[str]) -> None:
-    assert property_schema(build_openapi(Settings()), "PredictRequest", field)["enum"] == choices
+    document = build_openapi(Settings())
+    schema = property_schema(document, "PredictRequest", field)
+    if "$ref" in schema:  # an enum is a component of its own
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    assert schema["enum"] == choices
 
 
 def test_request_example_is_a_valid_request() -> None:
@@ -143,10 +169,11 @@ def test_error_schema_is_the_envelope() -> None:
 @pytest.mark.parametrize(
     ("path", "method", "statuses"),
     [
-        ("/predict", "post", {"200", "400", "413", "415", "500", "503"}),
+        ("/predict", "post", {"200", "400", "404", "413", "415", "500", "503"}),
         ("/health", "get", {"200"}),
         ("/ready", "get", {"200", "503"}),
-        ("/model", "get", {"200", "500", "503"}),
+        ("/model", "get", {"200", "404", "500", "503"}),
+        ("/models", "get", {"200", "500", "503"}),
     ],
 )
 def test_errors_are_documented_with_the_envelope(path: str, method: str, statuses: set[str]) -> None:
@@ -245,7 +272,7 @@ def test_the_request_example_is_answered(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize(
     ("path", "name"),
-    [("/health", "HealthResponse"), ("/ready", "ReadyResponse"), ("/model", "ModelDetails")],
+    [("/health", "HealthResponse"), ("/ready", "ReadyResponse"), ("/model", "ModelDetails"), ("/models", "ModelList")],
 )
 def test_get_answers_match_their_schemas(client: FlaskClient, path: str, name: str) -> None:
     response = client.get(path)
@@ -255,8 +282,11 @@ def test_get_answers_match_their_schemas(client: FlaskClient, path: str, name: s
 
 def test_predict_answer_and_errors_match_their_schemas(client: FlaskClient) -> None:
     document = build_openapi(Settings())
-    ok = client.post("/predict", json={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.01})
+    ok = client.post("/predict", json={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.01, "visualize": True})
     schema_validator(document, "PredictResponse").validate(ok.get_json())
+    batch = client.post("/predict", json={"images": [EXAMPLE_IMAGE_BASE64, "%%%"]})
+    schema_validator(document, "BatchPredictResponse").validate(batch.get_json())
+    assert not schema_validator(document, "PredictResponse").is_valid(batch.get_json())
     for bad in ({"image": "%%%"}, {"image": EXAMPLE_IMAGE_BASE64, "conf": 2}, {"nope": 1}):
         response = client.post("/predict", json=bad)
         assert response.status_code == 400

@@ -17,18 +17,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
+from flask import Flask
 
 from conftest import COCO_TINY, MODELS, free_port, jpeg_bytes, require
 from factories import b64
 from specks.config import Settings
 from specks.errors import InferenceError, ModelNotReadyError
+from specks.holder import ModelHolder
 from specks.pipeline import Detector
 from specks.web import create_app
-from specks.web.state import ModelHolder
 
 ray = pytest.importorskip("ray", reason="needs the ray extra (make dev installs it)")
 serve = pytest.importorskip("ray.serve")
@@ -65,6 +67,7 @@ class FakeDetector:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.calls = 0
+        self.model = SimpleNamespace(info=SimpleNamespace(name="fake.onnx"))
 
     def predict_bytes(self, data: bytes, options: Any) -> None:
         self.calls += 1
@@ -214,25 +217,25 @@ PARITY_REQUESTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def direct_app(cache_dir: Path) -> Flask:
+    """The app the replicas run, built here from the same settings, with the same models loaded."""
+    return create_app(Settings.from_env(_environ(MODELS / "yolov5n.onnx", cache_dir)), load_in_background=False)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "path", "body", "headers"), PARITY_REQUESTS)
 def test_every_route_answers_as_the_app_itself_does(
     specks_url: str,
-    yolov5n_detector: Detector,
-    cache_dir: Path,
+    direct_app: Flask,
     method: str,
     path: str,
     body: bytes | None,
     headers: dict[str, str],
 ) -> None:
     """Status, content type and body through Ray equal the same app's in-process answer."""
-    settings = Settings.from_env(_environ(MODELS / "yolov5n.onnx", cache_dir))
-    direct = (
-        create_app(settings, detector=yolov5n_detector)
-        .test_client()
-        .open(path, method=method, data=body, headers=headers)
-    )
+    direct = direct_app.test_client().open(path, method=method, data=body, headers=headers)
     response, ray_body = _request(specks_url, method, path, body, headers)
     assert response.status == direct.status_code
     assert response.getheader("Content-Type") == direct.headers["Content-Type"]
@@ -413,4 +416,5 @@ def test_check_health_fails_a_replica_whose_model_is_broken(serve_url: str, cach
         serve.delete("broken")
     # The constructor ran; Serve's first check_health refused the replica, with Specks' reason.
     assert "check_health" in message
-    assert "ModelNotReadyError: the model failed to load: cannot load the ONNX model" in message
+    assert "ModelNotReadyError: a model failed to load: " in message
+    assert "Protobuf parsing failed" in message

@@ -19,12 +19,16 @@ MASTER_STEPS = """
 import sys
 from pathlib import Path
 from specks.cli import build_parser, settings_from_args
+from specks.memory import check_worker_memory, estimate_worker_memory
 from specks.models import prepare_model
+from specks.served import served_models
 from specks.web.server import SpecksServer, prepare_metrics_dir
 
-args = build_parser().parse_args(["serve", "--model", sys.argv[1]])
+args = build_parser().parse_args(["serve", "--model", sys.argv[1], "--model", "second=" + sys.argv[1]])
 settings = settings_from_args(args)
-prepare_model(settings.model, Path(sys.argv[2]))
+prepared = {spec.name: prepare_model(spec.path, Path(sys.argv[2])) for spec in served_models(settings)}
+sizes = {name: model.onnx_path.stat().st_size for name, model in prepared.items()}
+check_worker_memory(settings, estimate_worker_memory(settings, sizes))
 prepare_metrics_dir()
 SpecksServer(settings)
 print("onnxruntime" in sys.modules)

@@ -3,8 +3,9 @@
 onnxruntime is imported by ``load_model`` (and ``onnx_model``), not here: ``specks serve``
 prepares the model in the gunicorn master, which must never import it (see ``specks.web.server``).
 
-``load_model`` takes what a user names (nothing for the embedded default, an ``.onnx`` file,
-or a Darknet ``.cfg``/``.weights`` pair) and returns a ready ``OnnxModel``.
+``load_model`` takes what a user names (nothing for the embedded default YOLOX-Nano, the named
+model ``yolov3-tiny``, an ``.onnx`` file, or a Darknet ``.cfg``/``.weights`` pair) and returns a
+ready ``OnnxModel``.
 """
 
 from __future__ import annotations
@@ -15,27 +16,39 @@ from typing import TYPE_CHECKING
 
 from ..config import RuntimeOptions
 from ..errors import ModelLoadError
-from .default import DEFAULT_MODEL_NAME, corrected_tiny_cfg, embedded_default_files
+from .default import DEFAULT_MODEL_NAME, EMBEDDED_DEFAULT_OVERRIDES, embedded_default_path
+from .overrides import NO_OVERRIDES, ModelOverrides
+from .yolov3_tiny import YOLOV3_TINY, YOLOV3_TINY_MODEL_NAME, corrected_tiny_cfg, yolov3_tiny_files
 
 if TYPE_CHECKING:
     from .onnx_model import OnnxModel
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
+    "NAMED_MODELS",
+    "ModelOverrides",
     "PreparedModel",
     "load_model",
     "prepare_model",
     "resolve_model_files",
 ]
 
-DEFAULT_ALIASES = {"", "default", "yolov3-tiny"}
+DEFAULT_ALIASES = {"", "default", "yolox-nano"}
+NAMED_MODELS = (YOLOV3_TINY,)  # optional models named rather than given as files
 
 
 def resolve_model_files(spec: str | None) -> tuple[str, Path, Path | None]:
-    """Return (format, main path, weights path) for a model spec; format is onnx | darknet | default."""
-    if spec is None or spec.strip().lower() in DEFAULT_ALIASES:
-        files = embedded_default_files()
-        return "default", files.cfg, files.weights
+    """Return (kind, main path, weights path) for a model spec; kind is default | yolov3-tiny | onnx | darknet.
+
+    The embedded default's sha256 is checked here.
+    """
+    key = "" if spec is None else spec.strip().lower()
+    if key in DEFAULT_ALIASES:
+        return "default", embedded_default_path(), None
+    if key == YOLOV3_TINY:
+        files = yolov3_tiny_files()
+        return YOLOV3_TINY, files.cfg, files.weights
+    assert spec is not None
     path = Path(spec).expanduser()
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -48,12 +61,15 @@ def resolve_model_files(spec: str | None) -> tuple[str, Path, Path | None]:
                     f"a Darknet model needs {cfg.name} and {weights.name} side by side; {needed} is missing"
                 )
         return "darknet", cfg, weights
-    raise ModelLoadError(f"unsupported model file {spec!r}: give an .onnx file or a Darknet .cfg (with its .weights)")
+    raise ModelLoadError(
+        f"unsupported model file {spec!r}: give an .onnx file, a Darknet .cfg (with its .weights), "
+        f"or a named model ({', '.join(NAMED_MODELS)})"
+    )
 
 
 @dataclass(frozen=True)
 class PreparedModel:
-    """A model ready for ONNX Runtime: its kind, the file the user named, and the ONNX file to load."""
+    """A model ready for ONNX Runtime: how the user named it, the file named, and the ONNX file to load."""
 
     kind: str
     source: Path
@@ -61,7 +77,17 @@ class PreparedModel:
 
     @property
     def name(self) -> str:
-        return DEFAULT_MODEL_NAME if self.kind == "default" else self.source.name
+        return {"default": DEFAULT_MODEL_NAME, YOLOV3_TINY: YOLOV3_TINY_MODEL_NAME}.get(self.kind, self.source.name)
+
+    @property
+    def source_format(self) -> str:
+        """default (the embedded model), onnx or darknet."""
+        return "darknet" if self.kind == YOLOV3_TINY else self.kind
+
+    @property
+    def overrides(self) -> ModelOverrides:
+        """What Specks itself declares about this model (only the embedded default has anything)."""
+        return EMBEDDED_DEFAULT_OVERRIDES if self.kind == "default" else NO_OVERRIDES
 
 
 def prepare_model(spec: str | None, cache_dir: Path) -> PreparedModel:
@@ -71,19 +97,31 @@ def prepare_model(spec: str | None, cache_dir: Path) -> PreparedModel:
     conversion runs once.
     """
     kind, path, weights = resolve_model_files(spec)
-    if kind == "onnx":
+    if kind in ("default", "onnx"):
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         return PreparedModel(kind, path, path)
     from .darknet import convert_darknet_cached  # imports onnx; only needed for Darknet models
 
     assert weights is not None
-    fix_cfg = corrected_tiny_cfg if kind == "default" else None
+    fix_cfg = corrected_tiny_cfg if kind == YOLOV3_TINY else None
     return PreparedModel(kind, path, convert_darknet_cached(path, weights, cache_dir, fix_cfg=fix_cfg))
 
 
-def load_model(spec: str | None, *, runtime: RuntimeOptions, threads: int, cache_dir: Path) -> OnnxModel:
-    """Load the model ``spec`` names (None: the embedded default), converting Darknet files once."""
+def load_model(
+    spec: str | None,
+    *,
+    runtime: RuntimeOptions,
+    threads: int,
+    cache_dir: Path,
+    overrides: ModelOverrides | None = None,
+    name: str | None = None,
+) -> OnnxModel:
+    """Load the model ``spec`` names (None: the embedded default), converting Darknet files once.
+
+    ``overrides`` (a model profile's) replace what Specks declares about the model itself.
+    name: what the model is served and reported as (``--model NAME=PATH``); None: ``model_name(spec)``.
+    """
     from .onnx_model import OnnxModel
 
     prepared = prepare_model(spec, cache_dir)
@@ -91,7 +129,17 @@ def load_model(spec: str | None, *, runtime: RuntimeOptions, threads: int, cache
         prepared.onnx_path,
         runtime=runtime,
         threads=threads,
-        source_format=prepared.kind,
+        source_format=prepared.source_format,
         path=prepared.source,
-        name=prepared.name,
+        name=name or prepared.name,
+        overrides=prepared.overrides if overrides is None else overrides,
     )
+
+
+def model_name(spec: str | None) -> str:
+    """The name a model spec is served under when none is given: its file name, or the embedded default's.
+
+    Cheap (no conversion, no hashing of weights); the same name ``load_model`` reports.
+    """
+    kind, path, _ = resolve_model_files(spec)
+    return PreparedModel(kind, path, path).name

@@ -1,8 +1,10 @@
-"""Letterboxing on ONNX Runtime: resize, pad and scale to 0..1 in one multi-threaded call.
+"""Letterboxing on ONNX Runtime: resize, reorder channels, scale and pad in one multi-threaded call.
 
 Same result as ``specks.preprocess.letterbox`` (Pillow + numpy) within rounding, several
 times faster on large images: ONNX Runtime's Resize runs on all intra-op threads and
 writes the float tensor directly, with no intermediate uint8 resize or transpose copy.
+The graph is built for one model's ``Preprocessing`` (channel order, value scale, pad value);
+the placement is in each call's ``LetterboxPlan``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from ..preprocess import PAD_VALUE, LetterboxPlan, reduce_rgb
+from ..preprocess import RGB_UNIT_CENTERED, ChannelOrder, LetterboxPlan, Preprocessing, reduce_rgb
 from .onnx_model import session_options
 
 _OPSET = 18  # Resize with the antialias attribute
@@ -21,13 +23,18 @@ _OPSET = 18  # Resize with the antialias attribute
 ANTIALIAS_BELOW_SCALE = 0.6
 
 
-def _letterbox_graph(antialias: bool) -> bytes:
+def _letterbox_graph(antialias: bool, preprocessing: Preprocessing) -> bytes:
     nodes = [
         helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
         helper.make_node("Transpose", ["image_f"], ["chw"], perm=[2, 0, 1]),
         helper.make_node("Unsqueeze", ["chw", "batch_axis"], ["nchw"]),
         helper.make_node("Resize", ["nchw", "", "", "sizes"], ["resized"], mode="linear", antialias=int(antialias)),
-        helper.make_node("Mul", ["resized", "inv_255"], ["scaled"]),
+    ]
+    if preprocessing.channel_order is ChannelOrder.BGR:  # reorder the resized content, the smallest copy
+        nodes.append(helper.make_node("Gather", ["resized", "bgr_order"], ["ordered"], axis=1))
+    ordered = "ordered" if preprocessing.channel_order is ChannelOrder.BGR else "resized"
+    nodes += [
+        helper.make_node("Mul", [ordered, "value_scale"], ["scaled"]),
         helper.make_node("Pad", ["scaled", "pads", "pad_value"], ["tensor"], mode="constant"),
     ]
     graph = helper.make_graph(
@@ -41,8 +48,9 @@ def _letterbox_graph(antialias: bool) -> bytes:
         [helper.make_tensor_value_info("tensor", TensorProto.FLOAT, [1, 3, "H", "W"])],
         initializer=[
             helper.make_tensor("batch_axis", TensorProto.INT64, [1], [0]),
-            helper.make_tensor("inv_255", TensorProto.FLOAT, [], [1 / 255]),
-            helper.make_tensor("pad_value", TensorProto.FLOAT, [], [PAD_VALUE / 255]),
+            helper.make_tensor("bgr_order", TensorProto.INT64, [3], [2, 1, 0]),
+            helper.make_tensor("value_scale", TensorProto.FLOAT, [], [preprocessing.value_scale]),
+            helper.make_tensor("pad_value", TensorProto.FLOAT, [], [float(preprocessing.pad_fill)]),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
@@ -51,14 +59,16 @@ def _letterbox_graph(antialias: bool) -> bytes:
 
 
 class OrtLetterboxer:
-    """Callable (h, w, 3) uint8 RGB + plan -> (1, 3, H, W) float32 model input in 0..1."""
+    """Callable (h, w, 3) uint8 RGB + plan -> (1, 3, H, W) float32 model input as ``preprocessing`` says."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, preprocessing: Preprocessing = RGB_UNIT_CENTERED) -> None:
         # The model's own options: in particular idle threads do not spin after a call (the
         # model's session runs right after on the same cores; spinning here halved its speed).
         options = session_options(threads)
         self._sessions = {
-            antialias: ort.InferenceSession(_letterbox_graph(antialias), options, providers=["CPUExecutionProvider"])
+            antialias: ort.InferenceSession(
+                _letterbox_graph(antialias, preprocessing), options, providers=["CPUExecutionProvider"]
+            )
             for antialias in (False, True)
         }
 

@@ -5,8 +5,8 @@ This package is the only place that imports onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +15,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from ..config import RuntimeOptions
-from ..errors import InferenceError, ModelLoadError, UnsupportedModelError
-from ..postprocess import OutputLayout
+from ..errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
+from ..postprocess import GRID_HEADS, YOLOX_STRIDES, OutputLayout, anchor_points, yolox_grid
+from ..preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Preprocessing
 from .names import literal_or_none, resolve_names
+from .overrides import NO_OVERRIDES, ModelOverrides
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,10 @@ class ModelInfo:
 
     input_hw:      nominal input height and width in pixels (the static size, or the
                    exporter's ``imgsz`` for dynamic models).
-    dynamic_hw:    the graph accepts other heights/widths (multiples of ``stride``).
+    dynamic_hw:    the graph accepts other heights/widths (multiples of ``stride``), as
+                   exported or once a static-input graph was found size-agnostic at load.
     dynamic_batch: the graph accepts several images in one run.
+    preprocessing: channel order, value scale, pad value and placement the model expects.
     """
 
     name: str
@@ -46,6 +50,7 @@ class ModelInfo:
     layout: OutputLayout
     names: tuple[str, ...]
     providers: tuple[str, ...]
+    preprocessing: Preprocessing = RGB_UNIT_CENTERED
 
     @property
     def num_classes(self) -> int:
@@ -54,7 +59,6 @@ class ModelInfo:
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "path": self.path,
             "format": self.source_format,
             "input_size": {"height": self.input_hw[0], "width": self.input_hw[1]},
             "dynamic_input_size": self.dynamic_hw,
@@ -64,6 +68,7 @@ class ModelInfo:
             "num_classes": self.num_classes,
             "names": list(self.names),
             "providers": list(self.providers),
+            "preprocessing": self.preprocessing.to_dict(),
         }
 
 
@@ -118,13 +123,13 @@ def _metadata_class_count(value: str | None) -> int | None:
     return len(parsed) if isinstance(parsed, (dict, list)) else None
 
 
-def anchor_points(input_hw: tuple[int, int], strides: tuple[int, ...]) -> int:
-    """Grid cells over all heads for an input size: rows of an anchor-free head."""
-    return sum(math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s) for s in strides)
-
-
 def detect_layout(output_shape: tuple[int, ...], input_hw: tuple[int, int], end2end_hint: bool) -> OutputLayout:
-    """Tell the output layout apart from the shape of one (batch-1) run at ``input_hw``."""
+    """Tell the output layout apart from the shape of one (batch-1) run at ``input_hw``.
+
+    One row per cell of stride 8, 16 and 32 grids is YOLOX's anchor-free head; three per cell
+    (or other strides) is YOLOv5's. ``YOLOX`` here may still be ``YOLOX_DECODED``: only the
+    output's values tell (see ``yolox_boxes_are_decoded``).
+    """
     if len(output_shape) != 3:
         raise UnsupportedModelError(f"expected a detection output of rank 3 [batch, ..., ...], got {output_shape}")
     _, rows, cols = output_shape
@@ -132,7 +137,9 @@ def detect_layout(output_shape: tuple[int, ...], input_hw: tuple[int, int], end2
         return OutputLayout.END_TO_END
     if rows < cols and rows >= 5:
         return OutputLayout.ULTRALYTICS
-    anchor_counts = {k * anchor_points(input_hw, s) for k in (1, 3) for s in ((8, 16, 32), (16, 32), (8, 16, 32, 64))}
+    if cols >= 6 and rows == anchor_points(input_hw, YOLOX_STRIDES):
+        return OutputLayout.YOLOX
+    anchor_counts = {k * anchor_points(input_hw, s) for k, s in GRID_HEADS}
     if cols >= 6 and rows in anchor_counts:
         return OutputLayout.YOLOV5
     if cols == 6:
@@ -140,6 +147,38 @@ def detect_layout(output_shape: tuple[int, ...], input_hw: tuple[int, int], end2
     if cols > 6:
         return OutputLayout.YOLOV5
     raise UnsupportedModelError(f"unrecognised detection output shape {output_shape}")
+
+
+def yolox_boxes_are_decoded(raw: npt.NDArray[np.float32], input_hw: tuple[int, int]) -> bool:
+    """Whether the box columns of a (N, 5 + nc) YOLOX output at ``input_hw`` are decoded pixels.
+
+    Raw offsets stay near the middle of their cell (dx, dy about 0.5) wherever the cell is;
+    decoded centres grow with the cell's position. Whichever reading puts the centres nearer
+    to their cells' middles wins: on the official YOLOX-Nano the raw reading is off by a median
+    0.4 cell and the decoded one by 26.
+    """
+    grid_xy, stride_px = yolox_grid(input_hw)
+    centres = raw[:, :2].astype(np.float64)
+    as_offsets = float(np.median(np.abs(centres - 0.5)))
+    as_pixels = float(np.median(np.abs(centres / stride_px - grid_xy - 0.5)))
+    return as_pixels < as_offsets
+
+
+def default_preprocessing(layout: OutputLayout) -> Preprocessing:
+    """What a model of ``layout`` is trained on: YOLOX's own preprocessing, or RGB 0..1 centred."""
+    return BGR_RAW_TOP_LEFT if layout in (OutputLayout.YOLOX, OutputLayout.YOLOX_DECODED) else RGB_UNIT_CENTERED
+
+
+# Silences the error ONNX Runtime logs for a run that is expected to fail (a size probe).
+_QUIET_RUN = ort.RunOptions()
+_QUIET_RUN.log_severity_level = 4
+
+
+def probe_run(session: ort.InferenceSession, input_hw: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """The first output of a run on a black (1, 3, H, W) image; raises whatever ONNX Runtime raises."""
+    feed = {session.get_inputs()[0].name: np.zeros((1, 3, *input_hw), np.float32)}
+    output: npt.NDArray[np.float32] = session.run(None, feed, _QUIET_RUN)[0]
+    return output
 
 
 class OnnxModel:
@@ -163,13 +202,25 @@ class OnnxModel:
         source_format: str = "onnx",
         path: Path | None = None,
         name: str | None = None,
+        overrides: ModelOverrides = NO_OVERRIDES,
     ) -> OnnxModel:
-        """Open an ONNX file (or serialized bytes) and work out its input size, layout and names."""
+        """Open an ONNX file (or serialized bytes) and work out its input size, layout and names.
+
+        A static-input graph that runs at other sizes too is given symbolic height and width
+        (see ``specks.models.dynamic_size``). ``overrides`` take precedence over what the graph says.
+        """
         model_path = path if path is not None else (model if isinstance(model, Path) else Path("model.onnx"))
         if isinstance(model, Path) and not model.is_file():
             raise ModelLoadError(f"model file not found: {model}")
         session = create_session(str(model) if isinstance(model, Path) else model, runtime, threads)
-        info = inspect_session(session, model_path, source_format, name or model_path.name)
+        info = inspect_session(session, model_path, source_format, name or model_path.name, overrides)
+        if not info.dynamic_hw:
+            agnostic = size_agnostic_session(model, info, runtime, threads)
+            if agnostic is not None:
+                log.info("%s: its declared %s input runs at any multiple of %d", info.name, info.input_hw, info.stride)
+                session, info = agnostic, dataclasses.replace(info, dynamic_hw=True)
+        if overrides.input_hw is not None:
+            info = with_nominal_hw(info, overrides.input_hw)
         return cls(session, info, threads)
 
     def run(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -180,8 +231,10 @@ class OnnxModel:
             raise InferenceError(f"inference failed: {exc}") from exc
 
 
-def inspect_session(session: ort.InferenceSession, path: Path, source_format: str, name: str) -> ModelInfo:
-    """Read input size, stride, names and output layout (one warm-up run decides the layout)."""
+def inspect_session(
+    session: ort.InferenceSession, path: Path, source_format: str, name: str, overrides: ModelOverrides = NO_OVERRIDES
+) -> ModelInfo:
+    """Read input size, stride, names, output layout and preprocessing (a test run decides the layout)."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise UnsupportedModelError(
@@ -197,19 +250,12 @@ def inspect_session(session: ort.InferenceSession, path: Path, source_format: st
     else:
         input_hw = (int(shape[2]), int(shape[3]))
     stride = int(meta["stride"]) if meta.get("stride", "").isdigit() else DEFAULT_STRIDE
-    probe = np.zeros((1, 3, *input_hw), np.float32)
     try:
-        output = session.run(None, {inputs[0].name: probe})[0]
+        output = probe_run(session, input_hw)
     except Exception as exc:
         raise ModelLoadError(f"the model failed a test run at input {input_hw}: {exc}") from exc
-    layout = detect_layout(output.shape, input_hw, meta.get("end2end", "").lower() == "true")
-    num_classes = {
-        OutputLayout.YOLOV5: output.shape[2] - 5,
-        OutputLayout.ULTRALYTICS: output.shape[1] - 4,
-        OutputLayout.END_TO_END: _metadata_class_count(meta.get("names")) or 80,
-    }[layout]
-    if num_classes < 1:
-        raise UnsupportedModelError(f"output shape {output.shape} leaves no room for class scores")
+    layout = overrides.layout or _detected_layout(output, input_hw, meta.get("end2end", "").lower() == "true")
+    num_classes = _class_count(layout, output.shape, meta.get("names"))
     return ModelInfo(
         name=name,
         path=str(path),
@@ -222,4 +268,61 @@ def inspect_session(session: ort.InferenceSession, path: Path, source_format: st
         layout=layout,
         names=tuple(resolve_names(meta.get("names"), path, num_classes)),
         providers=tuple(session.get_providers()),
+        preprocessing=overrides.preprocessing or default_preprocessing(layout),
     )
+
+
+def _detected_layout(output: npt.NDArray[np.float32], input_hw: tuple[int, int], end2end_hint: bool) -> OutputLayout:
+    layout = detect_layout(output.shape, input_hw, end2end_hint)
+    if layout is OutputLayout.YOLOX and yolox_boxes_are_decoded(output[0], input_hw):
+        return OutputLayout.YOLOX_DECODED
+    return layout
+
+
+def _class_count(layout: OutputLayout, output_shape: tuple[int, ...], names_metadata: str | None) -> int:
+    if layout is OutputLayout.ULTRALYTICS:
+        num_classes = output_shape[1] - 4
+    elif layout is OutputLayout.END_TO_END:
+        num_classes = _metadata_class_count(names_metadata) or 80
+    else:  # YOLOv5 and YOLOX rows: 4 box values, objectness, class scores
+        num_classes = output_shape[2] - 5
+    if num_classes < 1:
+        raise UnsupportedModelError(f"output shape {output_shape} leaves no room for class scores")
+    return num_classes
+
+
+def size_agnostic_session(
+    model: Path | bytes, info: ModelInfo, runtime: RuntimeOptions, threads: int
+) -> ort.InferenceSession | None:
+    """A session on ``model`` with symbolic height and width, if its graph really runs at another
+    size with the output rows its head has there; None if it does not (its sizes are baked in)."""
+    import onnx  # only needed here and for Darknet conversion
+
+    from .dynamic_size import expected_output_shape, second_probe_hw, with_symbolic_hw
+
+    second_hw = second_probe_hw(info.input_hw, info.stride)
+    try:
+        proto = onnx.load(str(model)) if isinstance(model, Path) else onnx.load_from_string(model)
+        candidate = create_session(with_symbolic_hw(proto).SerializeToString(), runtime, threads)
+        declared_shape = probe_run(candidate, info.input_hw).shape
+        expected = expected_output_shape(info.layout, declared_shape, info.input_hw, second_hw)
+        if expected is None or probe_run(candidate, second_hw).shape != expected:
+            return None
+    except Exception:  # any failure (onnx, session, run) means: keep the graph as declared
+        log.debug("%s: input size stays fixed at %s", info.name, info.input_hw, exc_info=True)
+        return None
+    return candidate
+
+
+def with_nominal_hw(info: ModelInfo, input_hw: tuple[int, int]) -> ModelInfo:
+    """``info`` with a declared nominal input size (a model profile's), checked against the model."""
+    if not info.dynamic_hw:
+        if tuple(input_hw) != info.input_hw:
+            raise ConfigError(
+                f"{info.name} has a fixed input of {info.input_hw[1]}x{info.input_hw[0]}; "
+                f"an input size of {input_hw[1]}x{input_hw[0]} cannot be declared for it"
+            )
+        return info
+    if input_hw[0] % info.stride or input_hw[1] % info.stride:
+        raise ConfigError(f"a declared input size must be a multiple of the stride {info.stride} (got {input_hw})")
+    return dataclasses.replace(info, input_hw=(int(input_hw[0]), int(input_hw[1])))

@@ -6,33 +6,51 @@ Each gunicorn worker process builds its own app and loads its own model in the b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Flask
 
 from ..config import Settings
+from ..holder import ModelHolder
+from ..metrics import process_metrics
 from ..pipeline import Detector
+from ..service import DetectionService
 from .auth import register_auth
+from .cors import register_cors
+from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
 from .observability import register_observability
-from .routes import api
-from .state import ModelHolder
+from .page import register_page
+from .roboflow import roboflow
+from .routes import SERVICE_EXTENSION, api
 
 
 def create_app(
-    settings: Settings | None = None, *, detector: Detector | None = None, load_in_background: bool = True
+    settings: Settings | None = None,
+    *,
+    detector: Detector | None = None,
+    detectors: Mapping[str, Detector] | None = None,
+    load_in_background: bool = True,
 ) -> Flask:
-    """Build the app. ``detector`` injects an already loaded model (tests, benchmarks)."""
+    """Build the app. ``detector`` / ``detectors`` (by name) inject models already loaded (tests, benchmarks)."""
     settings = settings or Settings.from_env()
     app = Flask("specks")
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    holder = ModelHolder(settings, detector)
-    app.extensions["specks.model"] = holder
+    holder = ModelHolder(settings, detector, detectors=detectors)
+    metrics = process_metrics() if settings.observability.metrics_enabled else None
+    app.extensions[SERVICE_EXTENSION] = DetectionService(settings, holder, metrics)
     app.register_blueprint(api)
+    app.register_blueprint(deepstack)
+    app.register_blueprint(roboflow)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
     register_observability(app, settings)
+    # CORS before auth: its headers go on every answer, a refused key's 401 included.
+    register_cors(app, settings)
     register_auth(app, settings)
     register_docs(app, settings)
+    register_page(app)
     holder.start_loading(background=load_in_background)
     return app

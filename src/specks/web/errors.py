@@ -1,35 +1,21 @@
-"""The one place where Specks errors become HTTP answers: a status table and a JSON envelope.
+"""Flask's side of error answers: every exception becomes ``service.encode_error``'s JSON envelope.
 
-Every error answer is ``{"error": {"code": ..., "message": ..., "field": ...}}``; never
-HTML, never a traceback. Unexpected exceptions are logged with their traceback and
-answered with a generic 500.
+Never HTML, never a traceback. Errors raised by Werkzeug itself (routing, body size) get the
+same envelope with a code of their own.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
+from ..service import ErrorAnswer, encode_error
 
 log = logging.getLogger(__name__)
-
-# Most specific class first is not needed: the lookup walks each exception's MRO.
-HTTP_STATUS: dict[type[errors.SpecksError], int] = {
-    errors.SpecksError: 500,
-    errors.InvalidRequestError: 400,
-    errors.UnsupportedMediaTypeError: 415,
-    errors.PayloadTooLargeError: 413,
-    errors.AuthenticationError: 401,
-    errors.ModelNotReadyError: 503,
-    errors.ModelError: 500,
-    errors.InferenceError: 500,
-    errors.ConfigError: 500,
-}
 
 # Codes for errors raised by Flask/Werkzeug themselves (routing, body size).
 _HTTP_CODES = {
@@ -44,25 +30,16 @@ _HTTP_CODES = {
 }
 
 
-def status_for(exc: errors.SpecksError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
+def answer_response(answer: ErrorAnswer) -> Response:
+    return Response(orjson.dumps(answer.envelope()), status=answer.status, mimetype="application/json")
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    return Response(orjson.dumps({"error": error}), status=status, mimetype="application/json")
+    return answer_response(ErrorAnswer(status, code, message, field))
 
 
 def _specks_error(exc: errors.SpecksError) -> Response:
-    status = status_for(exc)
-    if status >= 500:
-        log.error("request failed: %s", exc.message, exc_info=exc)
-    return error_response(status, exc.code, exc.message, exc.field)
+    return answer_response(encode_error(exc))
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -77,8 +54,7 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected_error(exc: Exception) -> Response:
-    log.exception("unexpected error while serving a request")
-    return error_response(500, "internal_error", "internal server error; the details are in the server log")
+    return answer_response(encode_error(exc))
 
 
 def register_error_handlers(app: Flask) -> None:

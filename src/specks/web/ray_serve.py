@@ -41,9 +41,10 @@ from ..errors import ConfigError
 from ..logs import configure_logging
 from .observability import REQUEST_ID_HEADER
 from .ray_config import APP_NAME, DEPLOYMENT_NAME, ROUTE_PREFIX, HttpOptions, RayDeployment, parse_builder_args
+from .routes import current_service_of
 
 if TYPE_CHECKING:
-    from .state import ModelHolder
+    from ..holder import ModelHolder
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class SpecksDeployment:
         configure_logging(settings.observability.log_format, settings.observability.log_level)
         use_own_metrics_registry()
         self._flask = create_app(settings, load_in_background=False)  # loads the model, once
-        self._holder: ModelHolder = self._flask.extensions["specks.model"]
+        self._holder: ModelHolder = current_service_of(self._flask).holder
         self._io_threads = settings.io_threads
         self.replica_id = serve.get_replica_context().replica_id.unique_id
 
@@ -107,12 +108,14 @@ def check_model(holder: ModelHolder) -> None:
     out and get a working replica killed.
     """
     from ..schemas import DetectOptions
+    from ..slicing import SliceMode
 
-    detector = holder.get()  # ModelNotReadyError, saying why, when the model did not load
+    detectors = holder.detectors()  # ModelNotReadyError, saying why, when a model did not load
     if not holder.prediction_slots.acquire(blocking=False):
         return
     try:
-        detector.predict_bytes(probe_jpeg(), DetectOptions(slice=False))
+        for detector in detectors.values():  # every served model must answer
+            detector.predict_bytes(probe_jpeg(), DetectOptions(slice=SliceMode.OFF))
     finally:
         holder.prediction_slots.release()
 

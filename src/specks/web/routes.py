@@ -1,32 +1,55 @@
-"""HTTP routes: thin adapters from requests to the pipeline and back."""
+"""Specks' own HTTP routes: thin adapters from Flask requests to ``service.DetectionService``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from .. import __version__
-from ..schemas import encode_prediction, parse_predict_request
-from .body import check_content_length, check_json_media_type, parse_json_body
+from ..service import DetectionService
 from .errors import error_response
-from .state import ModelHolder
+from .page import page_response, prefers_page
 
 api = Blueprint("api", __name__)
 
+SERVICE_EXTENSION = "specks.service"
+
 
 def json_response(payload: Any, status: int = 200) -> Response:
+    """An answer with a Content-Length (orjson bytes), never chunked."""
     return Response(orjson.dumps(payload), status=status, mimetype="application/json")
 
 
-def _holder() -> ModelHolder:
-    holder: ModelHolder = current_app.extensions["specks.model"]
-    return holder
+def current_service() -> DetectionService:
+    return current_service_of(current_app)
+
+
+def current_service_of(app: Flask) -> DetectionService:
+    """The DetectionService an app built by ``create_app`` serves with."""
+    service: DetectionService = app.extensions[SERVICE_EXTENSION]
+    return service
+
+
+def body_reader(flask_request: Request) -> Callable[[int], bytes]:
+    """The ``read`` of the request body for ``DetectionService.read_body``.
+
+    A chunked body (no Content-Length) is read from the server's own terminated stream:
+    Werkzeug's wrapper would stop silently at its limit, and the truncated body would then be
+    answered "not valid JSON" instead of 413.
+    """
+    environ = flask_request.environ
+    if flask_request.content_length is None and environ.get("wsgi.input_terminated"):
+        return environ["wsgi.input"].read  # type: ignore[no-any-return]
+    return flask_request.stream.read
 
 
 @api.get("/")
 def index() -> Response:
+    if prefers_page(request.accept_mimetypes):  # a browser: the page (web.page)
+        return page_response()
     return json_response(
         {
             "name": "specks",
@@ -35,7 +58,10 @@ def index() -> Response:
                 "POST /predict": 'detect objects; body {"image": "<base64>"}',
                 "GET /health": "liveness",
                 "GET /ready": "readiness (model loaded and warm)",
-                "GET /model": "the loaded model",
+                "GET /model": "the loaded model and the server's request defaults",
+                "POST /v1/vision/detection": "DeepStack / CodeProject.AI-compatible detection (multipart 'image')",
+                "POST /infer/object_detection": "Roboflow inference-server-compatible detection",
+                "GET /models": "every served model: name, input size, classes",
             },
         }
     )
@@ -48,27 +74,25 @@ def health() -> Response:
 
 @api.get("/ready")
 def ready() -> Response:
-    holder = _holder()
-    if holder.ready:
-        return json_response({"status": "ready", "model": holder.get().model.info.name})
-    return error_response(503, "model_not_ready", holder.not_ready_reason)
+    service = current_service()
+    if service.holder.ready:
+        return json_response(service.ready_details())
+    return error_response(503, "model_not_ready", service.holder.not_ready_reason)
 
 
 @api.get("/model")
 def model() -> Response:
-    return json_response(_holder().get().model.info.to_dict())
+    return json_response(current_service().model_details(request.args.get("name")))
+
+
+@api.get("/models")
+def models() -> Response:
+    return json_response(current_service().model_list())
 
 
 @api.post("/predict")
 def predict() -> Response:
-    holder = _holder()
-    limits = holder.settings.limits
-    check_content_length(request, limits)
-    check_json_media_type(request)
-    body = parse_json_body(request.get_data(cache=False), limits)
-    predict_request = parse_predict_request(body)
-    detector = holder.get()
-    with holder.prediction_slots:  # the body is read outside: a slow upload holds no slot
-        prediction = detector.predict_base64(predict_request.image, predict_request)
-    g.prediction_timing_ms = prediction.timing_ms  # per-stage metrics (web.observability)
-    return json_response(encode_prediction(prediction, detector.model.info))
+    answer = current_service().handle_predict(
+        body_reader(request), content_type=request.content_type, content_length=request.content_length
+    )
+    return json_response(answer)

@@ -1,0 +1,108 @@
+"""The per-process models: a registry of Detectors by name, loaded once per worker in the background.
+
+A worker serves every configured model (``--model``, ``SPECKS_MODEL``, ``SPECKS_MODELS``) plus the
+embedded default, always, under ``DEFAULT_MODEL_NAME``. The first one listed answers requests that
+name no model. Liveness answers at once; readiness waits until every model is loaded and warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from .config import ModelSpec, Settings
+from .errors import ModelNotReadyError, SpecksError
+from .pipeline import Detector, load_detector
+from .served import served_models
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """This process's Detectors by name, once every one is loaded and warmed up.
+
+    ``detector`` / ``detectors`` inject models already loaded (tests, benchmarks); the first is the
+    default. Otherwise ``start_loading`` loads ``served_models(settings)``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        detector: Detector | None = None,
+        *,
+        detectors: Mapping[str, Detector] | None = None,
+    ) -> None:
+        self.settings = settings
+        injected = dict(detectors or {})
+        if detector is not None:
+            injected = {detector.model.info.name: detector, **injected}
+        self._specs = tuple(ModelSpec(name, None) for name in injected) if injected else served_models(settings)
+        self._detectors: dict[str, Detector] | None = injected or None
+        self._error: str | None = None
+        self._thread: threading.Thread | None = None
+        # Bounds memory: many I/O threads may hold requests, few decode and infer at once.
+        self.prediction_slots = threading.BoundedSemaphore(settings.predictions_per_worker)
+
+    @property
+    def names(self) -> list[str]:
+        """Every served model's name, the default first (known before they are loaded)."""
+        return [spec.name for spec in self._specs]
+
+    @property
+    def default_name(self) -> str:
+        return self._specs[0].name
+
+    @property
+    def ready(self) -> bool:
+        return self._detectors is not None
+
+    def start_loading(self, *, background: bool = True) -> None:
+        if self._detectors is not None or self._thread is not None:
+            return
+        if background:
+            self._thread = threading.Thread(target=self._load, name="specks-model-loader", daemon=True)
+            self._thread.start()
+        else:
+            self._load()
+
+    @property
+    def not_ready_reason(self) -> str:
+        """Why there are no models yet (meaningful only while not ``ready``)."""
+        return f"a model failed to load: {self._error}" if self._error else "the models are still loading"
+
+    def get(self, name: str | None = None) -> Detector:
+        """The Detector served as ``name`` (None: the default); ModelNotReadyError until all are loaded.
+
+        ``name`` must be one of ``names`` (``DetectionService.detector`` checks it first).
+        """
+        if self._detectors is None:
+            raise ModelNotReadyError(f"{self.not_ready_reason}; GET /ready says when the server can take requests")
+        return self._detectors[self.default_name if name is None else name]
+
+    def detectors(self) -> dict[str, Detector]:
+        """Every loaded Detector by name, the default first (ModelNotReadyError while loading)."""
+        self.get()
+        assert self._detectors is not None
+        return dict(self._detectors)
+
+    def _load(self) -> None:
+        settings = self.settings
+        threads = settings.resolved_threads()
+        loaded: dict[str, Detector] = {}
+        for spec in self._specs:
+            started = time.perf_counter()
+            try:
+                # Loading runs the model once on a blank input (the layout probe): each arrives warm.
+                loaded[spec.name] = load_detector(settings, threads=threads, spec=spec)
+            except SpecksError as exc:
+                self._error = f"{spec.name}: {exc.message}"
+                log.error("model %s failed to load: %s", spec.name, exc.message)
+                return
+            except Exception:  # never let a loader thread die silently (logged once, with the traceback)
+                self._error = f"{spec.name}: unexpected error, see the server log"
+                log.exception("model %s failed to load", spec.name)
+                return
+            log.info("model %s ready in %.1f s", spec.name, time.perf_counter() - started)
+        self._detectors = loaded

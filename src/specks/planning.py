@@ -1,0 +1,322 @@
+"""Request planning: what one request will run, decided before any pixel is touched.
+
+``plan_request`` is a pure function of the model's geometry, the server's slicing defaults, the
+request's options and the image size read from its header. It resolves the model input size,
+the tile plan (or none), the postprocess thresholds and the class filter, and refuses a request
+that would cost too many tiles. ``pipeline.Detector`` then only executes the plan, so every
+decision here is testable without a model file.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import SlicingSettings
+from .errors import InvalidFieldError, TooManyTilesError
+from .models.names import COCO_ALIASES
+from .overlap import MatchMetric, MergeStrategy
+from .postprocess import PostprocessParams
+from .slicing import SliceMode, tile_count, tile_grid
+from .types import ImageSize
+
+if TYPE_CHECKING:
+    from .schemas import DetectOptions
+
+# NMS IoU of plain full-image requests (YOLOv5's detect default).
+FULL_IMAGE_IOU = 0.45
+# "auto" slices when the image's longer side is at least this many model inputs long.
+AUTO_SLICE_MIN_INPUTS = 2.0
+
+
+class ModelGeometry(Protocol):
+    """What planning needs to know of a model (``models.onnx_model.ModelInfo`` has it)."""
+
+    @property
+    def input_hw(self) -> tuple[int, int]: ...
+    @property
+    def dynamic_hw(self) -> bool: ...
+    @property
+    def stride(self) -> int: ...
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """How results of tiles and passes merge: strategy, overlap measure and threshold."""
+
+    strategy: MergeStrategy
+    metric: MatchMetric
+    threshold: float
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """How one request is sliced: square tiles of ``tile_px`` image pixels, then merged.
+
+    tiles_xyxy:     (N, 4) int32 tiles x1, y1, x2, y2 in image pixels, row by row.
+    tile_input_hw:  model input height and width each tile is letterboxed to.
+    tile_scale:     model-input pixels per image pixel inside a tile (dynamic-size models; a
+                    fixed-size model's scale is its input side / ``tile_px``).
+    """
+
+    tile_px: int
+    tile_scale: float
+    overlap_ratio: float
+    full_image_pass: bool
+    merge: MergePlan
+    tiles_xyxy: npt.NDArray[np.int32] = field(compare=False, repr=False)
+    tile_input_hw: tuple[int, int]
+
+    @property
+    def tile_count(self) -> int:
+        return len(self.tiles_xyxy)
+
+    @property
+    def tile_wh(self) -> tuple[int, int]:
+        """Width and height shared by every tile of the grid."""
+        x1, y1, x2, y2 = (int(v) for v in self.tiles_xyxy[0])
+        return x2 - x1, y2 - y1
+
+    @property
+    def runs_full_image(self) -> bool:
+        """A full-image pass is added only when several tiles do not already cover the whole image."""
+        return self.full_image_pass and self.tile_count > 1
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """One pass of a request through the model: at an input scale, mirrored or not, whole or in tiles.
+
+    input_hw: model input of a full-image pass (also the full-image pass of a sliced one).
+    slicing:  the tile plan, or None for one full-image pass.
+    """
+
+    scale: float
+    flip: bool
+    input_hw: tuple[int, int]
+    slicing: SlicePlan | None
+
+    @property
+    def tile_count(self) -> int:
+        return self.slicing.tile_count if self.slicing else 0
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """Everything one request will run: its passes (one, unless scales or flip add some), filtering, merging."""
+
+    passes: tuple[PassPlan, ...]
+    postprocess: PostprocessParams
+    merge: MergePlan
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.passes[0].input_hw
+
+    @property
+    def slicing(self) -> SlicePlan | None:
+        """The first pass's tile plan (every pass is sliced when it is)."""
+        return self.passes[0].slicing
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles of every pass together (0: no pass was sliced)."""
+        return sum(p.tile_count for p in self.passes)
+
+    @property
+    def decode_input_hw(self) -> tuple[int, int] | None:
+        """The largest full-image input the image must cover when decoded; None: decode every pixel."""
+        if any(p.slicing is not None for p in self.passes):
+            return None
+        return max((p.input_hw for p in self.passes), key=lambda hw: hw[0] * hw[1])
+
+
+def plan_request(
+    model: ModelGeometry, defaults: SlicingSettings, options: DetectOptions, image: ImageSize
+) -> RequestPlan:
+    """Resolve a request's options against the model and the server defaults (raises on bad values)."""
+    base_hw = resolve_input_hw(model, options.imgsz)
+    sliced = wants_slicing(defaults, options, image, base_hw)
+    scales = tuple(options.scales) if options.scales is not None else defaults.scales
+    flip = defaults.flip if options.flip is None else options.flip
+    passes = []
+    for scale in dict.fromkeys(scales):  # a repeated scale would only repeat a pass
+        plan = plan_pass(model, defaults, options, image, base_hw, scale=scale, sliced=sliced)
+        passes.append(plan)
+        if flip:
+            passes.append(PassPlan(plan.scale, True, plan.input_hw, plan.slicing))
+    params = postprocess_params(model.names, defaults, options, sliced=sliced)
+    return RequestPlan(tuple(passes), params, merge_plan(defaults, options))
+
+
+def merge_plan(defaults: SlicingSettings, options: DetectOptions) -> MergePlan:
+    return MergePlan(
+        strategy=options.merge or defaults.merge,
+        metric=options.merge_metric or defaults.merge_metric,
+        threshold=defaults.merge_threshold if options.merge_threshold is None else options.merge_threshold,
+    )
+
+
+def wants_slicing(
+    defaults: SlicingSettings, options: DetectOptions, image: ImageSize, input_hw: tuple[int, int]
+) -> bool:
+    """The request's slice mode resolved: on, off, or auto (the image at least twice the model input)."""
+    mode = defaults.mode if options.slice is None else options.slice
+    if mode is SliceMode.AUTO:
+        return max(image.width, image.height) >= AUTO_SLICE_MIN_INPUTS * max(input_hw)
+    return mode is SliceMode.ON
+
+
+def plan_pass(
+    model: ModelGeometry,
+    defaults: SlicingSettings,
+    options: DetectOptions,
+    image: ImageSize,
+    base_hw: tuple[int, int],
+    *,
+    scale: float,
+    sliced: bool,
+) -> PassPlan:
+    """One unmirrored pass at ``scale`` x the request's own input (or tile) scale.
+
+    A full-image pass on a dynamic-size model enlarges its input; a fixed-size model can only
+    see more pixels through smaller tiles, so its enlarged passes are sliced.
+    """
+    if not sliced and (scale == 1.0 or model.dynamic_hw):
+        input_hw = base_hw if scale == 1.0 else scaled_input_hw(model, base_hw, scale, defaults.max_tile_input_px)
+        return PassPlan(scale, False, input_hw, None)
+    return PassPlan(scale, False, base_hw, plan_slicing(model, defaults, options, image, base_hw, scale=scale))
+
+
+def scaled_input_hw(
+    model: ModelGeometry, input_hw: tuple[int, int], scale: float, max_input_px: int
+) -> tuple[int, int]:
+    """``input_hw`` times ``scale``, rounded up to the stride, capped at ``max_input_px``."""
+    height, width = (min(max_input_px, math.ceil(side * scale / model.stride) * model.stride) for side in input_hw)
+    return height, width
+
+
+def resolve_input_hw(model: ModelGeometry, imgsz: int | None) -> tuple[int, int]:
+    """Model input size for a request: the model's own, or ``imgsz`` (rounded up to the stride) on dynamic models."""
+    if imgsz is None:
+        return model.input_hw
+    if not model.dynamic_hw:
+        if (imgsz, imgsz) == model.input_hw:
+            return model.input_hw
+        raise InvalidFieldError(
+            f"'imgsz': this model has a fixed input size of {model.input_hw[1]}x{model.input_hw[0]}; "
+            "imgsz only applies to models exported with dynamic height and width",
+            field="imgsz",
+        )
+    side = math.ceil(imgsz / model.stride) * model.stride
+    return side, side
+
+
+def postprocess_params(
+    names: tuple[str, ...], defaults: SlicingSettings, options: DetectOptions, *, sliced: bool
+) -> PostprocessParams:
+    """Per-request filtering; unset ``iou`` / ``multi_label`` take the mode's measured defaults."""
+    iou = options.iou if options.iou is not None else (defaults.iou_threshold if sliced else FULL_IMAGE_IOU)
+    multi_label = options.multi_label if options.multi_label is not None else (sliced and defaults.multi_label)
+    class_ids = resolve_class_ids(names, options.classes) if options.classes is not None else None
+    soft_nms = defaults.soft_nms if options.soft_nms is None else options.soft_nms
+    return PostprocessParams(options.conf, iou, options.max_det, class_ids, multi_label, soft_nms)
+
+
+def resolve_class_ids(names: tuple[str, ...], selectors: Sequence[int | str]) -> frozenset[int]:
+    """Class ids for names (any case, Darknet spellings too) or ids; an unknown one is InvalidFieldError."""
+    lookup = _class_lookup(names)
+    ids = set()
+    for selector in selectors:
+        if isinstance(selector, int):
+            if not 0 <= selector < len(names):
+                raise InvalidFieldError(
+                    f"'classes': class id {selector} is out of range 0..{len(names) - 1}", field="classes"
+                )
+            ids.add(selector)
+            continue
+        key = selector.strip().lower()
+        key = COCO_ALIASES.get(key, key)
+        if key not in lookup:
+            raise InvalidFieldError(
+                f"'classes': unknown class name {selector!r}; this model knows e.g. "
+                f"{', '.join(names[:8])} (see `specks models` for all)",
+                field="classes",
+            )
+        ids.add(lookup[key])
+    return frozenset(ids)
+
+
+@functools.lru_cache(maxsize=32)
+def _class_lookup(names: tuple[str, ...]) -> dict[str, int]:
+    lookup: dict[str, int] = {}
+    for index, name in enumerate(names):
+        lookup.setdefault(name.lower(), index)
+    return lookup
+
+
+def plan_slicing(
+    model: ModelGeometry,
+    defaults: SlicingSettings,
+    options: DetectOptions,
+    image: ImageSize,
+    input_hw: tuple[int, int],
+    *,
+    scale: float = 1.0,
+) -> SlicePlan:
+    """The request's tile plan at ``scale`` x its tile scale (TooManyTilesError past the budget)."""
+    tile_scale = (options.tile_scale or defaults.tile_scale) * scale
+    # Measured on VisDrone: dynamic-size models do best with large native tiles (one tile for a
+    # 2000x1500 photo); fixed-size ones with native tiles of their input size.
+    if model.dynamic_hw:
+        default_tile = defaults.max_tile_input_px / tile_scale
+    else:
+        default_tile = max(input_hw) / ((options.tile_scale or 1.0) * scale)
+    tile_px = options.tile or defaults.tile_px or int(round(default_tile))
+    overlap_ratio = defaults.overlap_ratio if options.overlap is None else options.overlap
+    check_tile_budget(image, tile_px, overlap_ratio, defaults.max_tiles)
+    tiles_xyxy = tile_grid((image.width, image.height), tile_px, overlap_ratio)
+    first = tiles_xyxy[0]
+    tile_wh = (int(first[2] - first[0]), int(first[3] - first[1]))
+    return SlicePlan(
+        tile_px=tile_px,
+        tile_scale=tile_scale,
+        overlap_ratio=overlap_ratio,
+        full_image_pass=defaults.full_image_pass if options.full_image is None else options.full_image,
+        merge=merge_plan(defaults, options),
+        tiles_xyxy=tiles_xyxy,
+        tile_input_hw=tile_input_hw(model, tile_wh, tile_scale, input_hw, defaults.max_tile_input_px),
+    )
+
+
+def tile_input_hw(
+    model: ModelGeometry,
+    tile_wh: tuple[int, int],
+    tile_scale: float,
+    input_hw: tuple[int, int],
+    max_tile_input_px: int,
+) -> tuple[int, int]:
+    """Model input size for one tile: the fixed input, or the tile enlarged by ``tile_scale`` (stride multiple)."""
+    if not model.dynamic_hw:
+        return input_hw
+    return scaled_input_hw(model, (tile_wh[1], tile_wh[0]), tile_scale, max_tile_input_px)
+
+
+def check_tile_budget(image: ImageSize, tile_px: int, overlap_ratio: float, max_tiles: int) -> int:
+    """The tile count of this grid, or TooManyTilesError (413) past ``max_tiles``."""
+    tiles = tile_count((image.width, image.height), tile_px, overlap_ratio)
+    if tiles > max_tiles:
+        raise TooManyTilesError(
+            f"slicing this {image.width}x{image.height} image into {tile_px}px tiles with "
+            f"{overlap_ratio:.2f} overlap needs {tiles} tiles; the limit is {max_tiles} "
+            "(SPECKS_MAX_TILES). Use a larger 'tile', a smaller 'overlap', or a smaller image."
+        )
+    return tiles

@@ -1,0 +1,232 @@
+"""The DeepStack / CodeProject.AI detection API: a thin adapter over ``service.DetectionService``.
+
+Home Assistant, Frigate, Blue Iris and the deepstack / CodeProject.AI client libraries send a
+``multipart/form-data`` POST with the picture as the file part ``image`` (requests names it
+``image`` and gives it no content type: the format is read from the bytes) and the text fields
+``min_confidence`` and ``api_key``. They read::
+
+    {"success": true, "predictions": [{"label", "confidence", "x_min", "y_min", "x_max", "y_max"}], ...}
+
+with integer pixel corners of the submitted image, best first, plus CodeProject.AI's ``count``,
+``inferenceMs``, ``processMs``, ``moduleId``, ``command``, ``executionProvider``, ``canUseGPU`` and
+``analysisRoundTripMs``. Errors are ``{"success": false, "error": "..."}`` with the status
+``service.encode_error`` gives (400 bad image or field, 401 key, 404 unknown model, 413, 503, 500).
+
+Everything but the wire format comes from the service: the body limit, decoding, the prediction
+slot, metrics, server defaults (small-object mode included) and error statuses. The one setting of
+its own is ``SPECKS_COMPAT_MAX_PREDICTIONS``: Frigate's detector overflows past 20 predictions.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, request
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
+
+from .. import __version__
+from ..errors import InvalidFieldError, InvalidRequestError, UnsupportedMediaTypeError
+from ..pipeline import Detector, Prediction
+from ..schemas import DetectOptions
+from ..service import DetectionService, ErrorAnswer, encode_error
+from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
+from .routes import body_reader, current_service, json_response
+
+deepstack = Blueprint("deepstack", __name__)
+
+IMAGE_PART = "image"
+CONFIDENCE_FIELD = "min_confidence"
+# DeepStack's threshold when a client sends none (Frigate never does).
+DEFAULT_MIN_CONFIDENCE = 0.40
+MODULE_ID = "specks"
+MODULE_NAME = "Specks object detection"
+# A DeepStack request has an image and two or three fields; many more parts is not a client of this API.
+MAX_FORM_PARTS = 32
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# Statuses DeepStack clients do not know, answered as the one they do: 415 is a malformed request.
+DEEPSTACK_STATUS = {415: 400}
+
+
+@dataclass(frozen=True)
+class DetectionForm:
+    """What a DeepStack request carries once read: the image file's bytes and its threshold (0..1)."""
+
+    image: bytes
+    min_confidence: float
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@deepstack.post("/v1/vision/detection")
+@accepts_key_in(KeySource.BODY)
+def detection() -> Response:
+    return detect(model=None, command="detect")
+
+
+@deepstack.post("/v1/vision/custom/<model>")
+@accepts_key_in(KeySource.BODY)
+def custom_detection(model: str) -> Response:
+    return detect(model=model, command="custom")
+
+
+@deepstack.route("/v1/vision/custom/list", methods=["GET", "POST"])
+@accepts_key_in(KeySource.BODY)
+def custom_list() -> Response:
+    started = time.perf_counter()
+    service = current_service()
+    if request.method == "POST":
+        check_body_key(read_form(service).get(KEY_FIELD))
+    else:
+        check_body_key(None)
+    fields = module_fields(service.detector(), "list", started=started)
+    return json_response({"success": True, "models": service.model_names(), **fields})
+
+
+@deepstack.get("/v1/status/ping")
+@deepstack.get("/v1/server/status/ping")
+def ping() -> Response:
+    return json_response({"success": True, "message": __version__, "version": __version__})
+
+
+def detect(*, model: str | None, command: str) -> Response:
+    """Read the form, check its key, predict with the served model ``model`` (None: the default)."""
+    started = time.perf_counter()
+    service = current_service()
+    form = read_detection_form(service)
+    service.detector(model)  # 404 for an unknown model, after the key: the message names the served ones
+    options = DetectOptions(conf=form.min_confidence, max_det=service.settings.compat.max_predictions)
+    route = request.url_rule.rule if request.url_rule is not None else request.path
+    prediction, detector = service.predict_bytes(form.image, options, route=route, model=model)
+    answer = encode_detection(prediction, detector)
+    answer.update(module_fields(detector, command, started=started, prediction=prediction))
+    return json_response(answer)
+
+
+# -- decode ------------------------------------------------------------------------------------
+
+
+def read_form(service: DetectionService) -> MultiDict[str, Any]:
+    """The request's form fields and files (the body read through the service's size limit)."""
+    raw = service.read_body(body_reader(request), request.content_length)
+    form, files = parse_form(raw, request.content_type)
+    merged: MultiDict[str, Any] = MultiDict(form)
+    merged.update(files)
+    return merged
+
+
+def read_detection_form(service: DetectionService) -> DetectionForm:
+    """Body -> DetectionForm, checking the form's api_key before anything about the image is said."""
+    form = read_form(service)
+    check_body_key(form.get(KEY_FIELD))
+    image = form.get(IMAGE_PART)
+    if not isinstance(image, FileStorage):
+        raise InvalidFieldError(
+            "no image: send the picture as the multipart/form-data file part 'image' "
+            "(e.g. requests.post(url, files={'image': jpeg_bytes}))",
+            field=IMAGE_PART,
+        )
+    confidence = form.get(CONFIDENCE_FIELD)
+    return DetectionForm(image=image.read(), min_confidence=parse_min_confidence(confidence))
+
+
+def parse_form(raw: bytes, content_type: str | None) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
+    """A form body -> its text fields and files (an empty body is an empty form)."""
+    if not raw:
+        return MultiDict(), MultiDict()
+    mimetype, options = parse_options_header(content_type or "")
+    if mimetype not in FORM_MEDIA_TYPES:
+        raise UnsupportedMediaTypeError(
+            "send the picture as multipart/form-data with the file part 'image' "
+            f"(got Content-Type: {content_type or 'none'})"
+        )
+    parser = FormDataParser(silent=False, max_form_parts=MAX_FORM_PARTS)
+    try:
+        _, form, files = parser.parse(io.BytesIO(raw), mimetype, len(raw), options)
+    except RequestEntityTooLarge as exc:
+        raise InvalidRequestError(f"the form has more than {MAX_FORM_PARTS} parts") from exc
+    except ValueError as exc:
+        raise InvalidRequestError(f"the multipart/form-data body cannot be read: {exc}") from exc
+    return form, files
+
+
+def parse_min_confidence(value: object) -> float:
+    """The ``min_confidence`` field -> a threshold in 0..1; absent or empty: DeepStack's 0.40."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_MIN_CONFIDENCE
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else f"a text of {len(value)} characters"
+    try:
+        threshold = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        threshold = math.nan
+    if not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise InvalidFieldError(
+            f"'{CONFIDENCE_FIELD}' must be a number from 0 to 1, e.g. 0.45 (got {shown})", field=CONFIDENCE_FIELD
+        )
+    return threshold
+
+
+# -- encode ------------------------------------------------------------------------------------
+
+
+def encode_detection(prediction: Prediction, detector: Detector) -> dict[str, Any]:
+    """``success``, ``predictions`` (integer pixel corners, best first) and their ``count``."""
+    found = prediction.detections.sorted_by_confidence()
+    names = detector.model.info.names
+    corners = np.rint(found.xyxy.astype(np.float64)).astype(np.int64).tolist()
+    scores = found.confidence.astype(np.float64).round(4).tolist()
+    predictions = [
+        {
+            "label": names[c] if 0 <= c < len(names) else str(c),
+            "confidence": score,
+            "x_min": box[0],
+            "y_min": box[1],
+            "x_max": box[2],
+            "y_max": box[3],
+        }
+        for box, score, c in zip(corners, scores, found.class_id.tolist(), strict=True)
+    ]
+    return {"success": True, "predictions": predictions, "count": len(predictions)}
+
+
+def module_fields(
+    detector: Detector, command: str, *, started: float, prediction: Prediction | None = None
+) -> dict[str, Any]:
+    """CodeProject.AI's fields about the module (model) that answered, in integer milliseconds."""
+    providers = detector.model.info.providers
+    provider = providers[0].removesuffix("ExecutionProvider") if providers else "CPU"
+    timing_ms = prediction.timing_ms if prediction is not None else {}
+    return {
+        "inferenceMs": round(timing_ms.get("inference", 0.0)),
+        "processMs": round(timing_ms.get("total", 0.0)),
+        "moduleId": MODULE_ID,
+        "moduleName": MODULE_NAME,
+        "command": command,
+        "executionProvider": provider,
+        "canUseGPU": provider != "CPU",
+        "analysisRoundTripMs": round((time.perf_counter() - started) * 1000),
+    }
+
+
+def error_body(answer: ErrorAnswer) -> Response:
+    status = DEEPSTACK_STATUS.get(answer.status, answer.status)
+    return json_response({"success": False, "error": answer.message}, status=status)
+
+
+@deepstack.errorhandler(Exception)
+def _error(exc: Exception) -> Response:
+    return error_body(encode_error(exc))
+
+
+@deepstack.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    return error_body(ErrorAnswer(status, "http_error", exc.description or exc.name))

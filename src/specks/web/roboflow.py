@@ -1,0 +1,260 @@
+"""The Roboflow inference server's object-detection API: a thin adapter over ``service.DetectionService``.
+
+What Roboflow's ``inference-sdk`` (``InferenceHTTPClient`` against a self-hosted URL) sends, in
+order, for each ``infer()`` (see CLIENTS.md): ``GET /model/registry?api_key=...``, ``POST /model/add``
+when the registry did not list its model id, then ``POST /infer/object_detection`` with
+``{"model_id", "api_key", "image": {"type": "base64", "value": ...} | [...], options...}``. A
+trailing slash in the client's URL makes these ``//model/registry`` and so on; Werkzeug reads a
+doubled leading slash as one, so they are the same routes.
+
+- Model ids: users keep their Roboflow ids. A served model's own name selects it; any other id is
+  answered by the server's model when it serves one (the registry and ``/model/add`` echo the
+  client's id, which the client insists on), and each answer's ``model`` says which one answered.
+  With several models an unknown id is a 404.
+- Options map onto ``DetectOptions``: ``confidence`` -> ``conf`` (absent, ``"default"`` and
+  ``"best"``: Roboflow's default 0.4; Specks has no per-model tuned threshold), ``iou_threshold``
+  -> ``iou`` (absent: Specks' measured defaults), ``max_detections`` -> ``max_det``,
+  ``class_filter`` -> ``classes``. Roboflow's preprocessing, active-learning and billing fields are
+  ignored, as its server ignores fields it does not know. ``class_agnostic_nms: true`` is refused
+  (Specks runs NMS class by class), and so is every image ``type`` but ``base64``: Specks never
+  fetches a URL for a client.
+- Answers: ``{"inference_id", "time" (seconds), "image": {"width", "height"}, "predictions":
+  [{"x", "y" (box centre), "width", "height", "confidence", "class", "class_id", "detection_id"}],
+  "model"}`` in pixels of the image as displayed; a list of them, in order, for a list of images.
+  Errors: ``{"message": ...}`` with the status ``service.encode_error`` gives.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from werkzeug.exceptions import HTTPException
+
+from .. import __version__
+from ..config import MAX_DETECTIONS
+from ..errors import InvalidFieldError, InvalidRequestError, NotFoundError
+from ..pipeline import Detector, Prediction
+from ..schemas import model_summary, parse_predict_request, validate_fields
+from ..service import DetectionService, ErrorAnswer, encode_error
+from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
+from .routes import body_reader, current_service, json_response
+
+roboflow = Blueprint("roboflow", __name__)
+
+TASK_TYPE = "object-detection"
+# Roboflow's server default, also what "default" and "best" mean here.
+DEFAULT_CONFIDENCE = 0.4
+# Images one request may carry (inference-sdk sends max_batch_size of them).
+MAX_BATCH_IMAGES = 64
+SERVER_NAME = "Specks (Roboflow-compatible API)"
+
+
+class InferenceImage(BaseModel):
+    """One image of a request: ``{"type": "base64", "value": "<base64>"}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: StrictStr
+    value: Any = None
+
+
+class ObjectDetectionRequest(BaseModel):
+    """Body of ``POST /infer/object_detection`` (the fields Specks reads; the rest is ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_id: StrictStr | None = None
+    api_key: StrictStr | None = None
+    image: InferenceImage | Annotated[list[InferenceImage], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["best", "default"] | None = None
+    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_detections: Annotated[int, Field(ge=1, le=MAX_DETECTIONS)] | None = None
+    class_filter: list[StrictStr] | None = None
+    class_agnostic_nms: StrictBool | None = None
+    visualize_predictions: StrictBool | None = None
+
+
+class AddModelRequest(BaseModel):
+    """Body of ``POST /model/add``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_id: StrictStr
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@roboflow.get("/model/registry")
+@accepts_key_in(KeySource.QUERY)
+def model_registry() -> Response:
+    service = current_service()
+    return json_response({"models": [registry_entry(name) for name in service.model_names()]})
+
+
+@roboflow.post("/model/add")
+@accepts_key_in(KeySource.QUERY, KeySource.BODY)
+def model_add() -> Response:
+    service = current_service()
+    body = read_json_object(service)
+    added = validate_fields(AddModelRequest, body)
+    served_model(service, added.model_id)  # 404 when several models are served and none has this id
+    others = [name for name in service.model_names() if name != added.model_id]
+    return json_response({"models": [registry_entry(added.model_id)] + [registry_entry(name) for name in others]})
+
+
+@roboflow.post("/infer/object_detection")
+@accepts_key_in(KeySource.QUERY, KeySource.BODY)
+def infer_object_detection() -> Response:
+    service = current_service()
+    body = validate_fields(ObjectDetectionRequest, read_json_object(service))
+    model = served_model(service, body.model_id)
+    options = detect_options(body)
+    images = body.image if isinstance(body.image, list) else [body.image]
+    route = request.url_rule.rule if request.url_rule is not None else request.path
+    answers = []
+    for image in images:
+        predict_request = parse_predict_request({"image": base64_value(image), **options})
+        prediction, detector = service.predict(predict_request, route=route, model=model)
+        answer = encode_inference(prediction, detector)
+        if body.visualize_predictions:
+            add_visualization(answer, predict_request.image, prediction, detector)
+        answers.append(answer)
+    return json_response(answers if isinstance(body.image, list) else answers[0])
+
+
+@roboflow.get("/info")
+@accepts_key_in(KeySource.QUERY)
+def info() -> Response:
+    return json_response({"name": SERVER_NAME, "version": __version__, "uuid": server_uuid()})
+
+
+# -- decode ------------------------------------------------------------------------------------
+
+
+def read_json_object(service: DetectionService) -> dict[str, Any]:
+    """The JSON body through the service's limits, its api_key checked; a non-object is a 400."""
+    raw = service.read_body(body_reader(request), request.content_length)
+    body = service.decode_json(raw, content_type=request.content_type)
+    check_body_key(body.get(KEY_FIELD) if isinstance(body, dict) else None)
+    if not isinstance(body, dict):
+        raise InvalidRequestError(f"the JSON body must be an object, got {type(body).__name__}")
+    return body
+
+
+def served_model(service: DetectionService, model_id: str | None) -> str:
+    """The served model that answers ``model_id``: the model of that name, else the only one served."""
+    names = service.model_names()
+    if model_id in names:
+        return model_id
+    if len(names) == 1:
+        return names[0]
+    known = ", ".join(repr(name) for name in names)
+    raise NotFoundError(f"model_id {model_id!r} is not served here; this server serves {known}", field="model_id")
+
+
+def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
+    """Roboflow's option names -> ``DetectOptions`` fields (only those the request set)."""
+    if body.class_agnostic_nms:
+        raise InvalidFieldError(
+            "'class_agnostic_nms': Specks suppresses overlapping boxes class by class; send false or leave it out",
+            field="class_agnostic_nms",
+        )
+    confidence = body.confidence
+    threshold = DEFAULT_CONFIDENCE if confidence is None or isinstance(confidence, str) else confidence
+    options: dict[str, Any] = {"conf": threshold}
+    if body.iou_threshold is not None:
+        options["iou"] = body.iou_threshold
+    if body.max_detections is not None:
+        options["max_det"] = body.max_detections
+    if body.class_filter:  # Roboflow reads an empty filter as none
+        options["classes"] = list(body.class_filter)
+    return options
+
+
+def base64_value(image: InferenceImage) -> Any:
+    if image.type != "base64":
+        raise InvalidFieldError(
+            f"'image': type {image.type!r} is not supported; Specks never fetches or unpickles images for a "
+            'client: send {"type": "base64", "value": "<base64 of the image file>"}',
+            field="image",
+        )
+    return image.value
+
+
+# -- encode ------------------------------------------------------------------------------------
+
+
+def registry_entry(model_id: str) -> dict[str, Any]:
+    """One model as the registry lists it.
+
+    No input size: the client would then shrink every image to it before sending (when its
+    downsizing is on), and small-object mode needs the full-resolution pixels.
+    """
+    return {"model_id": model_id, "task_type": TASK_TYPE}
+
+
+def encode_inference(prediction: Prediction, detector: Detector) -> dict[str, Any]:
+    """One image's answer in the shape of Roboflow's ObjectDetectionInferenceResponse."""
+    found = prediction.detections
+    names = detector.model.info.names
+    xyxy = found.xyxy.astype("float64")
+    centres_wh = [
+        (round((x1 + x2) / 2, 2), round((y1 + y2) / 2, 2), round(x2 - x1, 2), round(y2 - y1, 2))
+        for x1, y1, x2, y2 in xyxy.tolist()
+    ]
+    scores = found.confidence.astype("float64").round(4).tolist()
+    predictions = [
+        {
+            "x": x,
+            "y": y,
+            "width": width,
+            "height": height,
+            "confidence": score,
+            "class": names[c] if 0 <= c < len(names) else str(c),
+            "class_id": c,
+            "detection_id": str(uuid.uuid4()),
+        }
+        for (x, y, width, height), score, c in zip(centres_wh, scores, found.class_id.tolist(), strict=True)
+    ]
+    return {
+        "inference_id": str(uuid.uuid4()),
+        "time": round(prediction.timing_ms.get("total", 0.0) / 1000, 6),
+        "image": {"width": prediction.image_size.width, "height": prediction.image_size.height},
+        "predictions": predictions,
+        "model": model_summary(detector.model.info),
+    }
+
+
+def add_visualization(answer: dict[str, Any], image_b64: str, prediction: Prediction, detector: Detector) -> None:
+    """VISUALIZATION CALL SITE: where ``visualize_predictions: true`` gets its annotated picture.
+
+    specks.visualize (annotated pictures) is being written on another branch. Wire it in here, and
+    only here: ``answer["visualization"] = <base64 JPEG of the image with its boxes drawn>``
+    (inference-sdk base64-decodes that field). Until then the answer carries no ``visualization``,
+    which the client accepts (it reads the field only when present).
+    """
+    return None
+
+
+def server_uuid() -> str:
+    """The same id from every worker of this server and across restarts (host name and port)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"specks://{socket.gethostname()}:{current_service().settings.port}"))
+
+
+def error_body(answer: ErrorAnswer) -> Response:
+    return json_response({"message": answer.message}, status=answer.status)
+
+
+@roboflow.errorhandler(Exception)
+def _error(exc: Exception) -> Response:
+    return error_body(encode_error(exc))
+
+
+@roboflow.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    return error_body(ErrorAnswer(exc.code or 500, "http_error", exc.description or exc.name))

@@ -1,0 +1,88 @@
+"""Body checks on plain values: declared and read sizes, media types, JSON syntax and nesting."""
+
+from __future__ import annotations
+
+import pytest
+
+from specks.body import (
+    MAX_JSON_CONTAINERS,
+    check_content_length,
+    check_json_media_type,
+    check_read_size,
+    is_json_media_type,
+    json_depth_exceeds,
+    parse_json_body,
+)
+from specks.config import Limits
+from specks.errors import InvalidJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+LIMITS = Limits(max_body_bytes=100, max_json_depth=3)
+
+
+@pytest.mark.parametrize(("length", "refused"), [(None, False), (0, False), (100, False), (101, True)])
+def test_check_content_length(length: int | None, refused: bool) -> None:
+    if refused:
+        with pytest.raises(PayloadTooLargeError, match="101 bytes; the limit is 100"):
+            check_content_length(length, LIMITS)
+    else:
+        check_content_length(length, LIMITS)
+
+
+@pytest.mark.parametrize(("size", "refused"), [(0, False), (100, False), (101, True)])
+def test_check_read_size_refuses_a_body_past_the_limit(size: int, refused: bool) -> None:
+    if refused:
+        with pytest.raises(PayloadTooLargeError, match="more than 100 bytes"):
+            check_read_size(size, LIMITS)
+    else:
+        check_read_size(size, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "is_json"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("Application/JSON", True),
+        ("application/problem+json", True),
+        ("text/json", False),
+        ("text/plain", False),
+        ("multipart/form-data; boundary=x", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_json_media_types(content_type: str | None, is_json: bool) -> None:
+    assert is_json_media_type(content_type) is is_json
+    if is_json:
+        check_json_media_type(content_type)
+    else:
+        with pytest.raises(UnsupportedMediaTypeError, match=f"got Content-Type: {content_type or 'none'}"):
+            check_json_media_type(content_type)
+
+
+@pytest.mark.parametrize(
+    ("value", "depth", "exceeds"),
+    [({"a": 1}, 1, False), ({"a": {"b": [1]}}, 3, False), ({"a": {"b": [1]}}, 2, True), ([[[[]]]], 3, True)],
+)
+def test_json_depth_exceeds(value: object, depth: int, exceeds: bool) -> None:
+    assert json_depth_exceeds(value, depth) is exceeds
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b'{"a": NaN}', "not valid JSON"),
+        (b'{"a": {"b": {"c": {}}}}', "nests deeper than 3"),
+        (b"[" * (MAX_JSON_CONTAINERS + 1), f"more than {MAX_JSON_CONTAINERS}"),
+    ],
+)
+def test_parse_json_body_refuses(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidJSONError, match=message):
+        parse_json_body(raw, LIMITS)
+
+
+def test_parse_json_body_returns_the_value() -> None:
+    assert parse_json_body(b'{"image": "abc", "conf": 0.5}', LIMITS) == {"image": "abc", "conf": 0.5}

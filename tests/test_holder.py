@@ -1,0 +1,36 @@
+"""The model registry: models loaded by name, readiness, and why a load failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import MODELS, require
+from specks.config import ModelSpec, Settings
+from specks.errors import ModelNotReadyError
+from specks.holder import ModelHolder
+from specks.models import DEFAULT_MODEL_NAME
+
+
+def test_names_are_known_before_loading_and_models_are_got_by_name(tmp_path: Path) -> None:
+    settings = Settings(
+        models=(ModelSpec("v5", str(require(MODELS / "yolov5n.onnx"))),), cache_dir=tmp_path, workers=1
+    )
+    holder = ModelHolder(settings)
+    assert holder.names == ["v5", DEFAULT_MODEL_NAME] and holder.default_name == "v5"
+    with pytest.raises(ModelNotReadyError, match="still loading"):
+        holder.get("v5")
+    holder.start_loading(background=False)
+    assert holder.ready
+    assert holder.get().model.info.name == "v5"  # served and reported under its own name
+    assert holder.get(DEFAULT_MODEL_NAME).model.info.name == DEFAULT_MODEL_NAME
+    assert list(holder.detectors()) == ["v5", DEFAULT_MODEL_NAME]
+
+
+def test_a_model_that_fails_to_load_is_named_in_the_reason(tmp_path: Path) -> None:
+    settings = Settings(models=(ModelSpec("broken", str(tmp_path / "missing.onnx")),), cache_dir=tmp_path)
+    holder = ModelHolder(settings)
+    holder.start_loading(background=False)
+    assert not holder.ready
+    assert holder.not_ready_reason.startswith("a model failed to load: broken: model file not found")
