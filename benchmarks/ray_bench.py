@@ -3,7 +3,8 @@
 (a) Latency the proxy adds: a gunicorn ``specks serve --workers 1`` and a one-replica Ray Serve
     deployment run side by side with the same model, inference threads and settings; seed-style
     ``POST /predict`` requests alternate between them over keep-alive connections, one at a time,
-    so both see the same machine state. Reports both medians, their ratio and the difference.
+    so both see the same machine state. Reports both medians, their ratio and the difference, the
+    server-side totals (``timing_ms.total``: the work inside the app) and ``GET /health`` medians.
 (b) Throughput of 1 vs 2 replicas (1 CPU and 1 inference thread each) at each concurrency, with
     gunicorn at 1 and 2 workers (1 thread each) beside them. All four run at once; each is loaded
     in turn for --duration seconds, --rounds times, so all see the same mix of machine states
@@ -53,19 +54,36 @@ def _connection(url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(host, int(port), timeout=60)
 
 
-def alternating_medians_ms(urls: dict[str, str], body: bytes, runs: int, warmup: int) -> dict[str, float]:
-    """Median latency of each server, timing one request to each in turn (keep-alive)."""
+def _get_health(connection: http.client.HTTPConnection) -> None:
+    connection.request("GET", "/health")
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"GET /health answered {response.status}")
+
+
+def alternating_medians_ms(urls: dict[str, str], body: bytes, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Per server: median ``POST /predict`` latency, its server-side total, and ``GET /health`` latency.
+
+    One request to each server in turn (keep-alive), so both see the same machine state.
+    """
     connections = {name: _connection(url) for name, url in urls.items()}
-    samples: dict[str, list[float]] = {name: [] for name in urls}
+    samples: dict[str, dict[str, list[float]]] = {name: {"predict": [], "server": [], "health": []} for name in urls}
     for index in range(warmup + runs):
         for name, connection in connections.items():
             started = time.perf_counter()
-            post_predict(connection, body)
+            answer = post_predict(connection, body)
+            predict_ms = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            _get_health(connection)
+            health_ms = (time.perf_counter() - started) * 1000
             if index >= warmup:
-                samples[name].append((time.perf_counter() - started) * 1000)
+                samples[name]["predict"].append(predict_ms)
+                samples[name]["server"].append(answer["timing_ms"]["total"])
+                samples[name]["health"].append(health_ms)
     for connection in connections.values():
         connection.close()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: {kind: statistics.median(v) for kind, v in kinds.items()} for name, kinds in samples.items()}
 
 
 @contextmanager
@@ -160,10 +178,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["latency"] = {
             "threads": args.threads,
             "runs": args.runs,
-            "gunicorn_median_ms": round(medians["gunicorn"], 2),
-            "ray_median_ms": round(medians["ray"], 2),
-            "ray_over_gunicorn": round(medians["ray"] / medians["gunicorn"], 3),
-            "added_ms": round(medians["ray"] - medians["gunicorn"], 2),
+            **{f"{name}_median_ms": {k: round(v, 2) for k, v in m.items()} for name, m in medians.items()},
+            "ray_over_gunicorn": round(medians["ray"]["predict"] / medians["gunicorn"]["predict"], 3),
+            "added_ms": round(medians["ray"]["predict"] - medians["gunicorn"]["predict"], 2),
         }
         # (b) throughput: 1 and 2 replicas, 1 and 2 gunicorn workers, 1 thread each, all up at once.
         one = deploy(settings, "one", "/one", replicas=1, replica_cpus=1, threads=1)
@@ -183,12 +200,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_report(results: dict[str, Any], args: argparse.Namespace) -> str:
     latency = results["latency"]
+    gunicorn, ray_ = latency["gunicorn_median_ms"], latency["ray_median_ms"]
     lines = [
         f"model {results['model']}, image {results['image']}, SPECKS_SLICE=off",
         f"latency, {latency['runs']} alternating requests, {latency['threads']} inference thread(s):",
-        f"  gunicorn --workers 1 median {latency['gunicorn_median_ms']:.1f} ms, "
-        f"Ray Serve 1 replica median {latency['ray_median_ms']:.1f} ms, "
+        f"  POST /predict median: gunicorn --workers 1 {gunicorn['predict']:.1f} ms, "
+        f"Ray Serve 1 replica {ray_['predict']:.1f} ms, "
         f"ratio {latency['ray_over_gunicorn']:.3f}, added {latency['added_ms']:+.1f} ms",
+        f"  server-side timing_ms.total median: gunicorn {gunicorn['server']:.1f} ms, Ray {ray_['server']:.1f} ms",
+        f"  GET /health median: gunicorn {gunicorn['health']:.1f} ms, Ray {ray_['health']:.1f} ms",
         f"throughput (req/s), {args.rounds} interleaved rounds of {args.duration:.0f} s "
         f"({args.warmup:.0f} s warm-up each), 1 inference thread per replica or worker:",
         "  " + "configuration".ljust(22) + "".join(f"concurrency {c}".rjust(28) for c in args.concurrency),

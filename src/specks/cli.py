@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, help="gunicorn worker processes (default: one per core)")
     serve.add_argument(
-        "--address", help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001) instead of a local Ray"
+        "--address", help="--engine ray: join this running Ray cluster (auto, or HEAD_IP:6379) instead of a local Ray"
     )
     serve.add_argument(
         "--max-requests", type=int, help="replace each worker gracefully after about N requests (default 0: never)"

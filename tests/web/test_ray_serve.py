@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+from flask import Flask
 
 from conftest import COCO_TINY, MODELS, free_port, jpeg_bytes, require
 from factories import b64
@@ -216,25 +217,25 @@ PARITY_REQUESTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def direct_app(cache_dir: Path) -> Flask:
+    """The app the replicas run, built here from the same settings, with the same models loaded."""
+    return create_app(Settings.from_env(_environ(MODELS / "yolov5n.onnx", cache_dir)), load_in_background=False)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "path", "body", "headers"), PARITY_REQUESTS)
 def test_every_route_answers_as_the_app_itself_does(
     specks_url: str,
-    yolov5n_detector: Detector,
-    cache_dir: Path,
+    direct_app: Flask,
     method: str,
     path: str,
     body: bytes | None,
     headers: dict[str, str],
 ) -> None:
     """Status, content type and body through Ray equal the same app's in-process answer."""
-    settings = Settings.from_env(_environ(MODELS / "yolov5n.onnx", cache_dir))
-    direct = (
-        create_app(settings, detector=yolov5n_detector)
-        .test_client()
-        .open(path, method=method, data=body, headers=headers)
-    )
+    direct = direct_app.test_client().open(path, method=method, data=body, headers=headers)
     response, ray_body = _request(specks_url, method, path, body, headers)
     assert response.status == direct.status_code
     assert response.getheader("Content-Type") == direct.headers["Content-Type"]
@@ -285,7 +286,11 @@ def test_ray_exports_serves_own_metrics_for_the_specks_deployment(specks_url: st
     for _ in range(3):
         assert requests.get(specks_url + "/health", timeout=10).status_code == 200
     (url,) = ray_metrics_urls()
-    wanted = ("ray_serve_num_http_requests_total{", "ray_serve_deployment_replica_healthy{")
+    wanted = (
+        "ray_serve_num_http_requests_total{",  # the proxy
+        "ray_serve_deployment_request_counter_total{",  # the replicas
+        "ray_serve_deployment_replica_healthy{",  # the controller
+    )
     deadline = time.monotonic() + 30  # Ray reports metrics every few seconds
     while True:
         lines = requests.get(url, timeout=10).text.splitlines()
@@ -411,4 +416,5 @@ def test_check_health_fails_a_replica_whose_model_is_broken(serve_url: str, cach
         serve.delete("broken")
     # The constructor ran; Serve's first check_health refused the replica, with Specks' reason.
     assert "check_health" in message
-    assert "ModelNotReadyError: the model failed to load: cannot load the ONNX model" in message
+    assert "ModelNotReadyError: a model failed to load: " in message
+    assert "Protobuf parsing failed" in message
