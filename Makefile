@@ -26,10 +26,9 @@ CLIENT_LIBRARIES := inference-sdk==1.8.3 supervision==0.30.9 deepstack-sdk==0.2.
 
 install: $(VENV)/.specks-installed
 
-$(VENV)/.specks-installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
-	$(BIN)/specks models > /dev/null  # the embedded default loads (its sha256 checked)
+# The install recipe lives in scripts/install.sh, shared with the Dockerfile's build stage.
+$(VENV)/.specks-installed: pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) sh scripts/install.sh $(VENV) --editable
 	touch $@
 
 run: install

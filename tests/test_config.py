@@ -289,3 +289,31 @@ def test_parse_model_arg(value: str, expected: ModelSpec | str) -> None:
 def test_a_programmatic_model_name_is_checked() -> None:
     with pytest.raises(ConfigError, match="model name 'a b' is not valid"):
         Settings(models=(ModelSpec("a b", "/p.onnx"),))
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param({"cpu.max": "200000 100000\n"}, 2, id="v2-two-cores"),
+        pytest.param({"cpu.max": "150000 100000\n"}, 2, id="v2-rounded-up"),
+        pytest.param({"cpu.max": "50000 100000\n"}, 1, id="v2-half-a-core"),
+        pytest.param({"cpu.max": "max 100000\n"}, None, id="v2-unlimited"),
+        pytest.param({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4, id="v1"),
+        pytest.param({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, id="v1-unlimited"),
+        pytest.param({}, None, id="no-cgroup"),
+        pytest.param({"cpu.max": "garbage"}, None, id="unreadable"),
+    ],
+)
+def test_cgroup_cpu_quota(tmp_path: Path, files: dict[str, str], expected: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert config.cgroup_cpu_quota(tmp_path) == expected
+
+
+def test_cpu_count_is_capped_by_the_container_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(32)))
+    monkeypatch.setattr(config, "cgroup_cpu_quota", lambda: 2)
+    assert config.cpu_count() == 2
+    monkeypatch.setattr(config, "cgroup_cpu_quota", lambda: None)
+    assert config.cpu_count() == 32

@@ -44,12 +44,41 @@ def default_cache_dir() -> Path:
     return Path(base) / "specks"
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
 def cpu_count() -> int:
-    """Cores this process may use (respects CPU affinity, e.g. in containers)."""
+    """Cores this process may use: its CPU affinity, capped by a container's CPU quota (cgroup)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return min(cores, quota) if quota else cores
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> int | None:
+    """Whole cores a cgroup CPU limit allows (rounded up), or None without one.
+
+    cgroup v2: ``cpu.max`` holds "<quota> <period>" or "max <period>"; v1: ``cpu/cpu.cfs_quota_us``
+    (-1 for none) and ``cpu/cpu.cfs_period_us``. A Kubernetes ``limits.cpu: 2`` on a 32-core
+    node reads as 2, where the affinity says 32.
+    """
+    try:
+        quota_text, period_text = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota_text = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period_text = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota, period = int(quota_text), int(period_text)
+    except ValueError:  # "max": no limit
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
 
 
 @dataclass(frozen=True)

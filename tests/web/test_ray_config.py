@@ -25,7 +25,7 @@ from specks.web.ray_config import (
     serve_config,
 )
 
-RAYSERVICE_MANIFEST = REPO_ROOT / "deploy" / "k8s" / "rayservice.yaml"
+RAYSERVICE_MANIFEST = REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,16 @@ class SpecksWorker(ThreadWorker):  # type: ignore[misc]
         return True
 
 
+def heartbeat_dir() -> str | None:
+    """Where workers keep the files they touch to say they are alive: /dev/shm when writable.
+
+    gunicorn's default is the temporary directory, which in a container may be a disk-backed
+    overlay where touching a file can stall; None keeps that default.
+    """
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"{settings.host}:{settings.port}",
@@ -140,6 +150,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout": settings.request_timeout_s,
         "graceful_timeout": settings.graceful_timeout_s,
         "keepalive": 5,
+        "worker_tmp_dir": heartbeat_dir(),
         "max_requests": settings.max_requests,
         "max_requests_jitter": settings.max_requests_jitter,
         "preload_app": False,  # each worker loads its own model after the fork
