@@ -29,6 +29,7 @@ from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .profiles import ModelProfile, find_profile
 from .schemas import DetectOptions
+from .served import served_models
 from .slicing import shift_detections
 from .types import Detections, ImageSize
 
@@ -363,7 +364,8 @@ def load_detector(
                  ``<model file>.specks.json`` beside the model.
     """
     threads = settings.threads_for(1) if threads is None else threads
-    explicit_profile = settings.profile if spec is None else None
+    # --profile / SPECKS_PROFILE is the default model's (the one requests get when they name none).
+    explicit_profile = settings.profile if spec is None or spec == served_models(settings)[0] else None
     if spec is None and settings.model is None and settings.models:
         spec = settings.models[0]
     path, name = (settings.model, None) if spec is None else (spec.path, spec.name)
