@@ -250,7 +250,7 @@ def test_the_first_look_equals_a_plain_api_call(visit: Visit) -> None:
     assert shown["status"] == 200
     assert expected["detections"], "the photo should have detections"
     assert_table_matches(visit, expected["detections"])
-    assert visit.page.locator("#model-field").is_hidden()  # one model: no selector
+    assert visit.page.locator("#model-field").is_visible()  # the server's model and the embedded default
 
 
 @pytest.mark.parametrize(("viewport", "name"), [(DESKTOP, "desktop"), (PHONE, "phone")])

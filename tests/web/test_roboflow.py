@@ -126,7 +126,7 @@ class _OneModel:
         pytest.param(_OneModel(), "coco/3", "yolov5n.onnx", id="single-model-answers-any-id"),
         pytest.param(_OneModel(), None, "yolov5n.onnx", id="single-model-no-id"),
         pytest.param(_TwoModels(), "boats.onnx", "boats.onnx", id="several-by-name"),
-        pytest.param(_TwoModels(), "coco/3", None, id="several-unknown-is-404"),
+        pytest.param(_TwoModels(), "coco/3", "people.onnx", id="several-unknown-id-is-the-default"),
     ],
 )
 def test_served_model(service: Any, model_id: str | None, expected: str | None) -> None:

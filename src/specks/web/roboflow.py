@@ -36,7 +36,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..config import MAX_DETECTIONS
-from ..errors import InvalidFieldError, InvalidRequestError, NotFoundError
+from ..errors import InvalidFieldError, InvalidRequestError
 from ..pipeline import Detector, Prediction
 from ..schemas import model_summary, parse_predict_request, validate_fields
 from ..service import DetectionService, ErrorAnswer, encode_error
@@ -147,14 +147,13 @@ def read_json_object(service: DetectionService) -> dict[str, Any]:
 
 
 def served_model(service: DetectionService, model_id: str | None) -> str:
-    """The served model that answers ``model_id``: the model of that name, else the only one served."""
+    """The served model that answers ``model_id``: the model of that name, else the server's default.
+
+    Users keep their existing Roboflow ids (``coco/3``): any id this server does not serve by name
+    is answered by its default model, and each answer's ``model`` says which one answered.
+    """
     names = service.model_names()
-    if model_id in names:
-        return model_id
-    if len(names) == 1:
-        return names[0]
-    known = ", ".join(repr(name) for name in names)
-    raise NotFoundError(f"model_id {model_id!r} is not served here; this server serves {known}", field="model_id")
+    return model_id if model_id in names else names[0]
 
 
 def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
