@@ -33,4 +33,10 @@ def test_a_model_that_fails_to_load_is_named_in_the_reason(tmp_path: Path) -> No
     holder = ModelHolder(settings)
     holder.start_loading(background=False)
     assert not holder.ready
-    assert holder.not_ready_reason.startswith("a model failed to load: broken: model file not found")
+    assert holder.load_failure is not None
+    assert holder.load_failure.startswith("a model failed to load: broken: model file not found")
+    assert str(tmp_path) in holder.load_failure  # operators get the whole reason
+    assert holder.not_ready_reason == "a model failed to load: 'broken'; the server log says why"
+    with pytest.raises(ModelNotReadyError) as refused:
+        holder.get()
+    assert str(tmp_path) not in refused.value.message  # clients never see a path

@@ -40,7 +40,8 @@ class ModelHolder:
             injected = {detector.model.info.name: detector, **injected}
         self._specs = tuple(ModelSpec(name, None) for name in injected) if injected else served_models(settings)
         self._detectors: dict[str, Detector] | None = injected or None
-        self._error: str | None = None
+        self._failed_model: str | None = None  # the name of the model that failed to load
+        self._error: str | None = None  # why, in the loader's words (may hold paths: not for clients)
         self._thread: threading.Thread | None = None
         # Bounds memory: many I/O threads may hold requests, few decode and infer at once.
         self.prediction_slots = threading.BoundedSemaphore(settings.predictions_per_worker)
@@ -76,8 +77,19 @@ class ModelHolder:
 
     @property
     def not_ready_reason(self) -> str:
-        """Why there are no models yet (meaningful only while not ``ready``)."""
-        return f"a model failed to load: {self._error}" if self._error else "the models are still loading"
+        """Why there are no models yet, for clients (meaningful only while not ``ready``).
+
+        It names the model but not what went wrong: a loader's message can hold a file path or
+        library internals. The server log and ``load_failure`` have the whole reason.
+        """
+        if self._failed_model is None:
+            return "the models are still loading"
+        return f"a model failed to load: {self._failed_model!r}; the server log says why"
+
+    @property
+    def load_failure(self) -> str | None:
+        """The whole reason a model failed to load, for operators (None: none failed)."""
+        return None if self._failed_model is None else f"a model failed to load: {self._failed_model}: {self._error}"
 
     def get(self, name: str | None = None) -> Detector:
         """The Detector served as ``name`` (None: the default); ModelNotReadyError until all are loaded.
@@ -104,11 +116,11 @@ class ModelHolder:
                 # Loading runs the model once on a blank input (the layout probe): each arrives warm.
                 loaded[spec.name] = load_detector(settings, threads=threads, spec=spec)
             except SpecksError as exc:
-                self._error = f"{spec.name}: {exc.message}"
+                self._failed_model, self._error = spec.name, exc.message
                 log.error("model %s failed to load: %s", spec.name, exc.message)
                 return
-            except Exception:  # never let a loader thread die silently (logged once, with the traceback)
-                self._error = f"{spec.name}: unexpected error, see the server log"
+            except Exception as exc:  # never let a loader thread die silently (logged once, with the traceback)
+                self._failed_model, self._error = spec.name, f"unexpected {type(exc).__name__}, see the server log"
                 log.exception("model %s failed to load", spec.name)
                 return
             log.info("model %s ready in %.1f s", spec.name, time.perf_counter() - started)

@@ -376,6 +376,7 @@ def test_no_model_is_a_503_in_deepstack_form(cache_dir: Path, tmp_path: Path) ->
     assert set(response.get_json()) == {"success", "error"}
     assert response.get_json()["success"] is False
     assert "failed to load" in response.get_json()["error"]
+    assert str(tmp_path) not in response.get_json()["error"]  # no file path reaches a client
 
 
 # -- a real server ------------------------------------------------------------------------------

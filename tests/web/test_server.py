@@ -253,7 +253,12 @@ def test_kill_9_of_a_worker_under_load_fails_only_its_requests_in_flight(cache_d
 @pytest.mark.slow
 @pytest.mark.parametrize("keep_alive", [False, True], ids=["connection-per-request", "keep-alive"])
 def test_sigterm_of_the_master_under_load_drops_no_accepted_request(cache_dir: Path, keep_alive: bool) -> None:
-    """Every request sent before the stop is answered 200; after it, connections are refused."""
+    """Every request sent before the stop is answered 200; after it, connections are refused.
+
+    One race is the kernel's: a connection that completes its handshake after the last worker
+    took what was queued, but before that worker closes the shared listening socket, is reset
+    (not refused) by the close. Only a request sent after SIGTERM can be in that window.
+    """
     server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=2)
     try:
         server.wait_until_all_workers_ready()
@@ -271,7 +276,7 @@ def test_sigterm_of_the_master_under_load_drops_no_accepted_request(cache_dir: P
     term, exited = on_clock(report, sigterm), on_clock(report, stopped)
     assert exit_code == 0
     failed = [r for r in report.records if not r.ok]
-    assert {r.error for r in failed} <= {"ConnectionRefusedError"}, report.error_kinds()
+    assert {r.error for r in failed} <= {"ConnectionRefusedError", "ConnectionResetError"}, report.error_kinds()
     assert all(r.ok for r in report.records if r.started_s < term.before_s), "a request sent before SIGTERM failed"
     assert any(r.ok and in_flight_at(r, term) for r in report.records), "nothing was in flight at SIGTERM"
     assert any(r.started_s > exited.after_s for r in failed), "the clients never saw the server gone"

@@ -63,8 +63,8 @@ class OrtLetterboxer:
 
     def __init__(self, threads: int, preprocessing: Preprocessing = RGB_UNIT_CENTERED) -> None:
         self.preprocessing = preprocessing
-        # The model's own options: in particular idle threads do not spin after a call (the
-        # model's session runs right after on the same cores; spinning here halved its speed).
+        # The model's own options: in particular idle threads stop spinning when a call returns
+        # (the model's session runs right after on the same cores; spinning on halved its speed).
         options = session_options(threads)
         self._sessions = {
             antialias: ort.InferenceSession(

@@ -83,9 +83,13 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # Idle pool threads must not spin after a run: the request's next steps (decode, letterbox,
-    # the next tile) need those cores. Measured: sliced requests 491 -> 431 ms, full-image unchanged.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Pool threads spin between the operators of a run (waking a sleeping thread for each of a
+    # nano model's ~300 small operators cost YOLOX-Nano at 640x480 ~35% of its run time) but stop
+    # when the run returns: the request's next steps (decode, letterbox, the next tile) and the
+    # other workers need those cores (threads left spinning after runs made sliced requests
+    # 431 -> 491 ms).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     # A memory pattern is a second, pre-planned block per input shape on top of the arena chunks
     # the first run left: yolov5n at 2560x2560 kept 930 MiB with it and 485 MiB without, at the
     # same speed (README "Memory").
@@ -249,11 +253,17 @@ class OnnxModel:
 
     def plain_session(self, threads: int) -> ort.InferenceSession:
         """A second session on the same graph with ONNX Runtime's own defaults but ``threads``:
-        the bare yardstick benchmarks time against (idle threads spin, as they do by default)."""
+        the bare yardstick benchmarks time against.
+
+        Its idle threads spin between operators, as they do by default, but stop when a run
+        returns: by default they go on spinning for tens of milliseconds, which takes a core
+        from the server being timed right after (measured: 41 ms of CPU in a 50 ms pause).
+        """
         if self.graph is None:
             raise ModelLoadError(f"{self.info.name}: the graph it was loaded from is not known")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         graph = str(self.graph) if isinstance(self.graph, Path) else self.graph
         return ort.InferenceSession(graph, sess_options=options, providers=list(self.info.providers))
 

@@ -37,7 +37,7 @@ from ray import serve
 from ray.serve import Application
 
 from ..config import MULTIPROC_DIR_ENV, Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelNotReadyError
 from ..logs import configure_logging
 from .observability import REQUEST_ID_HEADER
 from .ray_config import APP_NAME, DEPLOYMENT_NAME, ROUTE_PREFIX, HttpOptions, RayDeployment, parse_builder_args
@@ -110,7 +110,9 @@ def check_model(holder: ModelHolder) -> None:
     from ..schemas import DetectOptions
     from ..slicing import SliceMode
 
-    detectors = holder.detectors()  # ModelNotReadyError, saying why, when a model did not load
+    if holder.load_failure is not None:  # the operator's view (Serve's status) gets the whole reason
+        raise ModelNotReadyError(holder.load_failure)
+    detectors = holder.detectors()  # ModelNotReadyError while loading
     if not holder.prediction_slots.acquire(blocking=False):
         return
     try:

@@ -96,7 +96,7 @@ class SpecksWorker(ThreadWorker):  # type: ignore[misc]
             log.info("%s (pid %d, model loaded in %.1f s)", WORKER_READY_MESSAGE, os.getpid(), waited_s)
         elif self.alive:
             # Serve anyway: /ready and /predict then say why (503), which a restart would not fix.
-            log.error("worker (pid %d) accepting connections without a model: %s", os.getpid(), holder.not_ready_reason)
+            log.error("worker (pid %d) accepting connections without a model: %s", os.getpid(), holder.load_failure)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
