@@ -129,6 +129,7 @@ def test_serve_refuses_a_configuration_over_the_memory_limit(
 
     monkeypatch.setattr(specks.web.server, "serve", lambda settings: pytest.fail("the server started"))
     monkeypatch.setenv("SPECKS_MAX_WORKER_MEMORY_MB", "1000")
+    monkeypatch.setenv("SPECKS_ADAPTIVE_THREADS", "off")  # no wide session in the figures below
     code = main(["serve", "--model", f"a={yolov5n}", "--model", f"b={yolov5n}"])
     err = capsys.readouterr().err
     assert code == 2

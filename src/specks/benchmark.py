@@ -461,7 +461,11 @@ def run_default_config_benchmark(
     return {
         "model": bare.info.name,
         "image": str(image_path) if image_path else "synthetic",
-        "server": {"workers": settings.resolved_workers(), "threads_per_worker": settings.resolved_threads()},
+        "server": {
+            "workers": settings.resolved_workers(),
+            "threads_per_worker": settings.resolved_threads(),
+            "threads_when_alone": settings.wide_threads() or settings.resolved_threads(),
+        },
         "bare_threads": cores,
         "single_client": {"runs": runs, **single.summary()},
         "full_image_load": full_load,
@@ -490,7 +494,8 @@ def format_default_config_report(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"model:          {report['model']}    image: {report['image']}",
-            f"server:         defaults, {server['workers']} worker(s) x {server['threads_per_worker']} thread(s); "
+            f"server:         defaults, {server['workers']} worker(s) x {server['threads_per_worker']} thread(s) "
+            f"({server['threads_when_alone']} while no other inference runs); "
             f"bare: {report['bare_threads']} thread(s)",
             f"one client:     end-to-end {single['end_to_end_ms']} ms, bare {single['bare_session_run_ms']} ms, "
             f"ratio {single['ratio']:.3f} (quartiles {low}..{high}, {single['runs']} pairs)",

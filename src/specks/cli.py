@@ -388,7 +388,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown = f", profile {profile.source.name}" if profile and profile.source else ""
     print(
         f"specks: serving {', '.join(prepared)} on http://{settings.host}:{settings.port} with "
-        f"{settings.resolved_workers()} worker(s), {settings.resolved_threads()} inference thread(s) each; "
+        f"{settings.resolved_workers()} worker(s), {settings.threads_description()} each; "
         f"estimated {estimate.describe()}{shown}",
         file=sys.stderr,
     )

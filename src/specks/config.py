@@ -87,10 +87,13 @@ class RuntimeOptions:
 
     providers:         execution providers by short name (cpu, cuda, openvino, ...), in order of preference.
     intra_op_threads:  threads one inference may use; 0 means "cores / workers".
+    adaptive_threads:  with intra_op_threads 0 and several workers, a run may use every core while
+                       no other inference is in progress in any worker (``specks.cores``).
     """
 
     providers: tuple[str, ...] = ("cpu",)
     intra_op_threads: int = 0
+    adaptive_threads: bool = True
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.providers if p.lower() not in PROVIDER_ALIASES and not p.endswith("Provider")]
@@ -462,6 +465,23 @@ class Settings:
         """ONNX Runtime intra-op threads per server worker so that workers x threads fits the cores."""
         return self.threads_for(self.resolved_workers())
 
+    def wide_threads(self) -> int | None:
+        """Threads of each model's wide session (adaptive threads): every core, or None for none.
+
+        None when SPECKS_THREADS fixes the threads, adaptive threads are off, or a worker's
+        narrow session already has every core (one worker).
+        """
+        if not self.runtime.adaptive_threads or self.runtime.intra_op_threads:
+            return None
+        wide = cpu_count()
+        return wide if wide > self.resolved_threads() else None
+
+    def threads_description(self) -> str:
+        """Inference threads per worker in words, e.g. '1 inference thread (2 while no other inference runs)'."""
+        narrow, wide = self.resolved_threads(), self.wide_threads()
+        threads = f"{narrow} inference thread{'s' if narrow > 1 else ''}"
+        return threads if wide is None else f"{threads} ({wide} while no other inference runs)"
+
     def threads_for(self, processes: int) -> int:
         """Intra-op threads for each of ``processes`` model-holding processes: the setting, or cores / processes."""
         return self.runtime.intra_op_threads or max(1, cpu_count() // processes)
@@ -474,6 +494,7 @@ class Settings:
         runtime = RuntimeOptions(
             providers=get("PROVIDERS", _parse_list, RuntimeOptions.providers),
             intra_op_threads=get("THREADS", int, 0),
+            adaptive_threads=get("ADAPTIVE_THREADS", _parse_bool, RuntimeOptions.adaptive_threads),
         )
         limits = Limits(
             max_image_pixels=get("MAX_IMAGE_PIXELS", int, Limits.max_image_pixels),

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 
 from .config import ModelSpec, Settings
+from .cores import process_core_share
 from .errors import ModelNotReadyError, SpecksError
 from .pipeline import Detector, load_detector
 from .served import served_models
@@ -108,13 +109,16 @@ class ModelHolder:
 
     def _load(self) -> None:
         settings = self.settings
-        threads = settings.resolved_threads()
+        threads, wide_threads = settings.resolved_threads(), settings.wide_threads()
         loaded: dict[str, Detector] = {}
         for spec in self._specs:
             started = time.perf_counter()
             try:
                 # Loading runs the model once on a blank input (the layout probe): each arrives warm.
-                loaded[spec.name] = load_detector(settings, threads=threads, spec=spec)
+                detector = load_detector(settings, threads=threads, spec=spec)
+                if wide_threads is not None:  # adaptive threads (specks.cores)
+                    detector.model.widen(wide_threads, process_core_share())
+                loaded[spec.name] = detector
             except SpecksError as exc:
                 self._failed_model, self._error = spec.name, exc.message
                 log.error("model %s failed to load: %s", spec.name, exc.message)

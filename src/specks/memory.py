@@ -14,6 +14,9 @@ provider, one thread per worker, 2000x1500 photos, the default slicing settings)
   file: measured +129 (yolov5n, 640 tiles), +202 (yolov5n_dynamic, one 2016x1504 pass), +298
   (yolo11n), +377 (yolo26n), +459 (YOLOv3-tiny, batches of 18 tiles). The estimate takes the
   largest for every model, so it overestimates small models.
+- per model with adaptive threads (``specks.cores``), its wide session: the same at-rest part again
+  plus ``WIDE_ACTIVATION_MB``, the arena of runs up to 1280x1280 (measured at 640x640: +18 MiB
+  YOLOX-Nano, +45 yolov5n, +48 yolo11n, below the at-rest part alone).
 - per prediction slot, the largest image allowed decoded at full size (``SPECKS_MAX_IMAGE_PIXELS``
   x 3 bytes), which sliced inference and pictures need.
 
@@ -33,6 +36,7 @@ WORKER_BASE_MB = 97.0
 MODEL_FIXED_MB = 34.0
 MODEL_MB_PER_FILE_MB = 2.5
 MODEL_ACTIVATION_MB = 460.0
+WIDE_ACTIVATION_MB = 120.0
 DECODED_BYTES_PER_PIXEL = 3
 
 
@@ -56,9 +60,12 @@ class WorkerMemoryEstimate:
         )
 
 
-def estimate_model_mb(onnx_bytes: int) -> float:
-    """MiB one loaded model costs a worker: at rest (from its file size) plus the arena allowance."""
-    return MODEL_FIXED_MB + MODEL_MB_PER_FILE_MB * onnx_bytes / MiB + MODEL_ACTIVATION_MB
+def estimate_model_mb(onnx_bytes: int, *, wide_session: bool = False) -> float:
+    """MiB one loaded model costs a worker: at rest (from its file size) plus the arena allowance,
+    and with ``wide_session`` (adaptive threads) a second session at rest with its smaller arena."""
+    at_rest_mb = MODEL_FIXED_MB + MODEL_MB_PER_FILE_MB * onnx_bytes / MiB
+    wide_mb = at_rest_mb + WIDE_ACTIVATION_MB if wide_session else 0.0
+    return at_rest_mb + MODEL_ACTIVATION_MB + wide_mb
 
 
 def estimate_worker_memory(settings: Settings, onnx_bytes: Mapping[str, int]) -> WorkerMemoryEstimate:
@@ -66,7 +73,10 @@ def estimate_worker_memory(settings: Settings, onnx_bytes: Mapping[str, int]) ->
     slot_mb = settings.limits.max_image_pixels * DECODED_BYTES_PER_PIXEL / MiB
     return WorkerMemoryEstimate(
         base_mb=WORKER_BASE_MB,
-        models_mb={name: estimate_model_mb(size) for name, size in onnx_bytes.items()},
+        models_mb={
+            name: estimate_model_mb(size, wide_session=settings.wide_threads() is not None)
+            for name, size in onnx_bytes.items()
+        },
         slots_mb=settings.predictions_per_worker * slot_mb,
     )
 

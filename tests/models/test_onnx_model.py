@@ -13,11 +13,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MODELS  # noqa: E402
 from specks.config import RuntimeOptions
+from specks.cores import CoreShare
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from specks.models import load_model, prepare_model, resolve_model_files
 from specks.models.names import COCO80_NAMES
 from specks.models.onnx_model import (
     ARENA_KEEP_INPUT_PIXELS,
+    WIDE_MAX_INPUT_PIXELS,
     OnnxModel,
     _run_options,
     anchor_points,
@@ -534,3 +536,50 @@ def test_an_impossible_input_size_override_is_refused(file_name: str, input_hw: 
         pytest.skip(f"{file_name} not found")
     with pytest.raises(ConfigError, match=message):
         OnnxModel.load(MODELS / file_name, runtime=RUNTIME, threads=1, overrides=ModelOverrides(input_hw=input_hw))
+
+
+class RecordingSession:
+    """Stands in for an InferenceSession: records that it ran, answers like the real one."""
+
+    def __init__(self, session: object, label: str, calls: list[str]) -> None:
+        self._session, self._label, self._calls = session, label, calls
+
+    def run(self, *args: object) -> object:
+        self._calls.append(self._label)
+        return self._session.run(*args)  # type: ignore[attr-defined]
+
+
+def test_sessions_spin_during_a_run_and_stop_when_it_returns() -> None:
+    options = session_options(2)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_a_widened_model_runs_on_every_core_only_while_no_other_run_is_in_progress(tmp_path: Path) -> None:
+    path = MODELS / YOLOV5N_DYNAMIC
+    if not path.is_file():
+        pytest.skip(f"test model not found: {path}")
+    model = load_model(str(path), runtime=RUNTIME, threads=1, cache_dir=tmp_path)
+    share = CoreShare()
+    model.widen(2, share)
+    assert model.wide_session is not None and model.wide_threads == 2
+    calls: list[str] = []
+    narrow, wide = model.session, model.wide_session
+    model.session = RecordingSession(narrow, "narrow", calls)  # type: ignore[assignment]
+    model.wide_session = RecordingSession(wide, "wide", calls)  # type: ignore[assignment]
+    tensor = np.zeros((1, 3, 480, 640), np.float32)
+
+    alone = model.run(tensor)
+    with share.run():  # another request's inference is in progress
+        shared = model.run(tensor)
+    large = model.run(np.zeros((1, 3, 1504, 2016), np.float32))  # over WIDE_MAX_INPUT_PIXELS
+
+    assert calls == ["wide", "narrow", "narrow"]
+    np.testing.assert_allclose(alone, shared, rtol=1e-4, atol=1e-3)  # same answer either way
+    assert large.shape[0] == 1 and WIDE_MAX_INPUT_PIXELS < 1504 * 2016
+
+
+def test_widen_to_no_more_threads_adds_no_session(real_model: ModelLoader) -> None:
+    model = real_model(YOLOV5N_DYNAMIC)
+    model.widen(model.threads, CoreShare())
+    assert model.wide_session is None and model.core_share is None

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from ..config import RuntimeOptions
+from ..cores import CoreShare
 from ..errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from ..postprocess import GRID_HEADS, YOLOX_STRIDES, OutputLayout, anchor_points, yolox_grid
 from ..preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Preprocessing
@@ -193,6 +194,11 @@ def default_preprocessing(layout: OutputLayout) -> Preprocessing:
     return BGR_RAW_TOP_LEFT if layout in (OutputLayout.YOLOX, OutputLayout.YOLOX_DECODED) else RGB_UNIT_CENTERED
 
 
+# The wide session (adaptive threads) takes runs up to this many input pixels over the batch: the
+# full-image pass and single tiles, where a lone client waits on every millisecond. Its memory
+# arena then stays small; native-resolution passes and tile batches run on the narrow session.
+WIDE_MAX_INPUT_PIXELS = 1280 * 1280
+
 # Silences the error ONNX Runtime logs for a run that is expected to fail (a size probe).
 _QUIET_RUN = ort.RunOptions()
 _QUIET_RUN.log_severity_level = 4
@@ -218,6 +224,10 @@ class OnnxModel:
         self.info = info
         self.threads = threads
         self.graph = graph  # what the session was built from (the size-agnostic rewrite, if any)
+        # Adaptive threads (``widen``): a second session on every core, for runs nothing else shares.
+        self.wide_session: ort.InferenceSession | None = None
+        self.wide_threads = threads
+        self.core_share: CoreShare | None = None
 
     @classmethod
     def load(
@@ -267,10 +277,33 @@ class OnnxModel:
         graph = str(self.graph) if isinstance(self.graph, Path) else self.graph
         return ort.InferenceSession(graph, sess_options=options, providers=list(self.info.providers))
 
+    def widen(self, threads: int, share: CoreShare) -> None:
+        """Add a session on ``threads`` threads that runs take while ``share`` says no other run is in
+        progress (``specks.cores``); runs over ``WIDE_MAX_INPUT_PIXELS`` stay on the narrow one."""
+        if self.graph is None or threads <= self.threads:
+            return
+        graph = str(self.graph) if isinstance(self.graph, Path) else self.graph
+        try:
+            options, providers = session_options(threads), list(self.info.providers)
+            wide = ort.InferenceSession(graph, sess_options=options, providers=providers)
+            probe_run(wide, self.info.input_hw)  # warm, as the narrow session is after the layout probe
+        except Exception as exc:  # onnxruntime raises several unrelated exception types
+            raise ModelLoadError(f"{self.info.name}: cannot open its {threads}-thread session: {exc}") from exc
+        self.wide_session, self.wide_threads, self.core_share = wide, threads, share
+
     def run(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(B, 3, H, W) float32 in 0..1 -> the raw first output, (B, ...) float32."""
+        if self.core_share is None:
+            return self._run_on(self.session, tensor)
+        batch, _, height, width = tensor.shape
+        with self.core_share.run() as alone:
+            fits = batch * height * width <= WIDE_MAX_INPUT_PIXELS
+            session = self.wide_session if alone and fits and self.wide_session is not None else self.session
+            return self._run_on(session, tensor)
+
+    def _run_on(self, session: ort.InferenceSession, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         try:
-            return self.session.run(None, {self.info.input_name: tensor}, _run_options(tensor))[0]
+            return session.run(None, {self.info.input_name: tensor}, _run_options(tensor))[0]
         except Exception as exc:  # onnxruntime's own exception types are not importable portably
             raise InferenceError(f"inference failed: {exc}") from exc
 

@@ -35,6 +35,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess, values
 
 from ..config import MULTIPROC_DIR_ENV, Settings
+from ..cores import prepare_core_share_dir
 from ..logs import configure_logging
 
 if TYPE_CHECKING:
@@ -234,10 +235,14 @@ def serve(settings: Settings) -> None:
         level = logging.DEBUG
     configure_logging(settings.observability.log_format, level)
     metrics_dir, created = prepare_metrics_dir() if settings.observability.metrics_enabled else (None, False)
+    core_share_dir = prepare_core_share_dir() if settings.wide_threads() is not None else None
     master_pid = os.getpid()
     try:
         SpecksServer(settings).run()
     finally:
         # Workers leave run() by SystemExit too, through this block: only the master cleans up.
-        if created and metrics_dir is not None and os.getpid() == master_pid:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if os.getpid() == master_pid:
+            if created and metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+            if core_share_dir is not None:
+                shutil.rmtree(core_share_dir, ignore_errors=True)

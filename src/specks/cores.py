@@ -1,0 +1,140 @@
+"""Sharing the cores between a server's workers: when one inference may use all of them.
+
+With several workers, each worker's model runs on ``cores / workers`` threads, so that the
+workers do not oversubscribe the cores under load. A lone client would then get one core of
+two. Adaptive threads give each model a second, wide session (every core) that a run takes when
+no other inference is in progress in any worker: one client gets every core, and under load
+every run is narrow (measured: README "Performance").
+
+``CoreShare`` knows whether other runs are in progress. Inside one process it counts them; across
+the workers of one server it uses one lock file per worker in a directory the master makes
+before forking (``SPECKS_CORE_SHARE_DIR``): a worker holds a shared ``flock`` on its own file
+while any of its runs is in progress, and a starting run tries each other worker's file. The
+kernel drops a killed worker's lock, so a crash never leaves the others narrow, and nothing
+here can deadlock: every lock attempt is non-blocking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+CORE_SHARE_DIR_ENV = "SPECKS_CORE_SHARE_DIR"
+_LOCK_SUFFIX = ".running"
+
+
+class CoreShare:
+    """Counts the inference runs in progress, in this process and (with ``directory``) its siblings."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self._guard = threading.Lock()
+        self._running_here = 0
+        self._own_fd: int | None = None
+        self._own_pid: int | None = None
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[bool]:
+        """Count one run while the block runs; yields True when no other run was in progress."""
+        with self._guard:
+            alone = self._running_here == 0 and not self._others_running()
+            self._running_here += 1
+            if self._running_here == 1:
+                self._mark_running(True)
+        try:
+            yield alone
+        finally:
+            with self._guard:
+                self._running_here -= 1
+                if self._running_here == 0:
+                    self._mark_running(False)
+
+    def _own_file_fd(self) -> int | None:
+        if self.directory is None:
+            return None
+        if self._own_pid != os.getpid():  # first use, or a process forked from the one that opened it
+            self._own_pid = os.getpid()
+            path = self.directory / f"{self._own_pid}{_LOCK_SUFFIX}"
+            try:
+                self._own_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # the directory went away: count this process's runs only
+                self.directory, self._own_fd = None, None
+        return self._own_fd
+
+    def _mark_running(self, running: bool) -> None:
+        fd = self._own_file_fd()
+        if fd is not None:
+            # Blocking, but only ever behind a sibling's probe, which holds its lock for microseconds.
+            fcntl.flock(fd, fcntl.LOCK_SH if running else fcntl.LOCK_UN)
+
+    def _others_running(self) -> bool:
+        if self.directory is None:
+            return False
+        own = f"{os.getpid()}{_LOCK_SUFFIX}"
+        try:
+            names = [entry.name for entry in os.scandir(self.directory) if _is_lock_file_name(entry.name)]
+        except OSError:
+            return False
+        return any(_is_locked(self.directory / name) for name in names if name != own)
+
+
+def _is_lock_file_name(name: str) -> bool:
+    return name.endswith(_LOCK_SUFFIX) and name.removesuffix(_LOCK_SUFFIX).isdigit()
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether some process holds a lock on ``path``; the file of a worker that has exited is removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # vanished: not running
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        if not _process_exists(int(path.name.removesuffix(_LOCK_SUFFIX))):
+            with contextlib.suppress(OSError):
+                path.unlink()  # a recycled or killed worker's
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock taken just now
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_core_share_dir() -> Path:
+    """Make the directory the workers' lock files go in and name it in ``SPECKS_CORE_SHARE_DIR``.
+
+    Called in the gunicorn master before the fork; the workers inherit the variable.
+    """
+    path = Path(tempfile.mkdtemp(prefix="specks-cores-"))
+    os.environ[CORE_SHARE_DIR_ENV] = str(path)
+    return path
+
+
+_process_share: CoreShare | None = None
+_process_share_guard = threading.Lock()
+
+
+def process_core_share() -> CoreShare:
+    """This process's CoreShare: across the server's workers when ``SPECKS_CORE_SHARE_DIR`` is set."""
+    global _process_share
+    with _process_share_guard:
+        if _process_share is None:
+            directory = os.environ.get(CORE_SHARE_DIR_ENV)
+            _process_share = CoreShare(Path(directory) if directory and os.path.isdir(directory) else None)
+        return _process_share
