@@ -1,4 +1,4 @@
-"""CoreShare: whether a run is alone, in one process and across a server's worker processes."""
+"""CoreShare: whether other requests are in progress, in one process and across a server's workers."""
 
 from __future__ import annotations
 
@@ -16,35 +16,37 @@ from specks.config import RuntimeOptions, Settings
 from specks.cores import CORE_SHARE_DIR_ENV, CoreShare
 
 
-def test_a_run_is_alone_only_while_no_other_run_of_this_process_is_in_progress() -> None:
+def test_other_requests_count_only_while_they_are_in_progress() -> None:
     share = CoreShare()
-    with share.run() as first, share.run() as second:
-        assert (first, second) == (True, False)
-    with share.run() as later:
-        assert later  # both ended
+    assert not share.others_busy()  # a direct call, outside any request
+    with share.busy():
+        assert not share.others_busy()  # the caller's own request is not another
+        with share.busy():
+            assert share.others_busy()
+        assert not share.others_busy()
 
 
-def test_runs_of_concurrent_threads_are_counted() -> None:
+def test_requests_of_concurrent_threads_are_counted() -> None:
     share, inside, release = CoreShare(), threading.Event(), threading.Event()
 
     def hold() -> None:
-        with share.run():
+        with share.busy():
             inside.set()
             release.wait(10)
 
     holder = threading.Thread(target=hold)
     holder.start()
     inside.wait(10)
-    with share.run() as alone:
-        assert not alone
+    with share.busy():
+        assert share.others_busy()
     release.set()
     holder.join(10)
-    with share.run() as alone:
-        assert alone
+    with share.busy():
+        assert not share.others_busy()
 
 
 def _hold_a_run(directory: str, started: Any) -> None:
-    with CoreShare(Path(directory)).run():
+    with CoreShare(Path(directory)).busy():
         started.set()
         signal.pause()  # until killed
 
@@ -63,10 +65,10 @@ def sibling(tmp_path: Path):  # type: ignore[no-untyped-def]
     process.join(10)
 
 
-def test_a_run_in_another_worker_process_makes_this_one_narrow(tmp_path: Path, sibling) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_in_another_worker_process_is_seen(tmp_path: Path, sibling) -> None:  # type: ignore[no-untyped-def]
     share = CoreShare(tmp_path)
-    with share.run() as alone:
-        assert not alone
+    with share.busy():
+        assert share.others_busy()
     assert (tmp_path / f"{sibling.pid}.running").exists()
 
 
@@ -74,24 +76,23 @@ def test_a_killed_worker_leaves_no_lock_behind(tmp_path: Path, sibling) -> None:
     os.kill(sibling.pid, signal.SIGKILL)
     sibling.join(10)
     share = CoreShare(tmp_path)
-    with share.run() as alone:
-        assert alone  # the kernel dropped its lock: the others are not left narrow for ever
+    with share.busy():
+        assert not share.others_busy()  # the kernel dropped its lock: the others are not left narrow
     assert not (tmp_path / f"{sibling.pid}.running").exists()  # and its file is cleaned up
 
 
-def test_this_process_advertises_its_runs_only_while_they_are_in_progress(tmp_path: Path) -> None:
+def test_this_process_advertises_its_requests_only_while_they_are_in_progress(tmp_path: Path) -> None:
     mine, other = CoreShare(tmp_path), CoreShare(tmp_path)
-    with mine.run():
+    with mine.busy():
         assert cores._is_locked(tmp_path / f"{os.getpid()}.running")
+        assert not other.others_busy()  # its own process's file never counts as another worker
     assert not cores._is_locked(tmp_path / f"{os.getpid()}.running")
-    with other.run() as alone:
-        assert alone  # its own process's file never counts as another worker
 
 
 def test_a_vanished_directory_falls_back_to_this_process_only(tmp_path: Path) -> None:
     share = CoreShare(tmp_path / "gone")
-    with share.run() as alone:
-        assert alone
+    with share.busy():
+        assert not share.others_busy()
     assert share.directory is None
 
 

@@ -40,3 +40,12 @@ def test_a_model_that_fails_to_load_is_named_in_the_reason(tmp_path: Path) -> No
     with pytest.raises(ModelNotReadyError) as refused:
         holder.get()
     assert str(tmp_path) not in refused.value.message  # clients never see a path
+
+
+def test_a_prediction_slot_counts_as_a_request_in_progress(tmp_path: Path) -> None:
+    holder = ModelHolder(Settings(cache_dir=tmp_path, predictions_per_worker=2))
+    with holder.prediction_slot():
+        assert not holder.core_share.others_busy()  # the holder of the slot itself
+        with holder.prediction_slot():
+            assert holder.core_share.others_busy()  # a second request: no run may take every core
+        assert not holder.core_share.others_busy()

@@ -389,6 +389,14 @@ def test_wbf_fuses_a_group_into_its_score_weighted_mean_box() -> None:
     np.testing.assert_allclose(fused.confidence, [0.6, 0.3], atol=1e-6)
 
 
+@pytest.mark.parametrize("strategy", list(MergeStrategy))
+def test_class_agnostic_merging_fuses_across_classes_into_the_best_boxs_class(strategy: MergeStrategy) -> None:
+    found = detections([(UNIT, 0.8, 0), (UNIT, 0.9, 1), ([50, 50, 60, 60], 0.7, 0)])
+    merged = merge_detections(found, strategy, IOU, 0.5, sources=1, class_agnostic=True)
+    assert merged.class_id.tolist() == [1, 0]  # one box per object; the group's best says its class
+    assert merge_detections(found, strategy, IOU, 0.5, sources=1).class_id.tolist() == [1, 0, 0]
+
+
 def test_wbf_never_fuses_across_classes() -> None:
     found = detections([(UNIT, 0.9, 0), (UNIT, 0.8, 1)])
     fused = merge_detections(found, MergeStrategy.WBF, IOU, 0.5, sources=1)

@@ -411,3 +411,10 @@ def test_passes_merge_with_the_request_merge_settings() -> None:
     options = DetectOptions(flip=True, merge="wbf", merge_threshold=0.55)
     plan = plan_request(DYNAMIC, SlicingSettings(), options, ImageSize(800, 600))
     assert (plan.merge.strategy, plan.merge.metric, plan.merge.threshold) == (MergeStrategy.WBF, IOU, 0.55)
+
+
+def test_agnostic_nms_is_off_unless_the_request_asks() -> None:
+    plain = plan_request(DYNAMIC, SlicingSettings(), DetectOptions(), ImageSize(10, 10))
+    assert plain.postprocess.class_agnostic is False
+    asked = plan_request(DYNAMIC, SlicingSettings(), DetectOptions(agnostic_nms=True), ImageSize(4000, 3000))
+    assert asked.postprocess.class_agnostic is True  # sliced too: tiles and passes merge across classes

@@ -165,6 +165,17 @@ def test_nms_merges_duplicates_of_one_class_only(layout: OutputLayout, found: li
     assert_detections(postprocess(raw_output(layout, found), layout, PostprocessParams(), INPUT_HW), expected)
 
 
+@pytest.mark.parametrize("layout", NMS_LAYOUTS)
+@pytest.mark.parametrize("soft_nms", [False, True], ids=["nms", "soft-nms"])
+def test_class_agnostic_nms_lets_any_class_suppress_an_overlapping_box(layout: OutputLayout, soft_nms: bool) -> None:
+    raw = raw_output(layout, [(A, 0.8, 1), (A_SHIFTED, 0.9, 2), (B, 0.6, 1)])
+    params = PostprocessParams(class_agnostic=True, soft_nms=soft_nms, conf_threshold=0.5)
+    found = postprocess(raw, layout, params, INPUT_HW)
+    # The car-and-truck pair is one object: only its best box stays, with its own class.
+    assert found.class_id.tolist() == [2, 1]
+    assert found.confidence[0] == pytest.approx(0.9, abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("iou_threshold", "expected"),
     [

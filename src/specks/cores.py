@@ -3,15 +3,17 @@
 With several workers, each worker's model runs on ``cores / workers`` threads, so that the
 workers do not oversubscribe the cores under load. A lone client would then get one core of
 two. Adaptive threads give each model a second, wide session (every core) that a run takes when
-no other inference is in progress in any worker: one client gets every core, and under load
-every run is narrow (measured: README "Performance").
+no other request is in progress in any worker: one client gets every core, and under load every
+run is narrow. Requests count from their prediction slot on, decoding included: counting only
+inferences made a run wide whenever the other worker was decoding, and the two then fought over
+the cores (concurrency-8 throughput 0.58-0.78 of bare sequential calls against 1.11-1.13 narrow).
 
-``CoreShare`` knows whether other runs are in progress. Inside one process it counts them; across
-the workers of one server it uses one lock file per worker in a directory the master makes
-before forking (``SPECKS_CORE_SHARE_DIR``): a worker holds a shared ``flock`` on its own file
-while any of its runs is in progress, and a starting run tries each other worker's file. The
-kernel drops a killed worker's lock, so a crash never leaves the others narrow, and nothing
-here can deadlock: every lock attempt is non-blocking.
+``CoreShare`` knows whether other requests are in progress. Inside one process it counts them;
+across the workers of one server it uses one lock file per worker in a directory the master
+makes before forking (``SPECKS_CORE_SHARE_DIR``): a worker holds a shared ``flock`` on its own
+file while any of its requests is in progress, and a run about to start tries each other
+worker's file. The kernel drops a killed worker's lock, so a crash never leaves the others
+narrow, and nothing here can deadlock: probes never wait.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _LOCK_SUFFIX = ".running"
 
 
 class CoreShare:
-    """Counts the inference runs in progress, in this process and (with ``directory``) its siblings."""
+    """Counts the requests in progress, in this process and (with ``directory``) its sibling workers."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
@@ -39,20 +41,28 @@ class CoreShare:
         self._own_pid: int | None = None
 
     @contextlib.contextmanager
-    def run(self) -> Iterator[bool]:
-        """Count one run while the block runs; yields True when no other run was in progress."""
+    def busy(self) -> Iterator[None]:
+        """Count one request in progress while the block runs (its decode, passes and drawing)."""
         with self._guard:
-            alone = self._running_here == 0 and not self._others_running()
             self._running_here += 1
             if self._running_here == 1:
                 self._mark_running(True)
         try:
-            yield alone
+            yield
         finally:
             with self._guard:
                 self._running_here -= 1
                 if self._running_here == 0:
                     self._mark_running(False)
+
+    def others_busy(self) -> bool:
+        """Whether a request other than the caller's is in progress, here or in a sibling worker.
+
+        The caller's own request is the one ``busy`` counts around it (none for a direct call).
+        """
+        with self._guard:
+            here = self._running_here
+        return here > 1 or self._others_running()
 
     def _own_file_fd(self) -> int | None:
         if self.directory is None:

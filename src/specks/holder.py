@@ -7,10 +7,11 @@ name no model. Liveness answers at once; readiness waits until every model is lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from .config import ModelSpec, Settings
 from .cores import process_core_share
@@ -46,6 +47,13 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         # Bounds memory: many I/O threads may hold requests, few decode and infer at once.
         self.prediction_slots = threading.BoundedSemaphore(settings.predictions_per_worker)
+        self.core_share = process_core_share()  # who else is busy, for adaptive threads (specks.cores)
+
+    @contextlib.contextmanager
+    def prediction_slot(self) -> Iterator[None]:
+        """Hold one of this worker's prediction slots (waiting for one), counted as a request in progress."""
+        with self.prediction_slots, self.core_share.busy():
+            yield
 
     @property
     def names(self) -> list[str]:
@@ -117,7 +125,7 @@ class ModelHolder:
                 # Loading runs the model once on a blank input (the layout probe): each arrives warm.
                 detector = load_detector(settings, threads=threads, spec=spec)
                 if wide_threads is not None:  # adaptive threads (specks.cores)
-                    detector.model.widen(wide_threads, process_core_share())
+                    detector.model.widen(wide_threads, self.core_share)
                 loaded[spec.name] = detector
             except SpecksError as exc:
                 self._failed_model, self._error = spec.name, exc.message

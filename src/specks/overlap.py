@@ -136,11 +136,14 @@ def soft_nms(
     return np.asarray(kept, np.intp), np.asarray(kept_scores, np.float32)
 
 
-def batched_soft_nms(found: Detections, score_threshold: float, max_keep: int | None = None) -> Detections:
-    """Class-aware soft-NMS -> Detections with decayed confidences, best first, at most ``max_keep``."""
+def batched_soft_nms(
+    found: Detections, score_threshold: float, max_keep: int | None = None, *, class_agnostic: bool = False
+) -> Detections:
+    """Class-aware soft-NMS -> Detections with decayed confidences, best first, at most ``max_keep``.
+
+    With ``class_agnostic`` boxes of every class decay each other."""
     parts = []
-    for label in np.unique(found.class_id):
-        members = found[found.class_id == label]
+    for members in _class_groups(found, class_agnostic):
         keep, decayed = soft_nms(members.xyxy, members.confidence, score_threshold)
         parts.append(Detections(members.xyxy[keep], decayed, members.class_id[keep]))
     if not parts:
@@ -148,8 +151,21 @@ def batched_soft_nms(found: Detections, score_threshold: float, max_keep: int | 
     return Detections.concat(parts).sorted_by_confidence()[:max_keep]
 
 
+def _class_groups(found: Detections, class_agnostic: bool) -> list[Detections]:
+    """The detections class by class, or all together (``class_agnostic``)."""
+    if class_agnostic:
+        return [found] if len(found) else []
+    return [found[found.class_id == label] for label in np.unique(found.class_id)]
+
+
 def merge_detections(
-    found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float, *, sources: int = 1
+    found: Detections,
+    strategy: MergeStrategy,
+    metric: MatchMetric,
+    threshold: float,
+    *,
+    sources: int = 1,
+    class_agnostic: bool = False,
 ) -> Detections:
     """Merge duplicates of one object (same class, overlap above ``threshold``), best first.
 
@@ -158,23 +174,25 @@ def merge_detections(
     two halves of an object cut by a tile edge become one whole box. WBF (weighted box
     fusion) replaces a group with its score-weighted mean box, scored by the group's mean
     score times the share of the ``sources`` (passes) that found it. Classes are merged one
-    at a time (as ``batched_nms`` does), so boxes of other classes never interact.
+    at a time (as ``batched_nms`` does), so boxes of other classes never interact, unless
+    ``class_agnostic``: then a group may span classes and takes its best box's class.
     """
     if len(found) == 0:
         return found
     merged = [
-        weighted_box_fusion(found[found.class_id == label], metric, threshold, sources)
+        weighted_box_fusion(group, metric, threshold, sources)
         if strategy is MergeStrategy.WBF
-        else _merge_one_class(found[found.class_id == label], strategy, metric, threshold)
-        for label in np.unique(found.class_id)
+        else _merge_one_class(group, strategy, metric, threshold)
+        for group in _class_groups(found, class_agnostic)
     ]
     return Detections.concat(merged).sorted_by_confidence()
 
 
 def weighted_box_fusion(found: Detections, metric: MatchMetric, threshold: float, sources: int) -> Detections:
-    """Weighted box fusion of one class (Solovyev et al. 2021), boxes matched to clusters best first.
+    """Weighted box fusion (Solovyev et al. 2021), boxes matched to clusters best first.
 
-    Each box joins the first cluster whose fused box it overlaps above ``threshold``, else starts
+    Meant for one class at a time (``merge_detections`` groups them); a cluster takes the class
+    of its best box. Each box joins the first cluster whose fused box it overlaps above ``threshold``, else starts
     one. A cluster's box is the score-weighted mean of its members; its score is their mean score
     times min(members, sources) / sources, so an object only one of several passes saw is damped.
     """
@@ -183,7 +201,8 @@ def weighted_box_fusion(found: Detections, metric: MatchMetric, threshold: float
     weighted_sum = np.zeros((0, 4), np.float64)
     score_sum: list[float] = []
     members: list[int] = []
-    for box, score in zip(found.xyxy, found.confidence.astype(np.float64), strict=True):
+    labels: list[int] = []
+    for box, score, label in zip(found.xyxy, found.confidence.astype(np.float64), found.class_id, strict=True):
         if len(fused_xyxy):
             overlap = overlaps(box, fused_xyxy, metric)
             target = int(np.argmax(overlap))
@@ -197,10 +216,10 @@ def weighted_box_fusion(found: Detections, metric: MatchMetric, threshold: float
         weighted_sum = np.vstack([weighted_sum, (box * score)[None, :]])
         score_sum.append(float(score))
         members.append(1)
+        labels.append(int(label))
     counts = np.asarray(members, np.float64)
     scores = np.asarray(score_sum) / counts * np.minimum(counts, sources) / sources
-    class_id = np.full(len(counts), found.class_id[0] if len(found) else 0, np.int32)
-    return Detections(fused_xyxy.astype(np.float32), scores.astype(np.float32), class_id)
+    return Detections(fused_xyxy.astype(np.float32), scores.astype(np.float32), np.asarray(labels, np.int32))
 
 
 def _merge_one_class(found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float) -> Detections:

@@ -156,7 +156,12 @@ class Detector:
         with timer.stage("merge"):
             merge = plan.merge
             fused = merge_detections(
-                Detections.concat(parts), merge.strategy, merge.metric, merge.threshold, sources=len(parts)
+                Detections.concat(parts),
+                merge.strategy,
+                merge.metric,
+                merge.threshold,
+                sources=len(parts),
+                class_agnostic=plan.postprocess.class_agnostic,
             )
             return fused[: plan.postprocess.max_detections]
 
@@ -308,7 +313,13 @@ class Detector:
             return parts[0]
         with timer.stage("merge"):
             merge = plan.merge
-            merged = merge_detections(Detections.concat(parts), merge.strategy, merge.metric, merge.threshold)
+            merged = merge_detections(
+                Detections.concat(parts),
+                merge.strategy,
+                merge.metric,
+                merge.threshold,
+                class_agnostic=params.class_agnostic,
+            )
             return merged[: params.max_detections]
 
     def _detect_tiles(

@@ -228,7 +228,9 @@ def postprocess_params(
     multi_label = options.multi_label if options.multi_label is not None else (sliced and defaults.multi_label)
     class_ids = resolve_class_ids(names, options.classes) if options.classes is not None else None
     soft_nms = defaults.soft_nms if options.soft_nms is None else options.soft_nms
-    return PostprocessParams(options.conf, iou, options.max_det, class_ids, multi_label, soft_nms)
+    return PostprocessParams(
+        options.conf, iou, options.max_det, class_ids, multi_label, soft_nms, class_agnostic=options.agnostic_nms
+    )
 
 
 def resolve_class_ids(names: tuple[str, ...], selectors: Sequence[int | str]) -> frozenset[int]:

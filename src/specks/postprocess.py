@@ -56,6 +56,7 @@ class PostprocessParams:
     class_ids: frozenset[int] | None = None
     multi_label: bool = False
     soft_nms: bool = False
+    class_agnostic: bool = False  # NMS across classes: one box per object whatever its class
 
 
 def _class_mask(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.bool_] | None:
@@ -184,8 +185,9 @@ def postprocess(
         top = np.argpartition(-candidates.confidence, MAX_CANDIDATES_BEFORE_NMS)[:MAX_CANDIDATES_BEFORE_NMS]
         candidates = candidates[top]
     if params.soft_nms:
-        return batched_soft_nms(candidates, params.conf_threshold, params.max_detections)
-    keep = batched_nms(
-        candidates.xyxy, candidates.confidence, candidates.class_id, params.iou_threshold, params.max_detections
-    )
+        return batched_soft_nms(
+            candidates, params.conf_threshold, params.max_detections, class_agnostic=params.class_agnostic
+        )
+    groups = np.zeros_like(candidates.class_id) if params.class_agnostic else candidates.class_id
+    keep = batched_nms(candidates.xyxy, candidates.confidence, groups, params.iou_threshold, params.max_detections)
     return candidates[keep]

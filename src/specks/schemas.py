@@ -65,6 +65,15 @@ class DetectOptions(BaseModel):
             ),
         ),
     ] = None
+    agnostic_nms: Annotated[
+        StrictBool,
+        Field(
+            description=(
+                "Let overlapping boxes of different classes suppress each other (one box per object "
+                "whatever its class; as Ultralytics' agnostic_nms). Default false: class by class."
+            ),
+        ),
+    ] = False
     max_det: Annotated[int, Field(ge=1, le=MAX_DETECTIONS, strict=True, description="Most detections returned.")] = 300
     classes: Annotated[
         list[ClassSelector] | None,

@@ -187,10 +187,10 @@ class DetectionService:
     ) -> tuple[Prediction, Detector]:
         detector = self.detector(model)
         if self.metrics is None:
-            with self.holder.prediction_slots:
+            with self.holder.prediction_slot():
                 prediction = self._drawn(work(detector), detector, visualize)
             return prediction, detector
-        with self.metrics.in_flight(route), self.holder.prediction_slots:
+        with self.metrics.in_flight(route), self.holder.prediction_slot():
             prediction = self._drawn(work(detector), detector, visualize)
         self.metrics.observe_prediction(route, prediction.timing_ms, prediction.tile_count)
         return prediction, detector
@@ -261,9 +261,9 @@ class DetectionService:
             }
 
         if self.metrics is None:
-            with self.holder.prediction_slots:
+            with self.holder.prediction_slot():
                 return work()
-        with self.metrics.in_flight(route, images=len(unit)), self.holder.prediction_slots:
+        with self.metrics.in_flight(route, images=len(unit)), self.holder.prediction_slot():
             answers = work()
         for answer in answers.values():
             if isinstance(answer, Prediction):

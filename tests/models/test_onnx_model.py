@@ -555,7 +555,7 @@ def test_sessions_spin_during_a_run_and_stop_when_it_returns() -> None:
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
-def test_a_widened_model_runs_on_every_core_only_while_no_other_run_is_in_progress(tmp_path: Path) -> None:
+def test_a_widened_model_runs_on_every_core_only_while_no_other_request_is_in_progress(tmp_path: Path) -> None:
     path = MODELS / YOLOV5N_DYNAMIC
     if not path.is_file():
         pytest.skip(f"test model not found: {path}")
@@ -569,10 +569,11 @@ def test_a_widened_model_runs_on_every_core_only_while_no_other_run_is_in_progre
     model.wide_session = RecordingSession(wide, "wide", calls)  # type: ignore[assignment]
     tensor = np.zeros((1, 3, 480, 640), np.float32)
 
-    alone = model.run(tensor)
-    with share.run():  # another request's inference is in progress
-        shared = model.run(tensor)
-    large = model.run(np.zeros((1, 3, 1504, 2016), np.float32))  # over WIDE_MAX_INPUT_PIXELS
+    with share.busy():  # this request
+        alone = model.run(tensor)
+        with share.busy():  # another request (decoding, say) is in progress too
+            shared = model.run(tensor)
+        large = model.run(np.zeros((1, 3, 1504, 2016), np.float32))  # over WIDE_MAX_INPUT_PIXELS
 
     assert calls == ["wide", "narrow", "narrow"]
     np.testing.assert_allclose(alone, shared, rtol=1e-4, atol=1e-3)  # same answer either way

@@ -192,6 +192,7 @@ def test_a_list_of_images_gets_a_list_of_answers_in_order(client: FlaskClient, b
         pytest.param({"class_filter": ["car"]}, lambda ps, base: {p["class"] for p in ps} == {"car"}, id="filter"),
         pytest.param({"class_filter": []}, lambda ps, base: ps == base, id="empty-filter-is-none"),
         pytest.param({"class_agnostic_nms": False}, lambda ps, base: ps == base, id="class-nms-false"),
+        pytest.param({"class_agnostic_nms": True}, lambda ps, base: 0 < len(ps) <= len(base), id="class-nms"),
         pytest.param({"iou_threshold": 0.9, "confidence": 0.1}, lambda ps, base: len(ps) >= len(base), id="iou"),
         pytest.param({"visualize_predictions": True}, lambda ps, base: ps == base, id="visualize-same-boxes"),
         pytest.param({"max_candidates": 3000, "fix_batch_size": True, "disable_preproc_auto_orient": False,
@@ -260,8 +261,8 @@ HOSTILE: list[tuple[str, Any, str, int, str]] = [
      "'confidence'"),
     ("confidence word", infer_body(image_ref(jpeg_bytes(32, 32)), confidence="worst"), "application/json", 400,
      "'confidence'"),
-    ("class agnostic nms", infer_body(image_ref(jpeg_bytes(32, 32)), class_agnostic_nms=True), "application/json",
-     400, "class by class"),
+    ("class agnostic nms not bool", infer_body(image_ref(jpeg_bytes(32, 32)), class_agnostic_nms="yes"),
+     "application/json", 400, "class_agnostic_nms"),
     ("unknown class", infer_body(image_ref(jpeg_bytes(32, 32)), class_filter=["forklift"]), "application/json", 400,
      "forklift"),
     ("not json", b"{nope", "application/json", 400, "not valid JSON"),
@@ -358,13 +359,13 @@ def test_inference_sdk_errors_carry_the_servers_message(roboflow_server: LiveSer
     from inference_sdk.http.errors import HTTPCallErrorError
 
     client = InferenceHTTPClient(api_url=roboflow_server.url).configure(
-        InferenceConfiguration(class_agnostic_nms=True)
+        InferenceConfiguration(class_filter=["forklift"])
     )
     with pytest.raises(HTTPCallErrorError) as caught:
         client.infer(str(photo_path(PERSON_PHOTO)), model_id="coco/3")
 
     assert caught.value.status_code == 400
-    assert "class by class" in caught.value.api_message
+    assert "unknown class name 'forklift'" in caught.value.api_message
     assert InferenceHTTPClient(api_url=roboflow_server.url).get_server_info().version
 
 

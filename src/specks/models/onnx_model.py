@@ -278,8 +278,8 @@ class OnnxModel:
         return ort.InferenceSession(graph, sess_options=options, providers=list(self.info.providers))
 
     def widen(self, threads: int, share: CoreShare) -> None:
-        """Add a session on ``threads`` threads that runs take while ``share`` says no other run is in
-        progress (``specks.cores``); runs over ``WIDE_MAX_INPUT_PIXELS`` stay on the narrow one."""
+        """Add a session on ``threads`` threads that runs take while ``share`` says no other request is
+        in progress (``specks.cores``); runs over ``WIDE_MAX_INPUT_PIXELS`` stay on the narrow one."""
         if self.graph is None or threads <= self.threads:
             return
         graph = str(self.graph) if isinstance(self.graph, Path) else self.graph
@@ -296,10 +296,10 @@ class OnnxModel:
         if self.core_share is None:
             return self._run_on(self.session, tensor)
         batch, _, height, width = tensor.shape
-        with self.core_share.run() as alone:
-            fits = batch * height * width <= WIDE_MAX_INPUT_PIXELS
-            session = self.wide_session if alone and fits and self.wide_session is not None else self.session
-            return self._run_on(session, tensor)
+        session = self.session
+        if self.wide_session is not None and batch * height * width <= WIDE_MAX_INPUT_PIXELS:
+            session = self.session if self.core_share.others_busy() else self.wide_session
+        return self._run_on(session, tensor)
 
     def _run_on(self, session: ort.InferenceSession, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         try:

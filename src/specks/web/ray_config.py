@@ -27,8 +27,9 @@ DEPLOYMENT_NAME = "specks"
 APP_IMPORT_PATH = "specks.web.ray_serve:app"
 BUILDER_IMPORT_PATH = "specks.web.ray_serve:build_app"
 ROUTE_PREFIX = "/"
-# Requests one replica holds at once. Two decode and infer (SPECKS_PREDICTIONS_PER_WORKER), two
-# wait behind them; more would queue inside a busy replica while another one may be idle.
+# Requests one replica holds at once: its prediction slots (SPECKS_PREDICTIONS_PER_WORKER, 1 by
+# default) decode and infer, the others wait behind them, their bodies already read; more would
+# queue inside a busy replica while another one may be idle.
 DEFAULT_MAX_ONGOING_REQUESTS = 4
 # Ray asks each replica this often whether it is healthy (check_health: a small inference).
 HEALTH_CHECK_PERIOD_S = 10.0

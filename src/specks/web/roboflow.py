@@ -15,9 +15,8 @@ doubled leading slash as one, so they are the same routes.
   ``"best"``: Roboflow's default 0.4; Specks has no per-model tuned threshold), ``iou_threshold``
   -> ``iou`` (absent: Specks' measured defaults), ``max_detections`` -> ``max_det``,
   ``class_filter`` -> ``classes``. Roboflow's preprocessing, active-learning and billing fields are
-  ignored, as its server ignores fields it does not know. ``class_agnostic_nms: true`` is refused
-  (Specks runs NMS class by class), and so is every image ``type`` but ``base64``: Specks never
-  fetches a URL for a client.
+  ignored, as its server ignores fields it does not know. ``class_agnostic_nms`` -> ``agnostic_nms``.
+  Every image ``type`` but ``base64`` is refused: Specks never fetches a URL for a client.
 - Answers: ``{"inference_id", "time" (seconds), "image": {"width", "height"}, "predictions":
   [{"x", "y" (box centre), "width", "height", "confidence", "class", "class_id", "detection_id"}],
   "model"}`` in pixels of the image as displayed; a list of them, in order, for a list of images.
@@ -158,11 +157,6 @@ def served_model(service: DetectionService, model_id: str | None) -> str:
 
 def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
     """Roboflow's option names -> ``DetectOptions`` fields (only those the request set)."""
-    if body.class_agnostic_nms:
-        raise InvalidFieldError(
-            "'class_agnostic_nms': Specks suppresses overlapping boxes class by class; send false or leave it out",
-            field="class_agnostic_nms",
-        )
     confidence = body.confidence
     threshold = DEFAULT_CONFIDENCE if confidence is None or isinstance(confidence, str) else confidence
     options: dict[str, Any] = {"conf": threshold}
@@ -170,6 +164,8 @@ def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
         options["iou"] = body.iou_threshold
     if body.max_detections is not None:
         options["max_det"] = body.max_detections
+    if body.class_agnostic_nms:
+        options["agnostic_nms"] = True
     if body.class_filter:  # Roboflow reads an empty filter as none
         options["classes"] = list(body.class_filter)
     return options
