@@ -14,6 +14,8 @@ Run from the repository root, with the ``bench`` extra installed (``pip install 
     python benchmarks/compare_sahi.py --dataset ../shared/data/visdrone_dev10 \\
         --model ../shared/models/yolov5n_dynamic.onnx --conf 0.01 --max-det 500 --runs-per-image 1
 
+``--specks-model default`` serves the embedded YOLOX-Nano instead, against SAHI on ``--model``.
+
 A script, not part of the package: neither ``specks`` nor the tests import it.
 """
 
@@ -354,7 +356,8 @@ def measure_specks(dataset: CocoDataset, args: argparse.Namespace, threads: int)
         "full image": {"conf": args.conf, "max_det": args.max_det, "slice": False},
         "Specks": {"conf": args.conf, "max_det": args.max_det, **slice_options(args)},
     }
-    settings = dataclasses.replace(Settings.from_env(), model=str(args.model))
+    served = args.model if args.specks_model is None else args.specks_model
+    settings = dataclasses.replace(Settings.from_env(), model=None if served == "default" else str(served))
     server = ServerProcess(settings, workers=1, threads=threads)
     runs = {}
     try:
@@ -396,6 +399,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "dataset": str(args.dataset),
         "model": str(args.model),
+        "specks_model": str(args.specks_model or args.model),
         "images": len(dataset.images),
         "max_dets": args.max_det,
         "conf": args.conf,
@@ -420,7 +424,8 @@ def format_report(report: dict[str, Any]) -> str:
     ap50_ratio = "n/a" if ratios["AP50"] is None else f"x{ratios['AP50']:.3f}"
     return "\n".join(
         [
-            f"{report['dataset']}: {report['images']} image(s), {Path(report['model']).name}, "
+            f"{report['dataset']}: {report['images']} image(s), SAHI {Path(report['model']).name}, "
+            f"Specks {Path(report['specks_model']).name}, "
             f"conf {report['conf']}, maxDets {report['max_dets']}, {report['threads']} thread(s), "
             f"{report['runs_per_image']} run(s) per image, SAHI {report['sahi_version']}",
             format_table(header, rows),
@@ -435,6 +440,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--dataset", type=Path, required=True, help="COCO-format folder: images/ + annotations.coco.json")
     add("--model", type=Path, required=True, help="a YOLOv5 .onnx file (cx,cy,w,h,obj,classes output)")
+    add(
+        "--specks-model",
+        help="what the Specks server serves: a model file, or 'default' for the embedded YOLOX-Nano "
+        "(default: --model, so both run the same file)",
+    )
     add("--conf", type=float, default=0.01, help="confidence threshold for all runs (default 0.01)")
     add("--max-det", type=int, default=500, help="most detections per image, and maxDets (default 500)")
     add("--runs-per-image", type=int, default=1, help="timed calls per image (default 1)")
