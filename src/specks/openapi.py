@@ -31,6 +31,14 @@ from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema
 from pydantic import BaseModel
 
 from . import __version__
+from .compat_schemas import (
+    DeepStackError,
+    DeepStackForm,
+    DeepStackResponse,
+    ObjectDetectionRequest,
+    RoboflowError,
+    RoboflowResponse,
+)
 from .config import Security, Settings
 from .schemas import (
     BatchPredictRequest,
@@ -139,7 +147,7 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
                 description=(
                     "Only `image` is required, or `images` for a batch (never both); every other field overrides "
                     "a server default for this request. Unknown fields are refused, so a typo is not silently "
-                    "ignored. A batch is answered `{\"results\": [...]}` in order, an image that failed holding "
+                    'ignored. A batch is answered `{"results": [...]}` in order, an image that failed holding '
                     "its own error envelope and status."
                 ),
                 requestBody=RequestBody(
@@ -225,6 +233,7 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
             ),
         ),
     }
+    operations.update(_compat_operations())
     if include_metrics:
         operations["/metrics"] = (
             "get",
@@ -246,11 +255,114 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
     return operations
 
 
+# Statuses the compatible routes answer with their own error bodies (DeepStack: 415 becomes 400).
+COMPAT_ERROR_STATUSES = {
+    "400": "A bad image or field.",
+    "404": "No served model of that name.",
+    "413": "The body, image or batch is over a limit.",
+    "503": "The model is still loading, or failed to load.",
+    "500": "An unexpected error (details in the server log).",
+}
+
+
+COMPAT_UNAUTHORIZED = "A missing or wrong API key."
+
+
+def _compat_errors(model: type[BaseModel]) -> dict[str, Response | Reference]:
+    return {
+        status: Response(description=text, content=_json_body(model)) for status, text in COMPAT_ERROR_STATUSES.items()
+    }
+
+
+def _compat_error_model(operation: Operation) -> type[BaseModel] | None:
+    """The error body of a compatible route (by its tag), None for Specks' own routes."""
+    tags = operation.tags or []
+    if "DeepStack / CodeProject.AI" in tags:
+        return DeepStackError
+    return RoboflowError if "Roboflow" in tags else None
+
+
+def _deepstack_operation(
+    operation_id: str, summary: str, parameters: list[Parameter | Reference] | None = None
+) -> Operation:
+    return Operation(
+        operationId=operation_id,
+        tags=["DeepStack / CodeProject.AI"],
+        summary=summary,
+        description=(
+            "What Home Assistant, Frigate, Blue Iris and the DeepStack / CodeProject.AI clients send: a "
+            "multipart form with the picture as the file part `image`. Boxes are integer pixel corners."
+        ),
+        parameters=parameters,
+        requestBody=RequestBody(
+            required=True, content={"multipart/form-data": MediaType(schema=_pydantic(DeepStackForm))}
+        ),
+        responses={"200": _ok("Detections, best first.", DeepStackResponse), **_compat_errors(DeepStackError)},
+    )
+
+
+def _compat_operations() -> dict[str, tuple[str, Operation]]:
+    """The main routes of the compatible APIs (README "Compatible APIs" has the rest)."""
+    model_parameter = Parameter.model_validate(
+        {
+            "name": "model",
+            "in": "path",
+            "required": True,
+            "description": "A served model's name (see `GET /models`).",
+            "schema": {"type": "string"},
+        }
+    )
+    return {
+        "/v1/vision/detection": ("post", _deepstack_operation("deepstackDetection", "DeepStack detection")),
+        "/v1/vision/custom/{model}": (
+            "post",
+            _deepstack_operation("deepstackCustom", "DeepStack custom-model detection", [model_parameter]),
+        ),
+        "/infer/object_detection": (
+            "post",
+            Operation(
+                operationId="roboflowObjectDetection",
+                tags=["Roboflow"],
+                summary="Roboflow object detection (inference-sdk)",
+                description=(
+                    "What `inference_sdk.InferenceHTTPClient.infer` sends. A model id this server does not serve "
+                    "by name is answered by its default model. A list of images is answered with a list."
+                ),
+                requestBody=RequestBody(required=True, content=_json_body(ObjectDetectionRequest)),
+                responses={
+                    "200": Response(
+                        description="One answer per image (a list for a list of images).",
+                        content={
+                            JSON: MediaType(
+                                schema=Schema.model_validate(
+                                    {
+                                        "oneOf": [
+                                            _pydantic(RoboflowResponse),
+                                            {"type": "array", "items": _pydantic(RoboflowResponse)},
+                                        ]
+                                    }
+                                )
+                            )
+                        },
+                    ),
+                    **_compat_errors(RoboflowError),
+                },
+            ),
+        ),
+    }
+
+
 def _secure(path: str, operation: Operation, security: Security) -> Operation:
     """Open paths need no key; the others may answer 401."""
     if security.is_open(path):
         return operation.model_copy(update={"security": []})
-    responses = {**(operation.responses or {}), **_errors("Unauthorized")}
+    compat_error = _compat_error_model(operation)
+    unauthorized = (
+        _errors("Unauthorized")
+        if compat_error is None
+        else {"401": Response(description=COMPAT_UNAUTHORIZED, content=_json_body(compat_error))}
+    )
+    responses = {**(operation.responses or {}), **unauthorized}
     return operation.model_copy(update={"responses": dict(sorted(responses.items()))})
 
 
@@ -266,6 +378,8 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         tags=[
             Tag(name="detection", description="Object detection and the model behind it."),
             Tag(name="operations", description="Liveness, readiness and metrics for orchestrators."),
+            Tag(name="DeepStack / CodeProject.AI", description="The API Home Assistant, Frigate and Blue Iris call."),
+            Tag(name="Roboflow", description="The API Roboflow's inference-sdk calls."),
         ],
         paths={path: PathItem.model_validate({method: op}) for path, (method, op) in operations.items()},
         components=Components(
@@ -280,4 +394,15 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
     )
     document = construct_open_api_with_schema_class(document)
     dumped: dict[str, Any] = document.model_dump(mode="json", by_alias=True, exclude_none=True)
+    _drop_query_only_fields_of_path_parameters(dumped)
     return dumped
+
+
+def _drop_query_only_fields_of_path_parameters(document: dict[str, Any]) -> None:
+    """openapi-pydantic writes every Parameter field's default; 3.1 allows these two on queries only."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path":
+                    parameter.pop("allowEmptyValue", None)
+                    parameter.pop("allowReserved", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 from typing import Any
 
@@ -27,6 +29,9 @@ OPERATIONS = {
     ("/model", "get"),
     ("/models", "get"),
     ("/metrics", "get"),
+    ("/v1/vision/detection", "post"),
+    ("/v1/vision/custom/{model}", "post"),
+    ("/infer/object_detection", "post"),
 }
 
 
@@ -291,6 +296,33 @@ def test_predict_answer_and_errors_match_their_schemas(client: FlaskClient) -> N
         response = client.post("/predict", json=bad)
         assert response.status_code == 400
         schema_validator(document, "ErrorResponse").validate(response.get_json())
+
+
+def test_compatible_answers_and_errors_match_their_schemas(client: FlaskClient) -> None:
+    document = build_openapi(Settings())
+    jpeg = base64.b64decode(EXAMPLE_IMAGE_BASE64)
+    ok = client.post("/v1/vision/detection", data={"image": (io.BytesIO(jpeg), "a.png"), "min_confidence": "0.01"})
+    assert ok.status_code == 200
+    schema_validator(document, "DeepStackResponse").validate(ok.get_json())
+    bad = client.post("/v1/vision/detection", data={"image": (io.BytesIO(b"text"), "a.txt")})
+    assert bad.status_code == 400
+    schema_validator(document, "DeepStackError").validate(bad.get_json())
+
+    image = {"type": "base64", "value": EXAMPLE_IMAGE_BASE64}
+    one = client.post("/infer/object_detection", json={"model_id": "coco/3", "image": image, "confidence": 0.01})
+    assert one.status_code == 200
+    schema_validator(document, "RoboflowResponse").validate(one.get_json())
+    refused = client.post("/infer/object_detection", json={"model_id": "coco/3", "image": {"type": "url"}})
+    assert refused.status_code == 400
+    schema_validator(document, "RoboflowError").validate(refused.get_json())
+    schema_validator(document, "ObjectDetectionRequest").validate({"image": image, "class_agnostic_nms": True})
+
+
+def test_compatible_routes_keep_their_own_error_bodies_with_api_keys() -> None:
+    document = build_openapi(Settings(security=KEYS))
+    unauthorized = document["paths"]["/v1/vision/detection"]["post"]["responses"]["401"]
+    assert unauthorized["content"]["application/json"]["schema"]["$ref"].endswith("/DeepStackError")
+    assert document["paths"]["/predict"]["post"]["responses"]["401"]["$ref"].endswith("/Unauthorized")
 
 
 # -- Swagger UI ----------------------------------------------------------------------------------

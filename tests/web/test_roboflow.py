@@ -21,11 +21,12 @@ from flask.testing import FlaskClient
 
 from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require
 from factories import b64
+from specks.compat_schemas import ROBOFLOW_MAX_BATCH_IMAGES as MAX_BATCH_IMAGES
 from specks.config import Limits, Settings
 from specks.errors import NotFoundError
 from specks.pipeline import Detector
 from specks.web import create_app
-from specks.web.roboflow import DEFAULT_CONFIDENCE, MAX_BATCH_IMAGES, served_model
+from specks.web.roboflow import DEFAULT_CONFIDENCE, served_model
 
 PERSON_PHOTO = "000000085329.jpg"  # 640x449, one person
 BUSY_PHOTO = "000000296649.jpg"  # 640x427, people, cars and motorcycles

@@ -9,6 +9,7 @@ lists only the routes this app really serves (``/metrics`` only when metrics are
 from __future__ import annotations
 
 import html
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,16 @@ class OpenAPIDocument:
             return self._body
 
 
+def _openapi_path(rule: str) -> str:
+    """A Flask rule in OpenAPI's spelling: ``/custom/<model>`` -> ``/custom/{model}``."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
 def _served_only(document: dict[str, Any], app: Flask) -> dict[str, Any]:
     """Drop the documented operations this app has no route for (e.g. /metrics before it is wired)."""
-    served = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules() for method in rule.methods or ()}
+    served = {
+        (_openapi_path(rule.rule), method.lower()) for rule in app.url_map.iter_rules() for method in rule.methods or ()
+    }
     kept = {}
     for path, item in document["paths"].items():
         operations = {method: op for method, op in item.items() if (path, method) in served}

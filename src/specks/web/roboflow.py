@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import socket
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from ..config import MAX_DETECTIONS
+from ..compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
 from ..errors import InvalidFieldError, InvalidRequestError
 from ..pipeline import Detector, Prediction
 from ..schemas import model_summary, parse_predict_request, validate_fields
@@ -47,42 +46,7 @@ roboflow = Blueprint("roboflow", __name__)
 TASK_TYPE = "object-detection"
 # Roboflow's server default, also what "default" and "best" mean here.
 DEFAULT_CONFIDENCE = 0.4
-# Images one request may carry (inference-sdk sends max_batch_size of them).
-MAX_BATCH_IMAGES = 64
 SERVER_NAME = "Specks (Roboflow-compatible API)"
-
-
-class InferenceImage(BaseModel):
-    """One image of a request: ``{"type": "base64", "value": "<base64>"}``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    type: StrictStr
-    value: Any = None
-
-
-class ObjectDetectionRequest(BaseModel):
-    """Body of ``POST /infer/object_detection`` (the fields Specks reads; the rest is ignored)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model_id: StrictStr | None = None
-    api_key: StrictStr | None = None
-    image: InferenceImage | Annotated[list[InferenceImage], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
-    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["best", "default"] | None = None
-    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    max_detections: Annotated[int, Field(ge=1, le=MAX_DETECTIONS)] | None = None
-    class_filter: list[StrictStr] | None = None
-    class_agnostic_nms: StrictBool | None = None
-    visualize_predictions: StrictBool | None = None
-
-
-class AddModelRequest(BaseModel):
-    """Body of ``POST /model/add``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model_id: StrictStr
 
 
 # -- routes ------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""The wire formats of the compatible APIs, as pydantic models: what clients send and what they read.
+
+The Roboflow request models are what ``specks.web.roboflow`` validates bodies with; the answer
+models describe what ``specks.web.deepstack`` and ``specks.web.roboflow`` encode. ``specks.openapi``
+documents both routes from these. No Flask here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from .config import MAX_DETECTIONS
+
+# Images one Roboflow request may carry (inference-sdk sends max_batch_size of them).
+ROBOFLOW_MAX_BATCH_IMAGES = 64
+
+
+# -- DeepStack / CodeProject.AI ------------------------------------------------------------------
+
+
+class DeepStackForm(BaseModel):
+    """The multipart form of ``POST /v1/vision/detection`` (and ``custom/<model>``)."""
+
+    image: Annotated[bytes, Field(description="The picture file (JPEG, PNG, GIF, BMP, TIFF or WEBP).")]
+    min_confidence: Annotated[float, Field(ge=0.0, le=1.0, description="Minimum confidence, 0..1 (default 0.40).")] = (
+        0.4
+    )
+    api_key: Annotated[str | None, Field(description="An API key, when the server has any.")] = None
+
+
+class DeepStackPrediction(BaseModel):
+    label: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    x_min: Annotated[int, Field(description="Left edge, integer pixels of the submitted image.")]
+    y_min: int
+    x_max: int
+    y_max: int
+
+
+class DeepStackResponse(BaseModel):
+    """A detection answer; CodeProject.AI's module fields come with it."""
+
+    success: Literal[True]
+    predictions: Annotated[
+        list[DeepStackPrediction], Field(description="Best first, at most SPECKS_COMPAT_MAX_PREDICTIONS (20).")
+    ]
+    count: int
+    inferenceMs: int
+    processMs: int
+    moduleId: str
+    moduleName: str
+    command: str
+    executionProvider: str
+    canUseGPU: bool
+    analysisRoundTripMs: int
+
+
+class DeepStackError(BaseModel):
+    success: Literal[False]
+    error: Annotated[str, Field(description="What went wrong and what to send instead.")]
+
+
+# -- Roboflow (inference-sdk) --------------------------------------------------------------------
+
+
+class InferenceImage(BaseModel):
+    """One image of a request: ``{"type": "base64", "value": "<base64>"}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: StrictStr
+    value: Any = None
+
+
+class ObjectDetectionRequest(BaseModel):
+    """Body of ``POST /infer/object_detection`` (the fields Specks reads; the rest is ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_id: StrictStr | None = None
+    api_key: StrictStr | None = None
+    image: InferenceImage | Annotated[list[InferenceImage], Field(min_length=1, max_length=ROBOFLOW_MAX_BATCH_IMAGES)]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["best", "default"] | None = None
+    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_detections: Annotated[int, Field(ge=1, le=MAX_DETECTIONS)] | None = None
+    class_filter: list[StrictStr] | None = None
+    class_agnostic_nms: StrictBool | None = None
+    visualize_predictions: StrictBool | None = None
+
+
+class AddModelRequest(BaseModel):
+    """Body of ``POST /model/add``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_id: StrictStr
+
+
+class RoboflowPrediction(BaseModel):
+    x: Annotated[float, Field(description="Box centre, pixels of the image as displayed.")]
+    y: float
+    width: float
+    height: float
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    class_: Annotated[str, Field(alias="class")]
+    class_id: int
+    detection_id: str
+
+
+class RoboflowImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class RoboflowResponse(BaseModel):
+    """One image's answer (``ObjectDetectionInferenceResponse``); a batch is a list of them."""
+
+    inference_id: str
+    time: Annotated[float, Field(description="Seconds the server spent on the image.")]
+    image: RoboflowImageSize
+    predictions: list[RoboflowPrediction]
+    model: dict[str, Any]
+    visualization: Annotated[
+        str | None, Field(description="With visualize_predictions: the annotated picture, base64 JPEG.")
+    ] = None
+
+
+class RoboflowError(BaseModel):
+    message: str
