@@ -86,6 +86,15 @@ def live_server_for(model: Path, cache_dir: Path, *, workers: int = 2, env: dict
     return LiveServer(Settings(model=str(require(model)), cache_dir=cache_dir), workers=workers, env=env)
 
 
+def serving(server: LiveServer) -> Iterator[LiveServer]:
+    """Yield ``server`` once it answers ``GET /ready``; stop it afterwards (for fixtures)."""
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def live_server(cache_dir: Path) -> Iterator[LiveServer]:
     """A real gunicorn server with yolov5n (2 workers, as in production)."""

@@ -24,7 +24,7 @@ from .models import load_model
 from .models.letterboxer import OrtLetterboxer
 from .models.onnx_model import OnnxModel
 from .overlap import merge_detections
-from .planning import PassPlan, RequestPlan, SlicePlan, plan_request
+from .planning import MergePlan, PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .profiles import ModelProfile, find_profile
@@ -154,16 +154,7 @@ class Detector:
         if len(parts) == 1:
             return parts[0]
         with timer.stage("merge"):
-            merge = plan.merge
-            fused = merge_detections(
-                Detections.concat(parts),
-                merge.strategy,
-                merge.metric,
-                merge.threshold,
-                sources=len(parts),
-                class_agnostic=plan.postprocess.class_agnostic,
-            )
-            return fused[: plan.postprocess.max_detections]
+            return merged(parts, plan.merge, plan.postprocess, sources=len(parts))
 
     def detect_pass(
         self, image: DecodedImage, one_pass: PassPlan, params: PostprocessParams, timer: StageTimer
@@ -312,15 +303,7 @@ class Detector:
         if len(parts) == 1:
             return parts[0]
         with timer.stage("merge"):
-            merge = plan.merge
-            merged = merge_detections(
-                Detections.concat(parts),
-                merge.strategy,
-                merge.metric,
-                merge.threshold,
-                class_agnostic=params.class_agnostic,
-            )
-            return merged[: params.max_detections]
+            return merged(parts, plan.merge, params)
 
     def _detect_tiles(
         self, image: DecodedImage, plan: SlicePlan, params: PostprocessParams, timer: StageTimer
@@ -361,6 +344,15 @@ class Detector:
         for slot, crop in enumerate(crops):
             batch[slot] = self.letterbox(crop, plan)[0]
         return batch
+
+
+def merged(parts: list[Detections], merge: MergePlan, params: PostprocessParams, *, sources: int = 1) -> Detections:
+    """Detections of several tiles or passes merged as ``merge`` says, best first, at most ``max_detections``."""
+    found = Detections.concat(parts)
+    fused = merge_detections(
+        found, merge.strategy, merge.metric, merge.threshold, sources=sources, class_agnostic=params.class_agnostic
+    )
+    return fused[: params.max_detections]
 
 
 def load_detector(

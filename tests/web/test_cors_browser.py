@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,23 +18,13 @@ from typing import Any
 import pytest
 import requests
 
+from chromium import chromium_context
 from conftest import COCO_TINY, MODELS, LiveServer, free_port, live_server_for, require
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 API_KEY = "browser-k3y"
 PERSON_PHOTO = COCO_TINY / "images" / "000000085329.jpg"  # 640x449, one person
 PAGE = b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>another origin</title></head><body></body></html>"
@@ -100,18 +88,7 @@ def cors_server(cache_dir: Path, page_origins: tuple[str, str]) -> Iterator[Live
 
 @pytest.fixture(scope="module")
 def browser_context() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: `make dev` installs Debian's chromium")
-    user_data_dir = tempfile.mkdtemp(prefix="specks-cors-chromium-")
-    with playwright_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-            shutil.rmtree(user_data_dir, ignore_errors=True)
+    yield from chromium_context("specks-cors-chromium-")
 
 
 def call_from(context: Any, origin: str, server: LiveServer, key: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require
+from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require, serving
 from factories import b64
 from specks.config import CompatAPIs, Limits, Settings
 from specks.pipeline import Detector
@@ -384,14 +384,8 @@ def test_no_model_is_a_503_in_deepstack_form(cache_dir: Path, tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def deepstack_server(cache_dir: Path) -> Iterator[LiveServer]:
-    server = live_server_for(
-        MODELS / "yolov5n.onnx", cache_dir, workers=1, env={"SPECKS_MAX_BODY_BYTES": str(1024 * 1024)}
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    env = {"SPECKS_MAX_BODY_BYTES": str(1024 * 1024)}
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
 
 
 @pytest.mark.slow
@@ -480,12 +474,8 @@ def test_live_hostile_inputs_and_server_alive(deepstack_server: LiveServer) -> N
 
 @pytest.fixture(scope="module")
 def secured_deepstack_server(cache_dir: Path) -> Iterator[LiveServer]:
-    server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env={"SPECKS_API_KEYS": "s3cret"})
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    env = {"SPECKS_API_KEYS": "s3cret"}
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +25,14 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import COCO_TINY, MODELS, REPO_ROOT, SHARED, LiveServer, live_server_for, require
+from chromium import chromium_context
+from conftest import COCO_TINY, MODELS, REPO_ROOT, SHARED, LiveServer, live_server_for, require, serving
 from specks.web.auth import MISSING_KEY_MESSAGE
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -57,23 +46,15 @@ BOX_TOLERANCE_PX = 1.0
 # -- servers and the browser --------------------------------------------------------------------
 
 
-def _started(server: LiveServer) -> Iterator[LiveServer]:
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def server(cache_dir: Path) -> Iterator[LiveServer]:
-    yield from _started(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1))
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1))
 
 
 @pytest.fixture(scope="module")
 def secured_server(cache_dir: Path) -> Iterator[LiveServer]:
     env = {"SPECKS_API_KEYS": API_KEY, "SPECKS_SLICE": "off", "SPECKS_OVERLAP": "0.3"}  # defaults not the schema's
-    yield from _started(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
 
 
 @pytest.fixture(scope="module")
@@ -81,27 +62,12 @@ def limited_server(cache_dir: Path) -> Iterator[LiveServer]:
     """Small limits: the street photo (244 KB as base64, 640x480) is too many pixels, the vehicles
     photo (421 KB as base64) too large a body."""
     env = {"SPECKS_MAX_BODY_BYTES": "300000", "SPECKS_MAX_IMAGE_PIXELS": "300000"}
-    yield from _started(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
 
 
 @pytest.fixture(scope="module")
 def browser_context() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: `make dev` installs Debian's chromium")
-    user_data_dir = tempfile.mkdtemp(prefix="specks-chromium-")
-    with playwright_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=DESKTOP,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-            shutil.rmtree(user_data_dir, ignore_errors=True)
+    yield from chromium_context("specks-chromium-", viewport=DESKTOP)
 
 
 @dataclass

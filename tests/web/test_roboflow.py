@@ -19,7 +19,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require
+from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require, serving
 from factories import b64
 from specks.compat_schemas import ROBOFLOW_MAX_BATCH_IMAGES as MAX_BATCH_IMAGES
 from specks.config import Limits, Settings
@@ -295,22 +295,13 @@ def test_hostile_inputs_get_roboflow_errors(
 
 @pytest.fixture(scope="module")
 def roboflow_server(cache_dir: Path) -> Iterator[LiveServer]:
-    server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1))
 
 
 @pytest.fixture(scope="module")
 def secured_roboflow_server(cache_dir: Path) -> Iterator[LiveServer]:
-    server = live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env={"SPECKS_API_KEYS": "s3cret"})
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    env = {"SPECKS_API_KEYS": "s3cret"}
+    yield from serving(live_server_for(MODELS / "yolov5n.onnx", cache_dir, workers=1, env=env))
 
 
 def boxes_from_predict(server: LiveServer, data: bytes, conf: float = DEFAULT_CONFIDENCE) -> np.ndarray:
