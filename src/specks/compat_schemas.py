@@ -27,7 +27,8 @@ class DeepStackForm(BaseModel):
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0, description="Minimum confidence, 0..1 (default 0.40).")] = (
         0.4
     )
-    api_key: Annotated[str | None, Field(description="An API key, when the server has any.")] = None
+    # Any value: a server without API keys ignores the field, whatever it holds.
+    api_key: Annotated[Any, Field(description="An API key, when the server has any (ignored otherwise).")] = None
 
 
 class DeepStackPrediction(BaseModel):

@@ -268,10 +268,9 @@ COMPAT_ERROR_STATUSES = {
 COMPAT_UNAUTHORIZED = "A missing or wrong API key."
 
 
-def _compat_errors(model: type[BaseModel]) -> dict[str, Response | Reference]:
-    return {
-        status: Response(description=text, content=_json_body(model)) for status, text in COMPAT_ERROR_STATUSES.items()
-    }
+def _compat_errors(model: type[BaseModel], extra: dict[str, str] | None = None) -> dict[str, Response | Reference]:
+    statuses = {**COMPAT_ERROR_STATUSES, **(extra or {})}
+    return {status: Response(description=text, content=_json_body(model)) for status, text in sorted(statuses.items())}
 
 
 def _compat_error_model(operation: Operation) -> type[BaseModel] | None:
@@ -345,7 +344,7 @@ def _compat_operations() -> dict[str, tuple[str, Operation]]:
                             )
                         },
                     ),
-                    **_compat_errors(RoboflowError),
+                    **_compat_errors(RoboflowError, {"415": "The body is not JSON (Content-Type: application/json)."}),
                 },
             ),
         ),
