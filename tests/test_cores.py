@@ -121,7 +121,7 @@ def test_wide_threads_exist_only_when_workers_share_the_cores(
     settings = Settings(workers=workers, runtime=RuntimeOptions(intra_op_threads=threads, adaptive_threads=adaptive))
     assert settings.wide_threads() == wide
     if wide is not None:
-        assert settings.threads_description() == "1 inference thread (2 while no other inference runs)"
+        assert settings.threads_description() == "1 inference thread (2 while no other request is in progress)"
 
 
 def test_adaptive_threads_are_read_from_the_environment() -> None:

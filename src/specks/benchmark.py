@@ -495,7 +495,7 @@ def format_default_config_report(report: dict[str, Any]) -> str:
         [
             f"model:          {report['model']}    image: {report['image']}",
             f"server:         defaults, {server['workers']} worker(s) x {server['threads_per_worker']} thread(s) "
-            f"({server['threads_when_alone']} while no other inference runs); "
+            f"({server['threads_when_alone']} while no other request is in progress); "
             f"bare: {report['bare_threads']} thread(s)",
             f"one client:     end-to-end {single['end_to_end_ms']} ms, bare {single['bare_session_run_ms']} ms, "
             f"ratio {single['ratio']:.3f} (quartiles {low}..{high}, {single['runs']} pairs)",

@@ -477,10 +477,11 @@ class Settings:
         return wide if wide > self.resolved_threads() else None
 
     def threads_description(self) -> str:
-        """Inference threads per worker in words, e.g. '1 inference thread (2 while no other inference runs)'."""
+        """Inference threads per worker in words, e.g. '1 inference thread (2 while no other request is in
+        progress)'."""
         narrow, wide = self.resolved_threads(), self.wide_threads()
         threads = f"{narrow} inference thread{'s' if narrow > 1 else ''}"
-        return threads if wide is None else f"{threads} ({wide} while no other inference runs)"
+        return threads if wide is None else f"{threads} ({wide} while no other request is in progress)"
 
     def threads_for(self, processes: int) -> int:
         """Intra-op threads for each of ``processes`` model-holding processes: the setting, or cores / processes."""
