@@ -266,6 +266,10 @@ COMPAT_ERROR_STATUSES = {
 
 
 COMPAT_UNAUTHORIZED = "A missing or wrong API key."
+DEEPSTACK_TAG = "DeepStack / CodeProject.AI"
+ROBOFLOW_TAG = "Roboflow"
+# Each compatible API's error body, by the tag of its operations.
+COMPAT_ERROR_MODELS: dict[str, type[BaseModel]] = {DEEPSTACK_TAG: DeepStackError, ROBOFLOW_TAG: RoboflowError}
 
 
 def _compat_errors(model: type[BaseModel], extra: dict[str, str] | None = None) -> dict[str, Response | Reference]:
@@ -275,10 +279,7 @@ def _compat_errors(model: type[BaseModel], extra: dict[str, str] | None = None) 
 
 def _compat_error_model(operation: Operation) -> type[BaseModel] | None:
     """The error body of a compatible route (by its tag), None for Specks' own routes."""
-    tags = operation.tags or []
-    if "DeepStack / CodeProject.AI" in tags:
-        return DeepStackError
-    return RoboflowError if "Roboflow" in tags else None
+    return next((COMPAT_ERROR_MODELS[tag] for tag in operation.tags or [] if tag in COMPAT_ERROR_MODELS), None)
 
 
 def _deepstack_operation(
@@ -286,7 +287,7 @@ def _deepstack_operation(
 ) -> Operation:
     return Operation(
         operationId=operation_id,
-        tags=["DeepStack / CodeProject.AI"],
+        tags=[DEEPSTACK_TAG],
         summary=summary,
         description=(
             "What Home Assistant, Frigate, Blue Iris and the DeepStack / CodeProject.AI clients send: a "
@@ -321,7 +322,7 @@ def _compat_operations() -> dict[str, tuple[str, Operation]]:
             "post",
             Operation(
                 operationId="roboflowObjectDetection",
-                tags=["Roboflow"],
+                tags=[ROBOFLOW_TAG],
                 summary="Roboflow object detection (inference-sdk)",
                 description=(
                     "What `inference_sdk.InferenceHTTPClient.infer` sends. A model id this server does not serve "
@@ -377,8 +378,8 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         tags=[
             Tag(name="detection", description="Object detection and the model behind it."),
             Tag(name="operations", description="Liveness, readiness and metrics for orchestrators."),
-            Tag(name="DeepStack / CodeProject.AI", description="The API Home Assistant, Frigate and Blue Iris call."),
-            Tag(name="Roboflow", description="The API Roboflow's inference-sdk calls."),
+            Tag(name=DEEPSTACK_TAG, description="The API Home Assistant, Frigate and Blue Iris call."),
+            Tag(name=ROBOFLOW_TAG, description="The API Roboflow's inference-sdk calls."),
         ],
         paths={path: PathItem.model_validate({method: op}) for path, (method, op) in operations.items()},
         components=Components(
