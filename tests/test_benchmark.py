@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import MODELS
+from conftest import MODELS, require
 from specks.benchmark import Interleaved, interleave, model_inputs_of_request, synthetic_photo_jpeg
 from specks.config import Settings
 
@@ -29,7 +29,7 @@ def test_summary_ratio_is_the_median_of_the_pairs() -> None:
 
 
 def test_the_passes_of_a_small_object_request_are_the_tensors_the_model_ran() -> None:
-    settings = Settings(model=str(MODELS / "yolov5n_dynamic.onnx"))
+    settings = Settings(model=str(require(MODELS / "yolov5n_dynamic.onnx")))
     model, tensors = model_inputs_of_request(settings, synthetic_photo_jpeg(2000, 1500), threads=1)
     assert tensors, "the request ran the model"
     assert all(t.ndim == 4 and t.shape[1] == 3 for t in tensors)
