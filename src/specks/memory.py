@@ -15,8 +15,9 @@ provider, one thread per worker, 2000x1500 photos, the default slicing settings)
   (yolo11n), +377 (yolo26n), +459 (YOLOv3-tiny, batches of 18 tiles). The estimate takes the
   largest for every model, so it overestimates small models.
 - per model with adaptive threads (``specks.cores``), its wide session: the same at-rest part again
-  plus ``WIDE_ACTIVATION_MB``, the arena of runs up to 1280x1280 (measured at 640x640: +18 MiB
-  YOLOX-Nano, +45 yolov5n, +48 yolo11n, below the at-rest part alone).
+  plus ``WIDE_ACTIVATION_MB``, the arena of runs up to 1280x1280 (measured by
+  ``benchmarks/ort_threads.py`` after two runs at the input size: +17 MiB YOLOX-Nano, +15 yolov5n,
+  below the at-rest part alone).
 - per prediction slot, the largest image allowed decoded at full size (``SPECKS_MAX_IMAGE_PIXELS``
   x 3 bytes), which sliced inference and pictures need.
 

@@ -85,10 +85,10 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     # Pool threads spin between the operators of a run (waking a sleeping thread for each of a
-    # nano model's ~300 small operators cost YOLOX-Nano at 640x480 ~35% of its run time) but stop
-    # when the run returns: the request's next steps (decode, letterbox, the next tile) and the
-    # other workers need those cores (threads left spinning after runs made sliced requests
-    # 431 -> 491 ms).
+    # nano model's ~300 small operators made YOLOX-Nano at 640x480 1.2x slower, measured by
+    # benchmarks/ort_threads.py) but stop when the run returns: the request's next steps (decode,
+    # letterbox, the next tile) and the other workers need those cores (threads left spinning
+    # after runs made sliced requests 431 -> 491 ms).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
     # A memory pattern is a second, pre-planned block per input shape on top of the arena chunks
@@ -267,7 +267,8 @@ class OnnxModel:
 
         Its idle threads spin between operators, as they do by default, but stop when a run
         returns: by default they go on spinning for tens of milliseconds, which takes a core
-        from the server being timed right after (measured: 41 ms of CPU in a 50 ms pause).
+        from the server being timed right after (44-48 ms of CPU in a 50 ms pause:
+        ``benchmarks/ort_threads.py``).
         """
         graph = self._graph_source()
         if graph is None:
