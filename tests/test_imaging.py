@@ -16,7 +16,7 @@ import pybase64
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, features
 
 from specks import imaging
 from specks.errors import (
@@ -30,6 +30,8 @@ from specks.imaging import ALPHA_FILL_RGB, DecodedImage, decode_base64, decode_i
 from specks.types import ImageSize
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+HAS_AVIF = features.check("avif")
+needs_avif = pytest.mark.skipif(not HAS_AVIF, reason="this Pillow has no AVIF plugin")
 FILL = ALPHA_FILL_RGB
 NO_LIMIT = 10**9
 
@@ -279,6 +281,8 @@ MODE_CASES = [
         0,
         "WEBP",
     ),
+    ("RGB-avif", lambda: encode(solid("RGB", (10, 200, 30)), "AVIF", quality=100), (10, 200, 30), 4, "AVIF"),
+    ("RGBA-avif-transparent", lambda: encode(solid("RGBA", (10, 200, 30, 0)), "AVIF", quality=100), FILL, 4, "AVIF"),
     ("RGBA-png-opaque", lambda: encode(solid("RGBA", (10, 200, 30, 255)), "PNG"), (10, 200, 30), 0, "PNG"),
     ("RGBA-png-transparent", lambda: encode(solid("RGBA", (10, 200, 30, 0)), "PNG"), FILL, 0, "PNG"),
     (
@@ -320,7 +324,7 @@ MODE_CASES = [
 
 @pytest.mark.parametrize(
     ("make", "expected_rgb", "tolerance", "expected_format"),
-    [pytest.param(*row[1:], id=row[0]) for row in MODE_CASES],
+    [pytest.param(*row[1:], id=row[0], marks=needs_avif if row[4] == "AVIF" else ()) for row in MODE_CASES],
 )
 def test_decode_image_converts_every_mode_to_rgb(
     make: Callable[[], bytes], expected_rgb: tuple[int, int, int], tolerance: int, expected_format: str
@@ -354,6 +358,7 @@ def test_decoded_array_is_read_only_whatever_the_decoder(path: str) -> None:
         ("PNG", {}),  # APNG
         ("WEBP", {"lossless": True}),
         ("MPO", {}),
+        pytest.param("AVIF", {"quality": 100}, marks=needs_avif),
     ],
 )
 def test_multi_frame_images_give_their_first_frame(fmt: str, params: dict[str, object]) -> None:
@@ -376,6 +381,10 @@ def test_recoverable_jpeg_glitch_is_accepted_like_browsers_do() -> None:
 def _truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
+
+# The first box of an iPhone photo: ftyp, major brand "heic", compatible brands mif1 and heic.
+HEIC_HEAD = struct.pack(">I", 24) + b"ftypheic" + bytes(4) + b"mif1heic"
+HEIX_HEAD = struct.pack(">I", 24) + b"ftypheix" + bytes(4) + b"mif1heix"
 
 REJECT_CASES = [
     ("empty", lambda: b"", "empty"),
@@ -400,6 +409,8 @@ REJECT_CASES = [
     ),
     ("truncated-png", lambda: _truncated(encode(noise((128, 96)), "PNG")), "truncated or corrupt"),
     ("truncated-webp", lambda: _truncated(encode(noise((128, 96)), "WEBP")), "truncated or corrupt"),
+    ("heic", lambda: HEIC_HEAD + bytes(64), "HEIC (HEIF with HEVC pictures), which is not supported"),
+    ("heic-mif1-heix", lambda: HEIX_HEAD + bytes(64), "convert it to JPEG"),
     ("lab-tiff", lambda: encode(solid("LAB", (50, 0, 0)), "TIFF"), "pixel mode 'LAB'"),
 ]
 
@@ -409,8 +420,8 @@ def test_decode_image_rejects_unsupported_and_broken_data(make: Callable[[], byt
     with pytest.raises(ImageDecodeError) as caught:
         decode_image(make(), max_image_pixels=NO_LIMIT)
     assert message_part in caught.value.message
-    if message_part == "not a supported":
-        assert "JPEG, MPO, PNG, GIF, BMP, TIFF, WEBP" in caught.value.message
+    if message_part == "not a supported" or "HEIC" in message_part:
+        assert "JPEG, MPO, PNG, GIF, BMP, TIFF, WEBP" + (", AVIF" if HAS_AVIF else "") in caught.value.message
 
 
 def test_corrupt_data_error_chains_the_library_error() -> None:
@@ -538,6 +549,8 @@ ORIENTED_ENCODERS: dict[str, Callable[[Image.Image, bytes], bytes]] = {
     "png": lambda image, exif: encode(image, "PNG", exif=exif),
     "webp": lambda image, exif: encode(image, "WEBP", lossless=True, exif=exif),
     "tiff": lambda image, exif: encode(image, "TIFF", exif=exif),
+    # AVIF keeps the orientation as its own irot/imir boxes; Pillow reports them as EXIF's.
+    **({"avif": lambda image, exif: encode(image, "AVIF", quality=100, exif=exif)} if HAS_AVIF else {}),
 }
 
 

@@ -461,7 +461,7 @@ def _detect_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp", ".tif", ".tiff"})
 
 
 def image_paths(paths: Sequence[Path]) -> list[Path]:

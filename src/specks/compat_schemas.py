@@ -23,7 +23,7 @@ ROBOFLOW_MAX_BATCH_IMAGES = 64
 class DeepStackForm(BaseModel):
     """The multipart form of ``POST /v1/vision/detection`` (and ``custom/<model>``)."""
 
-    image: Annotated[bytes, Field(description="The picture file (JPEG, PNG, GIF, BMP, TIFF or WEBP).")]
+    image: Annotated[bytes, Field(description="The picture file (JPEG, PNG, GIF, BMP, TIFF, WebP or AVIF).")]
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0, description="Minimum confidence, 0..1 (default 0.40).")] = (
         0.4
     )

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pybase64
 import simplejpeg
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError, features
 
 from .errors import ImageDecodeError, ImageTooLargeError, InvalidBase64Error, InvalidFieldError
 from .preprocess import PAD_VALUE
@@ -46,8 +46,13 @@ __all__ = [
 
 # Formats returned in DecodedImage.format. MPO (multi-picture JPEG) is opened by Pillow's
 # JPEG plugin, so only _OPEN_FORMATS go to Image.open(formats=...).
-SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
-_OPEN_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+# AVIF where this Pillow has its plugin (the PyPI wheels do from Pillow 11.3 on).
+_AVIF_FORMATS: tuple[str, ...] = ("AVIF",) if features.check("avif") else ()
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", *_AVIF_FORMATS)
+_OPEN_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", *_AVIF_FORMATS)
+# ISO-BMFF brands of HEIF images with HEVC pictures (an iPhone camera's default), which
+# Pillow cannot decode: named in the error so that the sender knows to convert.
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 _SIMPLEJPEG_MODES = frozenset({"RGB", "L"})  # CMYK/YCCK JPEGs go through Pillow
 
@@ -330,7 +335,7 @@ def _translated_errors() -> Iterator[None]:
 def _open_image(data: bytes) -> Iterator[ImageFile.ImageFile]:
     """Open ``data`` with Pillow (header only) restricted to the supported formats."""
     if not data:
-        raise ImageDecodeError("image data is empty; send the bytes of a JPEG, PNG, GIF, BMP, TIFF or WEBP file")
+        raise ImageDecodeError(f"image data is empty; send the bytes of an image file ({_format_list()})")
     try:
         image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except UnidentifiedImageError as exc:
@@ -341,10 +346,25 @@ def _open_image(data: bytes) -> Iterator[ImageFile.ImageFile]:
 
 def _unsupported_message(data: bytes) -> str:
     head = bytes(data[:16])
+    if _is_heic(head):
+        return (
+            f"image is HEIC (HEIF with HEVC pictures), which is not supported; convert it to JPEG "
+            f"before sending (on an iPhone: Settings > Camera > Formats > Most Compatible); "
+            f"supported formats: {_format_list()}"
+        )
     return (
-        f"image is not a supported image (supported formats: {', '.join(SUPPORTED_FORMATS)}), "
+        f"image is not a supported image (supported formats: {_format_list()}), "
         f"or its header is corrupt; the data starts with {head!r}"
     )
+
+
+def _format_list() -> str:
+    return ", ".join(SUPPORTED_FORMATS)
+
+
+def _is_heic(head: bytes) -> bool:
+    """Whether a file starts with an ISO-BMFF ``ftyp`` box whose major brand is a HEVC HEIF one."""
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIC_BRANDS
 
 
 def _format_name(image: Image.Image) -> str:

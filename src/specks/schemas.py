@@ -183,7 +183,9 @@ class PredictRequest(RequestOptions):
 
     image: Annotated[
         StrictStr,
-        Field(description="The image file (JPEG, PNG, WebP, GIF, BMP, TIFF) as base64; a data: URI prefix is allowed."),
+        Field(
+            description="The image file (JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF) as base64, optionally as a data: URI."
+        ),
     ]
 
 

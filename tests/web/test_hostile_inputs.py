@@ -22,6 +22,8 @@ from factories import (
 )
 
 JSON = "application/json"
+# The first box of an iPhone photo (ftyp, major brand heic): refused with a message to convert.
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
 PHOTO = jpeg_bytes(320, 240)
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
 
@@ -56,6 +58,8 @@ CASES: list[tuple[str, Callable[[], bytes], str | None, int, str | None]] = [
     ("animated gif", lambda: image_body(animated_gif()), JSON, 200, None),
     ("webp", lambda: image_body(encode(solid("RGB", color=(1, 2, 3)), "WEBP")), JSON, 200, None),
     ("bmp", lambda: image_body(encode(solid("RGB", color=(1, 2, 3)), "BMP")), JSON, 200, None),
+    ("avif", lambda: image_body(encode(solid("RGB", color=(1, 2, 3)), "AVIF")), JSON, 200, None),
+    ("heic", lambda: image_body(HEIC_HEAD + bytes(64)), JSON, 400, "invalid_image"),
     ("tiny 1x1 image", lambda: image_body(encode(solid("RGB", (1, 1)), "PNG")), JSON, 200, None),
     ("extreme aspect 4000x2", lambda: image_body(encode(solid("RGB", (4000, 2)), "PNG")), JSON, 200, None),
     ("invalid base64 char", lambda: body(image="abc$def"), JSON, 400, "invalid_base64"),
