@@ -143,6 +143,29 @@ def test_the_budget_rules_out_settings_that_cost_too_much() -> None:
     assert any(t.score is not None and not t.score.within(250) for t in trials)  # tried, then refused
 
 
+def test_a_setting_that_only_measures_faster_is_not_adopted() -> None:
+    """Equal scores are usually the same passes timed twice: noise must not pick a change."""
+
+    def evaluate(slicing: SlicingSettings) -> Score:
+        noise_ms = 50.0 if slicing.merge is MergeStrategy.WBF or slicing.mode is SliceMode.ON else 0.0
+        return Score(0.30 - 0.2 * (slicing.mode is SliceMode.OFF), 0.1, 300.0 - noise_ms)
+
+    trials = greedy_search(SlicingSettings(), evaluate, budget_ms=None)
+    best = tuning.best_trial(trials, None)
+    assert best is not None and best.label == "defaults"
+    assert len(trials) <= 1 + sum(len(axis.options) - 1 for axis in search_axes(SlicingSettings()))  # one round
+
+
+def test_among_equal_scores_the_fewest_changes_win() -> None:
+    trials = [
+        Trial("defaults", SlicingSettings(), Score(0.3, 0.1, 300.0)),
+        Trial("flip=on merge=wbf", SlicingSettings(flip=True, merge=MergeStrategy.WBF), Score(0.4, 0.1, 200.0)),
+        Trial("flip=on", SlicingSettings(flip=True), Score(0.4, 0.1, 250.0)),
+    ]
+    best = tuning.best_trial(trials, None)
+    assert best is not None and best.label == "flip=on"
+
+
 def test_no_setting_within_the_budget_picks_none() -> None:
     trials = [Trial("defaults", SlicingSettings(), Score(0.3, 0.1, 900.0))]
     assert tuning.best_trial(trials, 100) is None

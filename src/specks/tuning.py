@@ -182,12 +182,25 @@ def evaluate_setting(
 
 
 # -- searching -----------------------------------------------------------------------------------
-def rank(trial: Trial, budget_ms: float | None) -> tuple[bool, float, float, float]:
-    """Order of preference: within the budget, then AP50, then AP_small, then faster."""
+def quality(trial: Trial, budget_ms: float | None) -> tuple[bool, float, float]:
+    """What a setting must improve to be adopted: within the budget, then AP50, then AP_small.
+
+    Time is not part of it: two settings that score the same are usually the same passes (for
+    one, the merge of a single whole-image tile), and their measured times differ by noise only.
+    """
     if trial.score is None:
-        return (False, -1.0, -1.0, 0.0)
-    score = trial.score
-    return (score.within(budget_ms), score.ap50, score.ap_small, -score.ms_per_image)
+        return (False, -1.0, -1.0)
+    return (trial.score.within(budget_ms), trial.score.ap50, trial.score.ap_small)
+
+
+def preference(trial: Trial, base: SlicingSettings, budget_ms: float | None) -> tuple[Any, ...]:
+    """Order among settings: ``quality``, then fewer changes from ``base``, then faster."""
+    ms = trial.score.ms_per_image if trial.score is not None else 0.0
+    return (*quality(trial, budget_ms), -changes_from(trial.slicing, base), -ms)
+
+
+def changes_from(slicing: SlicingSettings, base: SlicingSettings) -> int:
+    return sum(value != getattr(base, name) for name, value in settings_of(slicing).items())
 
 
 def describe_changes(slicing: SlicingSettings, base: SlicingSettings) -> str:
@@ -213,8 +226,9 @@ def greedy_search(
     budget_ms: float | None,
     on_trial: Callable[[Trial], None] = lambda trial: None,
 ) -> list[Trial]:
-    """Coordinate search from ``base``: each axis in turn keeps its best value; a second round
-    revisits the axes when the first changed anything. Every setting is evaluated at most once.
+    """Coordinate search from ``base``: each axis in turn moves to its best value when that scores
+    better than the current setting (a tie keeps it); a second round revisits the axes when the
+    first changed anything. Every setting is evaluated at most once.
 
     Returns every trial in the order tried (the first is ``base``).
     """
@@ -237,8 +251,8 @@ def greedy_search(
             if not axis.applies(current.slicing):
                 continue
             candidates = [trial_of(dataclasses.replace(current.slicing, **option)) for option in axis.options]
-            best = max(candidates, key=lambda trial: rank(trial, budget_ms))
-            if rank(best, budget_ms) > rank(current, budget_ms):
+            best = max(candidates, key=lambda trial: preference(trial, base, budget_ms))
+            if quality(best, budget_ms) > quality(current, budget_ms):
                 current = best
         if current is start:
             break
@@ -246,9 +260,14 @@ def greedy_search(
 
 
 def best_trial(trials: Sequence[Trial], budget_ms: float | None) -> Trial | None:
-    """The best AP50 of every trial within the budget (None: none was)."""
+    """The best AP50 of every trial within the budget, the fewest changes among equals (None: none was).
+
+    ``trials[0]`` is the defaults the changes are counted from.
+    """
     within = [t for t in trials if t.score is not None and t.score.within(budget_ms)]
-    return max(within, key=lambda trial: rank(trial, budget_ms)) if within else None
+    if not within:
+        return None
+    return max(within, key=lambda trial: preference(trial, trials[0].slicing, budget_ms))
 
 
 def keep_tuned(tuned: Score, defaults: Score) -> bool:
