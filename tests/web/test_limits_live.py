@@ -167,6 +167,34 @@ def test_worker_memory_is_flat_across_a_second_burst_of_large_requests(server: L
     assert_serving(server)
 
 
+WIDE_BURST_CONCURRENCY = 12  # three times the c4 bursts: more requests than the workers run at once
+
+
+@pytest.mark.slow
+def test_a_burst_wider_than_the_workers_waits_instead_of_growing_them(server: LiveServer) -> None:
+    """12 large requests at once: those beyond the prediction slots queue with their bodies only, so
+    each worker's peak (VmHWM, restarted when the burst starts) stays under the c4 bursts' ceiling."""
+    pids = child_pids(server.process.pid)
+    result = run_load(
+        server.url,
+        predict_body(jpeg_bytes(6000, 4000)),
+        concurrency=WIDE_BURST_CONCURRENCY,
+        duration_s=600,
+        max_requests=WIDE_BURST_CONCURRENCY,
+        warmup_s=0,
+        worker_pids=pids,
+        timeout_s=300,
+    )
+    assert result.requests == WIDE_BURST_CONCURRENCY
+    assert result.errors == 0, result.error_kinds()
+    if result.peak_since != "warm-up":
+        pytest.skip("this kernel does not let the workers' peak RSS be restarted")
+    peaks = {pid: round(peak) for pid, peak in result.peak_mb.items()}
+    assert set(peaks) == set(pids)
+    assert max(peaks.values()) < WORKER_MEMORY_CEILING_MB, f"peak RSS MiB per worker: {peaks}"
+    assert_serving(server)
+
+
 # -- (d) a chunked body (no Content-Length) -------------------------------------------------------
 
 
