@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
 from specks.body import (
@@ -77,6 +79,10 @@ def test_json_depth_exceeds(value: object, depth: int, exceeds: bool) -> None:
         (b'{"a": NaN}', "not valid JSON"),
         (b'{"a": {"b": {"c": {}}}}', "nests deeper than 3"),
         (b"[" * (MAX_JSON_CONTAINERS + 1), f"more than {MAX_JSON_CONTAINERS}"),
+        ('{"image": "abc"}'.encode("utf-16"), "UTF-16 text; send the JSON encoded as UTF-8"),
+        ('{"image": "abc"}'.encode("utf-16-be"), "not valid JSON"),  # no BOM: nothing to tell it by
+        (codecs.BOM_UTF8 + codecs.BOM_UTF8 + b"{}", "not valid JSON"),  # one mark is skipped, not two
+        (codecs.BOM_UTF8, "empty"),
     ],
 )
 def test_parse_json_body_refuses(raw: bytes, message: str) -> None:
@@ -86,3 +92,7 @@ def test_parse_json_body_refuses(raw: bytes, message: str) -> None:
 
 def test_parse_json_body_returns_the_value() -> None:
     assert parse_json_body(b'{"image": "abc", "conf": 0.5}', LIMITS) == {"image": "abc", "conf": 0.5}
+
+
+def test_a_utf8_byte_order_mark_is_skipped() -> None:
+    assert parse_json_body(codecs.BOM_UTF8 + b'{"image": "abc"}', LIMITS) == {"image": "abc"}

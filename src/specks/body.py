@@ -7,6 +7,7 @@ same checks and messages.
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import orjson
@@ -16,6 +17,9 @@ from .errors import InvalidJSONError, PayloadTooLargeError, UnsupportedMediaType
 
 # A valid request holds a handful of containers; a body with many is an attack or a mistake.
 MAX_JSON_CONTAINERS = 1_000
+# RFC 8259 lets a parser ignore a UTF-8 byte order mark; some Windows tools write one.
+_UTF8_BOM = codecs.BOM_UTF8
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def check_content_length(content_length: int | None, limits: Limits) -> None:
@@ -68,13 +72,19 @@ def json_depth_exceeds(value: Any, max_depth: int) -> bool:
 
 
 def parse_json_body(raw: bytes, limits: Limits) -> Any:
-    """Bytes -> JSON value, refusing empty, malformed, container-heavy and too deeply nested bodies."""
-    if not raw.strip():
+    """Bytes -> JSON value, refusing empty, malformed, container-heavy and too deeply nested bodies.
+
+    A leading UTF-8 byte order mark is skipped; UTF-16 is refused with a message that says so.
+    """
+    if raw.startswith(_UTF16_BOMS):
+        raise InvalidJSONError("the request body is UTF-16 text; send the JSON encoded as UTF-8")
+    body = raw.removeprefix(_UTF8_BOM)
+    if not body.strip():
         raise InvalidJSONError('the request body is empty; send {"image": "<base64>"}')
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_CONTAINERS:
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:
         raise InvalidJSONError(f"the JSON body holds more than {MAX_JSON_CONTAINERS} arrays/objects")
     try:
-        value = orjson.loads(raw)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSONError(f"the request body is not valid JSON: {exc}") from exc
     if json_depth_exceeds(value, limits.max_json_depth):

@@ -44,6 +44,8 @@ def nested(depth: int) -> bytes:
 CASES: list[tuple[str, Callable[[], bytes], str | None, int, str | None]] = [
     ("jpeg", lambda: image_body(PHOTO), JSON, 200, None),
     ("json with charset", lambda: image_body(PHOTO), "application/json; charset=utf-8", 200, None),
+    ("utf-8 byte order mark", lambda: b"\xef\xbb\xbf" + image_body(PHOTO), JSON, 200, None),
+    ("utf-16 body", lambda: json.dumps({"image": b64(PHOTO)}).encode("utf-16"), JSON, 400, "invalid_json"),
     ("data uri", lambda: body(image="data:image/jpeg;base64," + b64(PHOTO)), JSON, 200, None),
     ("url-safe base64", lambda: body(image=base64.urlsafe_b64encode(PHOTO).decode()), JSON, 200, None),
     ("mime line breaks", lambda: body(image=base64.encodebytes(PHOTO).decode()), JSON, 200, None),
