@@ -285,3 +285,25 @@ def test_a_batch_error_slot_holds_the_envelope_and_its_status() -> None:
             {"error": {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE}, "status": 500},
         ]
     }
+
+
+@pytest.mark.parametrize(
+    ("names", "model_id", "expected"),
+    [
+        pytest.param(["yolov5n.onnx"], "coco/3", "yolov5n.onnx", id="single-model-answers-any-id"),
+        pytest.param(["yolov5n.onnx"], None, "yolov5n.onnx", id="single-model-no-id"),
+        pytest.param(["people.onnx", "boats.onnx"], "boats.onnx", "boats.onnx", id="several-by-name"),
+        pytest.param(["people.onnx", "boats.onnx"], "coco/3", "people.onnx", id="several-unknown-id-is-the-default"),
+    ],
+)
+def test_a_compatible_apis_model_id_picks_the_model_of_that_name_else_the_default(
+    names: list[str], model_id: str | None, expected: str
+) -> None:
+    settings = Settings()
+    detectors = {}
+    for name in names:
+        detector = FakeDetector()
+        detector.model = FakeModel(FakeInfo(name=name))
+        detectors[name] = detector
+    service = DetectionService(settings, ModelHolder(settings, detectors=detectors))  # type: ignore[arg-type]
+    assert service.model_for_client_id(model_id) == expected

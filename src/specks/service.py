@@ -140,6 +140,13 @@ class DetectionService:
         """The names a request may choose a model by, the default first (known while loading too)."""
         return self.holder.names
 
+    def model_for_client_id(self, model_id: str | None) -> str:
+        """The served model that answers a compatible API's model id: the model of that name, else
+        the server's default. Users keep the ids their client already sends (Roboflow's ``coco/3``,
+        an Ultralytics HUB model id); each answer says which model answered."""
+        names = self.model_names()
+        return model_id if model_id in names else names[0]
+
     def detector(self, model: str | None = None) -> Detector:
         """The model a request asked for by name, or the default one (None).
 

@@ -23,10 +23,9 @@ from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for,
 from factories import b64
 from specks.compat_schemas import ROBOFLOW_MAX_BATCH_IMAGES as MAX_BATCH_IMAGES
 from specks.config import Limits, Settings
-from specks.errors import NotFoundError
 from specks.pipeline import Detector
 from specks.web import create_app
-from specks.web.roboflow import DEFAULT_CONFIDENCE, served_model
+from specks.web.roboflow import DEFAULT_CONFIDENCE
 
 PERSON_PHOTO = "000000085329.jpg"  # 640x449, one person
 BUSY_PHOTO = "000000296649.jpg"  # 640x427, people, cars and motorcycles
@@ -109,33 +108,6 @@ def test_info_names_the_server_with_a_stable_uuid(client: FlaskClient) -> None:
     assert all(isinstance(v, str) for v in first.values())
     assert is_uuid(first["uuid"])
     assert first == second
-
-
-class _TwoModels:
-    def model_names(self) -> list[str]:
-        return ["people.onnx", "boats.onnx"]
-
-
-class _OneModel:
-    def model_names(self) -> list[str]:
-        return ["yolov5n.onnx"]
-
-
-@pytest.mark.parametrize(
-    ("service", "model_id", "expected"),
-    [
-        pytest.param(_OneModel(), "coco/3", "yolov5n.onnx", id="single-model-answers-any-id"),
-        pytest.param(_OneModel(), None, "yolov5n.onnx", id="single-model-no-id"),
-        pytest.param(_TwoModels(), "boats.onnx", "boats.onnx", id="several-by-name"),
-        pytest.param(_TwoModels(), "coco/3", "people.onnx", id="several-unknown-id-is-the-default"),
-    ],
-)
-def test_served_model(service: Any, model_id: str | None, expected: str | None) -> None:
-    if expected is not None:
-        assert served_model(service, model_id) == expected
-    else:
-        with pytest.raises(NotFoundError, match="'people.onnx', 'boats.onnx'"):
-            served_model(service, model_id)
 
 
 # -- inference ----------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ its own is ``SPECKS_COMPAT_MAX_PREDICTIONS``: Frigate's detector overflows past 
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -27,18 +26,16 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, request
-from werkzeug.datastructures import FileStorage, MultiDict
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.formparser import FormDataParser
-from werkzeug.http import parse_options_header
+from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import InvalidFieldError, InvalidRequestError, UnsupportedMediaTypeError
+from ..errors import InvalidFieldError
 from ..pipeline import Detector, Prediction
 from ..schemas import DetectOptions
 from ..service import DetectionService, ErrorAnswer, encode_error
 from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
-from .routes import body_reader, current_service, json_response
+from .forms import read_form, uploaded_file
+from .routes import current_service, json_response
 
 deepstack = Blueprint("deepstack", __name__)
 
@@ -48,9 +45,6 @@ CONFIDENCE_FIELD = "min_confidence"
 DEFAULT_MIN_CONFIDENCE = 0.40
 MODULE_ID = "specks"
 MODULE_NAME = "Specks object detection"
-# A DeepStack request has an image and two or three fields; many more parts is not a client of this API.
-MAX_FORM_PARTS = 32
-FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # Statuses DeepStack clients do not know, answered as the one they do: 415 is a malformed request.
 DEEPSTACK_STATUS = {415: 400}
 
@@ -84,7 +78,7 @@ def custom_list() -> Response:
     started = time.perf_counter()
     service = current_service()
     if request.method == "POST":
-        check_body_key(read_form(service).get(KEY_FIELD))
+        check_body_key(read_form(service, file_part=IMAGE_PART).get(KEY_FIELD))
     else:
         check_body_key(None)
     fields = module_fields(service.detector(), "list", started=started)
@@ -114,48 +108,19 @@ def detect(*, model: str | None, command: str) -> Response:
 # -- decode ------------------------------------------------------------------------------------
 
 
-def read_form(service: DetectionService) -> MultiDict[str, Any]:
-    """The request's files and form fields, files first (the body read through the service's size limit)."""
-    raw = service.read_body(body_reader(request), request.content_length)
-    form, files = parse_form(raw, request.content_type)
-    merged: MultiDict[str, Any] = MultiDict(files)
-    merged.update(form)  # a text field named "image" (a URL, say) never hides the file part
-    return merged
-
-
 def read_detection_form(service: DetectionService) -> DetectionForm:
     """Body -> DetectionForm, checking the form's api_key before anything about the image is said."""
-    form = read_form(service)
+    form = read_form(service, file_part=IMAGE_PART)
     check_body_key(form.get(KEY_FIELD))
-    image = form.get(IMAGE_PART)
-    if not isinstance(image, FileStorage):
+    image = uploaded_file(form, (IMAGE_PART,))
+    if image is None:
         raise InvalidFieldError(
             "no image: send the picture as the multipart/form-data file part 'image' "
             "(e.g. requests.post(url, files={'image': jpeg_bytes}))",
             field=IMAGE_PART,
         )
     confidence = form.get(CONFIDENCE_FIELD)
-    return DetectionForm(image=image.read(), min_confidence=parse_min_confidence(confidence))
-
-
-def parse_form(raw: bytes, content_type: str | None) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
-    """A form body -> its text fields and files (an empty body is an empty form)."""
-    if not raw:
-        return MultiDict(), MultiDict()
-    mimetype, options = parse_options_header(content_type or "")
-    if mimetype not in FORM_MEDIA_TYPES:
-        raise UnsupportedMediaTypeError(
-            "send the picture as multipart/form-data with the file part 'image' "
-            f"(got Content-Type: {content_type or 'none'})"
-        )
-    parser = FormDataParser(silent=False, max_form_parts=MAX_FORM_PARTS)
-    try:
-        _, form, files = parser.parse(io.BytesIO(raw), mimetype, len(raw), options)
-    except RequestEntityTooLarge as exc:
-        raise InvalidRequestError(f"the form has more than {MAX_FORM_PARTS} parts") from exc
-    except ValueError as exc:
-        raise InvalidRequestError(f"the multipart/form-data body cannot be read: {exc}") from exc
-    return form, files
+    return DetectionForm(image=image, min_confidence=parse_min_confidence(confidence))
 
 
 def parse_min_confidence(value: object) -> float:

@@ -65,7 +65,7 @@ def model_add() -> Response:
     service = current_service()
     body = read_json_object(service)
     added = validate_fields(AddModelRequest, body)
-    served_model(service, added.model_id)  # 404 when several models are served and none has this id
+    service.model_for_client_id(added.model_id)
     others = [name for name in service.model_names() if name != added.model_id]
     return json_response({"models": [registry_entry(added.model_id)] + [registry_entry(name) for name in others]})
 
@@ -75,7 +75,7 @@ def model_add() -> Response:
 def infer_object_detection() -> Response:
     service = current_service()
     body = validate_fields(ObjectDetectionRequest, read_json_object(service))
-    model = served_model(service, body.model_id)
+    model = service.model_for_client_id(body.model_id)
     options = detect_options(body)
     images = body.image if isinstance(body.image, list) else [body.image]
     route = request.url_rule.rule if request.url_rule is not None else request.path
@@ -107,16 +107,6 @@ def read_json_object(service: DetectionService) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequestError(f"the JSON body must be an object, got {type(body).__name__}")
     return body
-
-
-def served_model(service: DetectionService, model_id: str | None) -> str:
-    """The served model that answers ``model_id``: the model of that name, else the server's default.
-
-    Users keep their existing Roboflow ids (``coco/3``): any id this server does not serve by name
-    is answered by its default model, and each answer's ``model`` says which one answered.
-    """
-    names = service.model_names()
-    return model_id if model_id in names else names[0]
 
 
 def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
