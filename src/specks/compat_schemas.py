@@ -1,8 +1,9 @@
 """The wire formats of the compatible APIs, as pydantic models: what clients send and what they read.
 
 The Roboflow request models are what ``specks.web.roboflow`` validates bodies with; the answer
-models describe what ``specks.web.deepstack`` and ``specks.web.roboflow`` encode. ``specks.openapi``
-documents both routes from these. No Flask here.
+models describe what ``specks.web.deepstack``, ``specks.web.roboflow`` and
+``specks.web.ultralytics_hub`` encode. ``specks.openapi`` documents their routes from these. No
+Flask here.
 """
 
 from __future__ import annotations
@@ -130,3 +131,63 @@ class RoboflowResponse(BaseModel):
 
 class RoboflowError(BaseModel):
     message: str
+
+
+# -- Ultralytics HUB inference API ---------------------------------------------------------------
+
+
+class HubForm(BaseModel):
+    """The multipart form of ``POST /v1/predict/{model_id}`` (current field names, then the older ones)."""
+
+    file: Annotated[bytes, Field(description="The picture file (older clients name the part 'image').")]
+    imgsz: Annotated[
+        int | None,
+        Field(
+            ge=32,
+            le=4096,
+            description="Input size for models with dynamic height/width (older clients: 'size'); "
+            "ignored by fixed-size models. Default: the model's.",
+        ),
+    ] = None
+    conf: Annotated[float, Field(ge=0.0, le=1.0, description="Minimum confidence (older clients: 'confidence').")] = (
+        0.25
+    )
+    iou: Annotated[
+        float | None, Field(ge=0.0, le=1.0, description="NMS IoU threshold. Default: Specks' measured one.")
+    ] = None
+
+
+class HubBox(BaseModel):
+    x1: Annotated[float, Field(description="Left edge, pixels of the image as displayed.")]
+    y1: float
+    x2: float
+    y2: float
+
+
+class HubResult(BaseModel):
+    class_: Annotated[int, Field(alias="class", description="Class index of the model.")]
+    name: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    box: HubBox
+
+
+class HubSpeed(BaseModel):
+    preprocess: Annotated[float, Field(description="Milliseconds: decoding and letterboxing.")]
+    inference: float
+    postprocess: Annotated[float, Field(description="Milliseconds: decoding boxes, NMS and merging tiles.")]
+
+
+class HubImage(BaseModel):
+    results: Annotated[list[HubResult], Field(description="Best first.")]
+    shape: Annotated[list[int], Field(min_length=2, max_length=2, description="[height, width] in pixels.")]
+    speed: HubSpeed
+
+
+class HubResponse(BaseModel):
+    images: Annotated[list[HubImage], Field(min_length=1, max_length=1)]
+    metadata: dict[str, Any]
+
+
+class HubError(BaseModel):
+    success: Literal[False]
+    message: Annotated[str, Field(description="What went wrong and what to send instead.")]

@@ -35,6 +35,9 @@ from .compat_schemas import (
     DeepStackError,
     DeepStackForm,
     DeepStackResponse,
+    HubError,
+    HubForm,
+    HubResponse,
     ObjectDetectionRequest,
     RoboflowError,
     RoboflowResponse,
@@ -268,8 +271,13 @@ COMPAT_ERROR_STATUSES = {
 COMPAT_UNAUTHORIZED = "A missing or wrong API key."
 DEEPSTACK_TAG = "DeepStack / CodeProject.AI"
 ROBOFLOW_TAG = "Roboflow"
+HUB_TAG = "Ultralytics HUB"
 # Each compatible API's error body, by the tag of its operations.
-COMPAT_ERROR_MODELS: dict[str, type[BaseModel]] = {DEEPSTACK_TAG: DeepStackError, ROBOFLOW_TAG: RoboflowError}
+COMPAT_ERROR_MODELS: dict[str, type[BaseModel]] = {
+    DEEPSTACK_TAG: DeepStackError,
+    ROBOFLOW_TAG: RoboflowError,
+    HUB_TAG: HubError,
+}
 
 
 def _compat_errors(model: type[BaseModel], extra: dict[str, str] | None = None) -> dict[str, Response | Reference]:
@@ -312,6 +320,15 @@ def _compat_operations() -> dict[str, tuple[str, Operation]]:
             "schema": {"type": "string"},
         }
     )
+    model_id_parameter = Parameter.model_validate(
+        {
+            "name": "model_id",
+            "in": "path",
+            "required": True,
+            "description": "A served model's name, or any other id (answered by the default model).",
+            "schema": {"type": "string"},
+        }
+    )
     return {
         "/v1/vision/detection": ("post", _deepstack_operation("deepstackDetection", "DeepStack detection")),
         "/v1/vision/custom/{model}": (
@@ -349,6 +366,27 @@ def _compat_operations() -> dict[str, tuple[str, Operation]]:
                 },
             ),
         ),
+        "/v1/predict/{model_id}": (
+            "post",
+            Operation(
+                operationId="ultralyticsHubPredict",
+                tags=[HUB_TAG],
+                summary="Ultralytics HUB inference",
+                description=(
+                    "What scripts written for Ultralytics HUB's inference API send: a multipart form with the "
+                    "picture as the file part `file` (or `image`) and `imgsz`, `conf`, `iou` (or `size`, "
+                    "`confidence`). Boxes are pixel corners of the picture as displayed."
+                ),
+                parameters=[model_id_parameter],
+                requestBody=RequestBody(
+                    required=True, content={"multipart/form-data": MediaType(schema=_pydantic(HubForm))}
+                ),
+                responses={
+                    "200": _ok("Detections, best first.", HubResponse),
+                    **_compat_errors(HubError, {"415": "The body is not a form (multipart/form-data)."}),
+                },
+            ),
+        ),
     }
 
 
@@ -380,6 +418,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             Tag(name="operations", description="Liveness, readiness and metrics for orchestrators."),
             Tag(name=DEEPSTACK_TAG, description="The API Home Assistant, Frigate and Blue Iris call."),
             Tag(name=ROBOFLOW_TAG, description="The API Roboflow's inference-sdk calls."),
+            Tag(name=HUB_TAG, description="The inference API of Ultralytics HUB, as its scripts call it."),
         ],
         paths={path: PathItem.model_validate({method: op}) for path, (method, op) in operations.items()},
         components=Components(

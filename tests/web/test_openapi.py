@@ -32,6 +32,7 @@ OPERATIONS = {
     ("/v1/vision/detection", "post"),
     ("/v1/vision/custom/{model}", "post"),
     ("/infer/object_detection", "post"),
+    ("/v1/predict/{model_id}", "post"),
 }
 
 
@@ -316,6 +317,13 @@ def test_compatible_answers_and_errors_match_their_schemas(client: FlaskClient) 
     assert refused.status_code == 400
     schema_validator(document, "RoboflowError").validate(refused.get_json())
     schema_validator(document, "ObjectDetectionRequest").validate({"image": image, "class_agnostic_nms": True})
+
+    hub = client.post("/v1/predict/abc123", data={"file": (io.BytesIO(jpeg), "a.png"), "conf": "0.01"})
+    assert hub.status_code == 200
+    schema_validator(document, "HubResponse").validate(hub.get_json())
+    hub_bad = client.post("/v1/predict/abc123", data={"file": (io.BytesIO(jpeg), "a.png"), "conf": "2"})
+    assert hub_bad.status_code == 400
+    schema_validator(document, "HubError").validate(hub_bad.get_json())
 
 
 def test_compatible_routes_keep_their_own_error_bodies_with_api_keys() -> None:

@@ -25,6 +25,7 @@ from .observability import register_observability
 from .page import register_page
 from .roboflow import roboflow
 from .routes import SERVICE_EXTENSION, api
+from .ultralytics_hub import ultralytics_hub
 
 
 def create_app(
@@ -45,6 +46,7 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(deepstack)
     app.register_blueprint(roboflow)
+    app.register_blueprint(ultralytics_hub)
     register_error_handlers(app)
     # Order matters: request ids and metrics first, so refused (401) requests are logged and counted.
     register_observability(app, settings)
