@@ -149,6 +149,10 @@ def test_small_object_mode_applies_as_on_predict(client: FlaskClient) -> None:
     assert len(hub) == len(own["detections"]) > 10
 
 
+def test_the_index_lists_the_route(client: FlaskClient) -> None:
+    assert "POST /v1/predict/<model_id>" in client.get("/").get_json()["endpoints"]
+
+
 # -- refusals -----------------------------------------------------------------------------------
 
 

@@ -61,6 +61,7 @@ def index() -> Response:
                 "GET /model": "the loaded model and the server's request defaults",
                 "POST /v1/vision/detection": "DeepStack / CodeProject.AI-compatible detection (multipart 'image')",
                 "POST /infer/object_detection": "Roboflow inference-server-compatible detection",
+                "POST /v1/predict/<model_id>": "Ultralytics HUB inference-API-compatible detection (multipart 'file')",
                 "GET /models": "every served model: name, input size, classes",
             },
         }
