@@ -57,6 +57,13 @@ def default_detector(cache_dir: Path) -> Detector:
     return _detector(None, cache_dir)
 
 
+def app_for(detector: Detector, cache_dir: Path, **settings: object):  # type: ignore[no-untyped-def]
+    """A Flask app in testing mode serving ``detector``, with these ``Settings`` fields."""
+    application = create_app(Settings(cache_dir=cache_dir, **settings), detector=detector)  # type: ignore[arg-type]
+    application.testing = True
+    return application
+
+
 @pytest.fixture(scope="session")
 def app(yolov5n_detector: Detector, cache_dir: Path):  # type: ignore[no-untyped-def]
     settings = Settings(cache_dir=cache_dir, limits=Limits(max_image_pixels=40_000_000, max_body_bytes=8 * 1024 * 1024))

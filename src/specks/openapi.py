@@ -309,25 +309,17 @@ def _deepstack_operation(
     )
 
 
+def _path_parameter(name: str, description: str) -> Parameter:
+    return Parameter.model_validate(
+        {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+    )
+
+
 def _compat_operations() -> dict[str, tuple[str, Operation]]:
     """The main routes of the compatible APIs (README "Compatible APIs" has the rest)."""
-    model_parameter = Parameter.model_validate(
-        {
-            "name": "model",
-            "in": "path",
-            "required": True,
-            "description": "A served model's name (see `GET /models`).",
-            "schema": {"type": "string"},
-        }
-    )
-    model_id_parameter = Parameter.model_validate(
-        {
-            "name": "model_id",
-            "in": "path",
-            "required": True,
-            "description": "A served model's name, or any other id (answered by the default model).",
-            "schema": {"type": "string"},
-        }
+    model_parameter = _path_parameter("model", "A served model's name (see `GET /models`).")
+    model_id_parameter = _path_parameter(
+        "model_id", "A served model's name, or any other id (answered by the default model)."
     )
     return {
         "/v1/vision/detection": ("post", _deepstack_operation("deepstackDetection", "DeepStack detection")),

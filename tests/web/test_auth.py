@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import jpeg_bytes
+from conftest import app_for, jpeg_bytes
 from factories import b64
 from specks.config import Security, Settings
 from specks.pipeline import Detector
@@ -24,9 +24,7 @@ KEYS = ("k1", "k2")
 
 
 def make_app(detector: Detector, cache_dir: Path, security: Security) -> Flask:
-    application = create_app(Settings(cache_dir=cache_dir, security=security), detector=detector)
-    application.testing = True
-    return application
+    return app_for(detector, cache_dir, security=security)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require, serving
+from conftest import COCO_TINY, MODELS, LiveServer, app_for, jpeg_bytes, live_server_for, require, serving
 from factories import b64
 from specks.config import CompatAPIs, Limits, Settings
 from specks.pipeline import Detector
@@ -62,15 +61,9 @@ def post_form(client: FlaskClient, path: str, image: bytes | None, **fields: str
     return client.post(path, data=body, content_type=content_type)
 
 
-def make_app(detector: Detector, cache_dir: Path, **settings: Any) -> Flask:
-    application = create_app(Settings(cache_dir=cache_dir, **settings), detector=detector)
-    application.testing = True
-    return application
-
-
 @pytest.fixture(scope="module")
 def capped_client(yolov5n_detector: Detector, cache_dir: Path) -> FlaskClient:
-    return make_app(yolov5n_detector, cache_dir, compat=CompatAPIs(max_predictions=3)).test_client()
+    return app_for(yolov5n_detector, cache_dir, compat=CompatAPIs(max_predictions=3)).test_client()
 
 
 def assert_deepstack_answer(body: dict[str, Any], width: int, height: int) -> None:
@@ -343,7 +336,7 @@ HOSTILE = [
 
 @pytest.fixture(scope="module")
 def small_body_client(yolov5n_detector: Detector, cache_dir: Path) -> FlaskClient:
-    return make_app(yolov5n_detector, cache_dir, limits=Limits(max_body_bytes=256 * 1024)).test_client()
+    return app_for(yolov5n_detector, cache_dir, limits=Limits(max_body_bytes=256 * 1024)).test_client()
 
 
 @pytest.mark.parametrize(("case", "path", "build", "status", "words"), HOSTILE, ids=[c[0] for c in HOSTILE])

@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require, serving
+from conftest import COCO_TINY, MODELS, LiveServer, app_for, jpeg_bytes, live_server_for, require, serving
 from factories import b64
 from specks.compat_schemas import HubResponse
-from specks.config import Security, Settings
+from specks.config import Security
 from specks.pipeline import Detector
-from specks.web import create_app
 
 PERSON_PHOTO = "000000085329.jpg"  # 640x449, one person
 BUSY_PHOTO = "000000296649.jpg"  # 640x427, many objects
@@ -54,16 +52,10 @@ def results_of(response: Any) -> list[dict[str, Any]]:
     return response.get_json()["images"][0]["results"]
 
 
-def make_app(detector: Detector, cache_dir: Path, **settings: Any) -> Flask:
-    application = create_app(Settings(cache_dir=cache_dir, **settings), detector=detector)
-    application.testing = True
-    return application
-
-
 @pytest.fixture(scope="module")
 def dynamic_client(default_detector: Detector, cache_dir: Path) -> FlaskClient:
     """The embedded default, whose input size a request may choose."""
-    return make_app(default_detector, cache_dir).test_client()
+    return app_for(default_detector, cache_dir).test_client()
 
 
 # -- the answer ---------------------------------------------------------------------------------
@@ -214,7 +206,7 @@ def test_wrong_method_is_json(client: FlaskClient) -> None:
 
 
 def test_api_keys_are_read_from_hubs_x_api_key_header(yolov5n_detector: Detector, cache_dir: Path) -> None:
-    client = make_app(yolov5n_detector, cache_dir, security=Security(api_keys=("k3y",))).test_client()
+    client = app_for(yolov5n_detector, cache_dir, security=Security(api_keys=("k3y",))).test_client()
     missing = hub_post(client, photo(PERSON_PHOTO), headers={})
     wrong = hub_post(client, photo(PERSON_PHOTO))
     right = hub_post(client, photo(PERSON_PHOTO), headers={"x-api-key": "k3y"})

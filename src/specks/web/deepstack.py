@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import InvalidFieldError
 from ..pipeline import Detector, Prediction
 from ..schemas import DetectOptions
-from ..service import DetectionService, ErrorAnswer, encode_error
+from ..service import DetectionService, ErrorAnswer
 from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
+from .errors import answer_errors_in_own_body
 from .forms import read_form, uploaded_file
 from .routes import current_service, json_response
 
@@ -186,12 +186,4 @@ def error_body(answer: ErrorAnswer) -> Response:
     return json_response({"success": False, "error": answer.message}, status=status)
 
 
-@deepstack.errorhandler(Exception)
-def _error(exc: Exception) -> Response:
-    return error_body(encode_error(exc))
-
-
-@deepstack.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    return error_body(ErrorAnswer(status, "http_error", exc.description or exc.name))
+answer_errors_in_own_body(deepstack, error_body)

@@ -7,9 +7,10 @@ same envelope with a code of their own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import orjson
-from flask import Flask, Response
+from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
@@ -61,3 +62,16 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(errors.SpecksError, _specks_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+
+
+def answer_errors_in_own_body(blueprint: Blueprint, error_body: Callable[[ErrorAnswer], Response]) -> None:
+    """A compatible API's routes answer every error, Werkzeug's too, with ``error_body`` (its
+    clients' own error format), with the status ``service.encode_error`` gives."""
+
+    @blueprint.errorhandler(Exception)
+    def _error(exc: Exception) -> Response:
+        return error_body(encode_error(exc))
+
+    @blueprint.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        return error_body(ErrorAnswer(exc.code or 500, "http_error", exc.description or exc.name))

@@ -30,15 +30,15 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
 from ..errors import InvalidFieldError, InvalidRequestError
 from ..pipeline import Detector, Prediction
 from ..schemas import model_summary, parse_predict_request, validate_fields
-from ..service import DetectionService, ErrorAnswer, encode_error
+from ..service import DetectionService, ErrorAnswer
 from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
+from .errors import answer_errors_in_own_body
 from .routes import body_reader, current_service, json_response
 
 roboflow = Blueprint("roboflow", __name__)
@@ -188,11 +188,4 @@ def error_body(answer: ErrorAnswer) -> Response:
     return json_response({"message": answer.message}, status=answer.status)
 
 
-@roboflow.errorhandler(Exception)
-def _error(exc: Exception) -> Response:
-    return error_body(encode_error(exc))
-
-
-@roboflow.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return error_body(ErrorAnswer(exc.code or 500, "http_error", exc.description or exc.name))
+answer_errors_in_own_body(roboflow, error_body)

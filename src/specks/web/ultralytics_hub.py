@@ -28,13 +28,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import InvalidFieldError
 from ..pipeline import Detector, Prediction
 from ..schemas import DetectOptions, model_summary
-from ..service import ErrorAnswer, encode_error
+from ..service import ErrorAnswer
+from .errors import answer_errors_in_own_body
 from .forms import read_form, uploaded_file
 from .routes import current_service, json_response
 
@@ -157,11 +157,4 @@ def error_body(answer: ErrorAnswer) -> Response:
     return json_response({"success": False, "message": answer.message}, status=answer.status)
 
 
-@ultralytics_hub.errorhandler(Exception)
-def _error(exc: Exception) -> Response:
-    return error_body(encode_error(exc))
-
-
-@ultralytics_hub.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return error_body(ErrorAnswer(exc.code or 500, "http_error", exc.description or exc.name))
+answer_errors_in_own_body(ultralytics_hub, error_body)
