@@ -351,6 +351,10 @@ def _keep_sending(url: str, payload: bytes, stop: threading.Event, sent: list[Se
     connection.close()
 
 
+# How long after a replica dies Ray Serve's proxy may still route a request to it.
+ROUTING_GRACE_S = 2.0
+
+
 def _wait_for(condition: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -389,8 +393,10 @@ def test_a_killed_replica_is_replaced_and_only_its_requests_in_flight_fail(speck
             client.join(timeout=40)
     failed = [s for s in sent if s.status != 200]
     assert len(sent) > 20
-    # Only requests in flight at the kill fail, at most what one replica holds at once.
-    assert all(s.started_s <= killed_s <= s.finished_s for s in failed), failed
+    # Only requests around the kill fail: in flight on the victim, or routed to it in the moment
+    # before Ray's proxy learns it is gone (seen: one sent 0.1 s after the kill); at most what one
+    # replica holds at once.
+    assert all(s.started_s <= killed_s + ROUTING_GRACE_S and s.finished_s >= killed_s for s in failed), failed
     assert len(failed) <= RayDeployment().max_ongoing_requests
     (survivor,) = set(before) - {victim}
     assert any(s.replica == survivor and s.started_s > killed_s for s in sent)
