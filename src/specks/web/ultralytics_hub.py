@@ -41,7 +41,7 @@ from .routes import current_service, json_response
 ultralytics_hub = Blueprint("ultralytics_hub", __name__)
 
 FILE_PARTS = ("file", "image")  # current clients, then older ones
-# (field, older name, lowest, highest): HUB's ranges where Specks can honour them.
+# (field, older name, lowest, highest): the ranges Specks takes (HUB: imgsz 32-1280, conf from 0.01).
 IMGSZ_FIELD = ("imgsz", "size", 32, 4096)
 CONF_FIELD = ("conf", "confidence", 0.0, 1.0)
 IOU_FIELD = ("iou", None, 0.0, 1.0)
