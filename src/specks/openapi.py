@@ -302,11 +302,14 @@ def _deepstack_operation(
             "multipart form with the picture as the file part `image`. Boxes are integer pixel corners."
         ),
         parameters=parameters,
-        requestBody=RequestBody(
-            required=True, content={"multipart/form-data": MediaType(schema=_pydantic(DeepStackForm))}
-        ),
+        requestBody=_form_body(DeepStackForm),
         responses={"200": _ok("Detections, best first.", DeepStackResponse), **_compat_errors(DeepStackError)},
     )
+
+
+def _form_body(model: type[BaseModel]) -> RequestBody:
+    """A required multipart/form-data body (an upload API's picture and fields)."""
+    return RequestBody(required=True, content={"multipart/form-data": MediaType(schema=_pydantic(model))})
 
 
 def _path_parameter(name: str, description: str) -> Parameter:
@@ -370,9 +373,7 @@ def _compat_operations() -> dict[str, tuple[str, Operation]]:
                     "`confidence`). Boxes are pixel corners of the picture as displayed."
                 ),
                 parameters=[model_id_parameter],
-                requestBody=RequestBody(
-                    required=True, content={"multipart/form-data": MediaType(schema=_pydantic(HubForm))}
-                ),
+                requestBody=_form_body(HubForm),
                 responses={
                     "200": _ok("Detections, best first.", HubResponse),
                     **_compat_errors(HubError, {"415": "The body is not a form (multipart/form-data)."}),

@@ -226,7 +226,6 @@ class OnnxModel:
         self.graph = graph  # what the session was built from (the size-agnostic rewrite, if any)
         # Adaptive threads (``widen``): a second session on every core, for runs nothing else shares.
         self.wide_session: ort.InferenceSession | None = None
-        self.wide_threads = threads
         self.core_share: CoreShare | None = None
 
     @classmethod
@@ -294,19 +293,15 @@ class OnnxModel:
             probe_run(wide, self.info.input_hw)  # warm, as the narrow session is after the layout probe
         except Exception as exc:  # onnxruntime raises several unrelated exception types
             raise ModelLoadError(f"{self.info.name}: cannot open its {threads}-thread session: {exc}") from exc
-        self.wide_session, self.wide_threads, self.core_share = wide, threads, share
+        self.wide_session, self.core_share = wide, share
 
     def run(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(B, 3, H, W) float32 in 0..1 -> the raw first output, (B, ...) float32."""
-        if self.core_share is None:
-            return self._run_on(self.session, tensor)
-        batch, _, height, width = tensor.shape
         session = self.session
-        if self.wide_session is not None and batch * height * width <= WIDE_MAX_INPUT_PIXELS:
-            session = self.session if self.core_share.others_busy() else self.wide_session
-        return self._run_on(session, tensor)
-
-    def _run_on(self, session: ort.InferenceSession, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.wide_session is not None and self.core_share is not None:
+            batch, _, height, width = tensor.shape
+            if batch * height * width <= WIDE_MAX_INPUT_PIXELS and not self.core_share.others_busy():
+                session = self.wide_session
         try:
             return session.run(None, {self.info.input_name: tensor}, _run_options(tensor))[0]
         except Exception as exc:  # onnxruntime's own exception types are not importable portably

@@ -65,7 +65,6 @@ def model_add() -> Response:
     service = current_service()
     body = read_json_object(service)
     added = validate_fields(AddModelRequest, body)
-    service.model_for_client_id(added.model_id)
     others = [name for name in service.model_names() if name != added.model_id]
     return json_response({"models": [registry_entry(added.model_id)] + [registry_entry(name) for name in others]})
 
