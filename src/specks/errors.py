@@ -12,7 +12,8 @@ to HTTP for every front-end.
     │   ├── InvalidFieldError           invalid_field            400
     │   ├── InvalidJSONError            invalid_json             400
     │   ├── InvalidBase64Error          invalid_base64           400
-    │   └── ImageDecodeError            invalid_image            400
+    │   ├── ImageDecodeError            invalid_image            400
+    │   └── DatasetError                invalid_dataset          400  (specks train: unreadable or empty data)
     ├── UnsupportedMediaTypeError       unsupported_media_type   415
     ├── PayloadTooLargeError            payload_too_large        413
     │   ├── ImageTooLargeError          image_too_large          413
@@ -75,6 +76,12 @@ class ImageDecodeError(InvalidRequestError):
     """The bytes are not an image Specks can decode."""
 
     code = "invalid_image"
+
+
+class DatasetError(InvalidRequestError):
+    """A training or validation dataset that cannot be used as it is (no images, no boxes, unknown layout)."""
+
+    code = "invalid_dataset"
 
 
 class UnsupportedMediaTypeError(SpecksError):

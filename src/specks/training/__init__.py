@@ -1,0 +1,1 @@
+"""specks train: fine-tuning YOLOX-layout models (needs the train extra: PyTorch)."""
