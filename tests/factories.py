@@ -63,3 +63,41 @@ def huge_bilevel_png(width: int = 40_000, height: int = 40_000) -> bytes:
         + _png_chunk(b"IDAT", b"".join(chunks))
         + _png_chunk(b"IEND", b"")
     )
+
+
+def write_shapes_dataset(folder, *, images: int, seed: int, size_wh: tuple[int, int] = (128, 128)) -> None:
+    """A COCO-format folder of noise images with bright squares (class "square") and dark discs ("disc").
+
+    Each image holds 1-3 shapes of 12-28 px; every fourth image holds none (a negative).
+    """
+    import json
+    from pathlib import Path
+
+    rng = np.random.default_rng(seed)
+    root = Path(folder)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    records, annotations = [], []
+    width, height = size_wh
+    yy, xx = np.mgrid[0:height, 0:width]
+    for index in range(images):
+        pixels = rng.integers(60, 140, (height, width, 3)).astype(np.uint8)
+        count = 0 if index % 4 == 3 else int(rng.integers(1, 4))
+        for _ in range(count):
+            side = int(rng.integers(12, 29))
+            x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
+            category = int(rng.integers(1, 3))
+            if category == 1:
+                pixels[y : y + side, x : x + side] = 250
+            else:
+                disc = (xx - x - side / 2) ** 2 + (yy - y - side / 2) ** 2 <= (side / 2) ** 2
+                pixels[disc] = 10
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": index + 1, "category_id": category,
+                "bbox": [x, y, side, side], "area": side * side, "iscrowd": 0,
+            })  # fmt: skip
+        name = f"shapes_{index:03d}.png"
+        Image.fromarray(pixels).save(root / "images" / name)
+        records.append({"id": index + 1, "file_name": name, "width": width, "height": height})
+    categories = [{"id": 1, "name": "square"}, {"id": 2, "name": "disc"}]
+    body = {"images": records, "annotations": annotations, "categories": categories}
+    (root / "annotations.coco.json").write_text(json.dumps(body), encoding="utf-8")

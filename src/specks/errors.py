@@ -26,6 +26,7 @@ to HTTP for every front-end.
     │   └── UnsupportedModelError       unsupported_model        500
     ├── ModelNotReadyError              model_not_ready          503
     ├── ConfigError                     config_error             500
+    ├── TrainingError                   training_error           500  (specks train: no model to write)
     └── InferenceError                  inference_error          500
 """
 
@@ -160,3 +161,9 @@ class InferenceError(SpecksError):
     """The inference runtime failed on a valid input."""
 
     code = "inference_error"
+
+
+class TrainingError(SpecksError):
+    """A training run that ended without a model to write (stopped before its first validation)."""
+
+    code = "training_error"

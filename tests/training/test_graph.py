@@ -12,6 +12,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from conftest import MODELS, VISDRONE, require  # noqa: E402
 from specks.errors import UnsupportedModelError  # noqa: E402
 from specks.models.default import embedded_default_path  # noqa: E402
 from specks.models.dynamic_size import with_symbolic_hw  # noqa: E402
@@ -26,8 +27,6 @@ from specks.training.graph import (  # noqa: E402
     set_classes,
     yolox_output,
 )
-
-from conftest import MODELS, VISDRONE, require  # noqa: E402
 
 
 @pytest.fixture(scope="module")

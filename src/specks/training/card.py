@@ -56,7 +56,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{card['dataset']['boxes']} boxes.",
         f"- **Validation**: {card['validation']['source']}: {card['validation']['images']} images, "
         f"{card['validation']['boxes']} boxes.",
-        f"- **Training**: {training['epochs']} epochs ({training['steps']} steps of {training['batch_size']} "
+        f"- **Training**: {training['epochs']} epoch(s) ({training['steps']} steps of {training['batch_size']} "
         f"crops at {training['crop_hw'][1]}x{training['crop_hw'][0]}), {training['minutes']} minutes on "
         f"{training['device']} ({training['threads']} threads, {training['cores']} cores), stopped by "
         f"{training['stopped_by']}; best epoch {training['best_epoch']}.",
@@ -110,10 +110,10 @@ def plot_learning_curve(log: Sequence[EpochRecord], base_ap50: float, path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    minutes = [row.minutes for row in log]
+    minutes = [0.0, *(row.minutes for row in log)]  # minute 0: the model before training, on the same images
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    axes.plot(minutes, [row.val_ap50 for row in log], marker="o", label="AP50")
-    axes.plot(minutes, [row.val_ap_small for row in log], marker=".", linestyle="--", label="AP_small")
+    axes.plot(minutes, [base_ap50, *(row.val_ap50 for row in log)], marker="o", label="AP50")
+    axes.plot(minutes[1:], [row.val_ap_small for row in log], marker=".", linestyle="--", label="AP_small")
     axes.axhline(base_ap50, color="grey", linestyle=":", label=f"base model AP50 {base_ap50:.3f}")
     axes.set_xlabel("training minutes")
     axes.set_ylabel("validation score")

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from .. import __version__
-from ..errors import DatasetError, UnsupportedModelError
+from ..errors import DatasetError, TrainingError, UnsupportedModelError
 from ..models import resolve_model_files
 from ..models.names import resolve_names
 from .card import write_outputs
@@ -153,7 +153,10 @@ def run_training(
     result = train(run, base.head, request.config, resume=checkpoint, progress=progress)
     model_path = request.output / "model.onnx"
     if not model_path.is_file():
-        raise DatasetError("training stopped before its first validation: no model was written; give it more time")
+        raise TrainingError(
+            "training stopped before its first validation: no model was written; give it more time "
+            f"(the checkpoint in {request.output} continues with --resume)"
+        )
     after = rounded(score_model(model_path, val, threads=threads))
     general = _general_scores(request.general, base, model_path, train_set.class_names, threads)
     card = _card(request, base, train_set, val_set, val_source, result, before, after, general)

@@ -66,7 +66,9 @@ class TrainConfig:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TrainConfig:
         """The inverse of ``dataclasses.asdict`` (a checkpoint's copy)."""
-        augmentation = {k: tuple(v) if isinstance(v, list) else v for k, v in body["augmentation"].items()}
+        augmentation: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in body["augmentation"].items()
+        }
         return cls(**{**body, "augmentation": Augmentation(**augmentation)})
 
     def max_epochs(self) -> int:
@@ -141,7 +143,7 @@ def new_state(run: TrainRun, head: Any, config: TrainConfig) -> TrainState:
     module = YoloxModule(run.base, head)
     sources = class_sources(run.base_names, run.train.class_names)
     set_classes(module, sources, torch.Generator().manual_seed(config.seed))
-    module = module.to(torch.device(config.device), memory_format=torch.channels_last)
+    module = module.to(torch.device(config.device)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return TrainState(
         module=module,
         ema=ema_copy(module),
