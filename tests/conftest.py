@@ -24,6 +24,8 @@ SHARED = Path(os.environ.get("SPECKS_SHARED_DIR", REPO_ROOT.parent / "shared"))
 MODELS = SHARED / "models"
 COCO_TINY = SHARED / "data" / "coco_val2017_tiny50"
 VISDRONE = SHARED / "data" / "visdrone_dev10"
+HIT_UAV_TRAIN = SHARED / "data" / "hit_uav_train"
+HIT_UAV_VAL = SHARED / "data" / "hit_uav_val"
 
 
 def require(path: Path) -> Path:

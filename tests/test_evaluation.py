@@ -281,3 +281,24 @@ def test_format_table_aligns_columns() -> None:
 def test_score_coco_refuses_max_dets_below_one(tiny: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequestError, match="max_dets"):
         score_coco(tiny, perfect_results(tiny), max_dets=0)
+
+
+class _PersonOnlyModel:
+    class info:  # noqa: N801 (mirrors ModelInfo's attribute)
+        names = ("person",)
+
+
+def test_evaluate_scores_a_model_on_the_categories_it_has() -> None:
+    """A person-only model that finds every person scores 1.0, not 1/37 for the dataset's other classes."""
+    dataset = CocoDataset.load(require(COCO_TINY)).first(6)
+    detector = GroundTruthDetector(dataset)
+    people = {
+        data: Detections.from_arrays(found.xyxy[found.class_id == 0], found.confidence[found.class_id == 0],
+                                     np.zeros(int((found.class_id == 0).sum())))
+        for data, found in detector.truth.items()
+    }  # fmt: skip
+    detector.truth = people
+    detector.model = _PersonOnlyModel()  # type: ignore[assignment]
+    summary = evaluate(detector, dataset, DetectOptions(), max_dets=100, progress=False)  # type: ignore[arg-type]
+    assert summary["AP"] == pytest.approx(1.0)
+    assert summary["categories_scored"] == 1 < summary["categories"]

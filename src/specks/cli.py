@@ -648,8 +648,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         }
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
-    images = next(iter(runs.values()))["images"]
-    print(f"{args.dataset}: {images} image(s), model {detector.model.info.name}, maxDets {args.max_det}")
+    first = next(iter(runs.values()))
+    print(f"{args.dataset}: {first['images']} image(s), model {detector.model.info.name}, maxDets {args.max_det}")
+    if first["categories_scored"] < first["categories"]:
+        print(f"scored on the {first['categories_scored']} of {first['categories']} categories the model has")
     print(metrics_table(runs))
     return 0
 

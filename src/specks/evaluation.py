@@ -73,6 +73,12 @@ class CocoDataset:
         annotations = [a for a in self.annotations["annotations"] if a["image_id"] in kept_ids]
         return CocoDataset(self.root, {**self.annotations, "images": images, "annotations": annotations})
 
+    def on_categories(self, category_ids: set[int]) -> CocoDataset:
+        """The same images with only these categories and their annotations (crowd regions included)."""
+        categories = [c for c in self.annotations["categories"] if c["id"] in category_ids]
+        annotations = [a for a in self.annotations["annotations"] if a["category_id"] in category_ids]
+        return CocoDataset(self.root, {**self.annotations, "categories": categories, "annotations": annotations})
+
     def category_ids_for(self, model_names: tuple[str, ...]) -> dict[int, int]:
         """Model class id -> dataset category id, matched by canonical name on both sides.
 
@@ -174,15 +180,17 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run ``detector.predict_bytes`` (the API's pipeline) over the images and score the results.
 
-    Model classes map to dataset categories by name. One untimed prediction warms the model up
-    first. Returns the COCO metrics at ``max_dets`` plus ``seconds_per_image`` (mean wall time of
-    predict_bytes, decoding included), ``images``, ``detections`` and, when the pipeline reports
-    tiles, ``tiles_per_image``.
+    Model classes map to dataset categories by name; only the categories the model has are scored
+    (a model trained on cars is not marked down for the dataset's dogs). One untimed prediction warms
+    the model up first. Returns the COCO metrics at ``max_dets`` plus ``seconds_per_image`` (mean wall time of
+    predict_bytes, decoding included), ``images``, ``detections``, ``categories_scored`` of
+    ``categories`` and, when the pipeline reports tiles, ``tiles_per_image``.
     """
     subset = dataset.first(limit) if limit is not None else dataset
     if not subset.images:
         raise InvalidRequestError(f"the dataset at {dataset.root} has no images")
     category_of = model_to_dataset_categories(subset, detector.model.info.names)
+    scored = subset.on_categories(set(category_of.values()))  # a class the model lacks is not its miss
     detector.predict_bytes(subset.image_path(subset.images[0]).read_bytes(), options)  # warm-up
 
     results: list[dict[str, Any]] = []
@@ -195,10 +203,12 @@ def evaluate(
         seconds.append(elapsed_s)
         tiles.append(prediction.tile_count)
     summary: dict[str, Any] = {
-        **score_coco(subset.annotations, results, max_dets=max_dets),
+        **score_coco(scored.annotations, results, max_dets=max_dets),
         "seconds_per_image": round(statistics.fmean(seconds), 4),
         "images": len(seconds),
         "detections": len(results),
+        "categories_scored": len(scored.annotations["categories"]),
+        "categories": len(subset.annotations["categories"]),
     }
     if tiles:
         summary["tiles_per_image"] = round(statistics.fmean(tiles), 2)

@@ -15,7 +15,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +31,7 @@ from .assign import anchor_grid
 from .batches import Augmentation, draw_batch, to_tensors
 from .checkpoints import Checkpoint, save_checkpoint
 from .datasets import TrainingSet
-from .graph import YoloxModule, class_sources, export_onnx, flat_predictions, set_classes
+from .graph import YoloxHead, YoloxModule, class_sources, export_onnx, flat_predictions, set_classes
 from .loss import yolox_loss
 from .validation import score_model
 
@@ -137,12 +137,13 @@ class TrainResult:
 # -- before training -------------------------------------------------------------------------------
 
 
-def new_state(run: TrainRun, head: Any, config: TrainConfig) -> TrainState:
-    """A module for the dataset's classes (rows of classes the base model knows copied), its optimizer and EMA."""
+def new_state(
+    base: onnx.ModelProto, head: YoloxHead, base_names: Sequence[str], class_names: Sequence[str], config: TrainConfig
+) -> TrainState:
+    """A module for ``class_names`` (rows of classes the base model knows copied), its optimizer and EMA."""
     torch.manual_seed(config.seed)
-    module = YoloxModule(run.base, head)
-    sources = class_sources(run.base_names, run.train.class_names)
-    set_classes(module, sources, torch.Generator().manual_seed(config.seed))
+    module = YoloxModule(base, head)
+    set_classes(module, class_sources(base_names, class_names), torch.Generator().manual_seed(config.seed))
     module = module.to(torch.device(config.device)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return TrainState(
         module=module,
@@ -185,7 +186,7 @@ def restore(state: TrainState, checkpoint: Checkpoint) -> TrainState:
 # -- the loop --------------------------------------------------------------------------------------
 
 
-def train(run: TrainRun, head: Any, config: TrainConfig, *, resume: Checkpoint | None = None,
+def train(run: TrainRun, head: YoloxHead, config: TrainConfig, *, resume: Checkpoint | None = None,
           progress: bool | None = None) -> TrainResult:  # fmt: skip
     """Train, validating and keeping the best epoch's model as ``run.output / "model.onnx"``.
 
@@ -193,7 +194,7 @@ def train(run: TrainRun, head: Any, config: TrainConfig, *, resume: Checkpoint |
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    state = new_state(run, head, config)
+    state = new_state(run.base, head, run.base_names, run.train.class_names, config)
     if resume is not None:
         state = restore(state, resume)
     started = time.monotonic() - state.elapsed_s
