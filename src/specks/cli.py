@@ -360,6 +360,9 @@ def _train_args(sub: Any) -> None:
     train.add_argument("--mosaic", type=float, default=0.0, help="share of samples that are 2x2 mosaics (default 0)")
     train.add_argument("--general", type=Path, help="a COCO-format folder of general photos: the card reports "
                        "what fine-tuning cost there, on the classes the model shares with it")  # fmt: skip
+    train.add_argument("--mix", type=Path, help="a labelled folder of general photos mixed into training (on "
+                       "the dataset's classes; the rest is background): keeps more of the base model's skill")
+    train.add_argument("--mix-ratio", type=float, default=0.25, help="share of samples drawn from --mix (default 0.25)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     train.add_argument(
@@ -896,7 +899,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         output = args.output or Path("runs") / f"train-{args.dataset.resolve().name}"
         request = TrainRequest(
             dataset=args.dataset, output=output, model=args.model, val=args.val, val_split=args.val_split,
-            general=args.general, config=_train_config(args),
+            general=args.general, mix=args.mix, config=_train_config(args),
         )  # fmt: skip
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     card = run_training(request, checkpoint=checkpoint, progress=progress)
@@ -924,6 +927,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
         (args.imgsz < 64 or args.imgsz % 32, f"--imgsz must be a multiple of 32 from 64, got {args.imgsz}"),
         (not 0 < args.lr < 1, f"--lr must be between 0 and 1, got {args.lr}"),
         (not 0 <= args.mosaic <= 1, f"--mosaic must be between 0 and 1, got {args.mosaic}"),
+        (not 0 < args.mix_ratio < 1, f"--mix-ratio must be between 0 and 1, got {args.mix_ratio}"),
         (args.threads is not None and args.threads < 1, f"--threads must be at least 1, got {args.threads}"),
     ]  # fmt: skip
     for failed, message in checks:
@@ -938,6 +942,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     return TrainConfig(
         epochs=args.epochs, time_budget_s=None if args.time_budget is None else args.time_budget * 60,
         batch_size=args.batch, learning_rate=args.lr, freeze_backbone=args.freeze_backbone, seed=args.seed,
+        mix_ratio=args.mix_ratio,
         device=args.device, threads=args.threads,
         augmentation=Augmentation(crop_hw=(args.imgsz, args.imgsz), mosaic_ratio=args.mosaic),
     )  # fmt: skip

@@ -165,3 +165,28 @@ def test_an_interrupt_before_the_first_validation_says_no_model_was_written(
     with pytest.raises(TrainingError, match="no model was written"):
         run_training(TrainRequest(dataset=shapes / "train", val=shapes / "val", output=tmp_path, config=FAST))
     assert load_checkpoint(tmp_path).step == 0
+
+
+def test_mixed_in_images_keep_the_training_classes_and_drop_the_rest(tmp_path: Path) -> None:
+    from specks.training.run import mixed_in_images
+
+    write_shapes_dataset(tmp_path / "general", images=8, seed=3)
+    images = mixed_in_images(tmp_path / "general", ("disc", "person"))
+    assert len(images) == 8
+    truth = json.loads((tmp_path / "general" / "annotations.coco.json").read_text())["annotations"]
+    discs = sum(1 for annotation in truth if annotation["category_id"] == 2)
+    assert all((image.class_index == 0).all() for image in images)  # every kept box is a disc
+    assert sum(len(image.boxes_xyxy) for image in images) == discs < len(truth)  # the squares are gone
+    assert mixed_in_images(None, ("disc",)) == ()
+
+
+def test_mix_in_replaces_about_its_share_of_a_batch(shapes: Path) -> None:
+    from specks.training.datasets import read_dataset
+    from specks.training.trainer import mix_in
+
+    own, general = read_dataset(shapes / "train").images, read_dataset(shapes / "val").images
+    rng = np.random.default_rng(0)
+    drawn = [image for _ in range(200) for image in mix_in(list(own[:8]), general, 0.25, rng)]
+    share = sum(image in general for image in drawn) / len(drawn)
+    assert 0.2 < share < 0.3
+    assert mix_in(list(own[:8]), (), 0.25, rng) == list(own[:8])

@@ -38,6 +38,7 @@ def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--imgsz", "100"], "--imgsz must be a multiple of 32"),
         (["--lr", "0"], "--lr must be between 0 and 1"),
         (["--mosaic", "2"], "--mosaic must be between 0 and 1"),
+        (["--mix-ratio", "1"], "--mix-ratio must be between 0 and 1"),
         (["--threads", "0"], "--threads must be at least 1"),
     ],
 )

@@ -4,8 +4,8 @@ onnxruntime is imported by ``load_model`` (and ``onnx_model``), not here: ``spec
 prepares the model in the gunicorn master, which must never import it (see ``specks.web.server``).
 
 ``load_model`` takes what a user names (nothing for the embedded default YOLOX-Nano, the named
-model ``yolov3-tiny``, an ``.onnx`` file, or a Darknet ``.cfg``/``.weights`` pair) and returns a
-ready ``OnnxModel``.
+models ``yolox-nano-thermal`` and ``yolov3-tiny``, an ``.onnx`` file, or a Darknet
+``.cfg``/``.weights`` pair) and returns a ready ``OnnxModel``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from ..config import RuntimeOptions
 from ..errors import ModelLoadError
-from .default import DEFAULT_MODEL_NAME, EMBEDDED_DEFAULT_OVERRIDES, embedded_default_path
+from .default import (
+    DEFAULT_MODEL_NAME,
+    EMBEDDED_DEFAULT_OVERRIDES,
+    THERMAL_MODEL_NAME,
+    embedded_default_path,
+    thermal_model_path,
+)
 from .overrides import NO_OVERRIDES, ModelOverrides
 from .yolov3_tiny import YOLOV3_TINY, YOLOV3_TINY_MODEL_NAME, corrected_tiny_cfg, yolov3_tiny_files
 
@@ -34,17 +40,20 @@ __all__ = [
 ]
 
 DEFAULT_ALIASES = {"", "default", "yolox-nano"}
-NAMED_MODELS = (YOLOV3_TINY,)  # optional models named rather than given as files
+NAMED_MODELS = (THERMAL_MODEL_NAME, YOLOV3_TINY)  # models named rather than given as files
 
 
 def resolve_model_files(spec: str | None) -> tuple[str, Path, Path | None]:
-    """Return (kind, main path, weights path) for a model spec; kind is default | yolov3-tiny | onnx | darknet.
+    """Return (kind, main path, weights path) for a model spec; kind is default | yolox-nano-thermal |
+    yolov3-tiny | onnx | darknet.
 
-    The embedded default's sha256 is checked here.
+    The vendored models' sha256 is checked here.
     """
     key = "" if spec is None else spec.strip().lower()
     if key in DEFAULT_ALIASES:
         return "default", embedded_default_path(), None
+    if key == THERMAL_MODEL_NAME:
+        return THERMAL_MODEL_NAME, thermal_model_path(), None
     if key == YOLOV3_TINY:
         files = yolov3_tiny_files()
         return YOLOV3_TINY, files.cfg, files.weights
@@ -77,12 +86,13 @@ class PreparedModel:
 
     @property
     def name(self) -> str:
-        return {"default": DEFAULT_MODEL_NAME, YOLOV3_TINY: YOLOV3_TINY_MODEL_NAME}.get(self.kind, self.source.name)
+        named = {"default": DEFAULT_MODEL_NAME, THERMAL_MODEL_NAME: THERMAL_MODEL_NAME}
+        return named.get(self.kind, YOLOV3_TINY_MODEL_NAME if self.kind == YOLOV3_TINY else self.source.name)
 
     @property
     def source_format(self) -> str:
         """default (the embedded model), onnx or darknet."""
-        return "darknet" if self.kind == YOLOV3_TINY else self.kind
+        return {YOLOV3_TINY: "darknet", THERMAL_MODEL_NAME: "onnx"}.get(self.kind, self.kind)
 
     @property
     def overrides(self) -> ModelOverrides:
@@ -97,7 +107,7 @@ def prepare_model(spec: str | None, cache_dir: Path) -> PreparedModel:
     conversion runs once.
     """
     kind, path, weights = resolve_model_files(spec)
-    if kind in ("default", "onnx"):
+    if kind in ("default", THERMAL_MODEL_NAME, "onnx"):
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         return PreparedModel(kind, path, path)

@@ -1,8 +1,10 @@
-"""The embedded default model: YOLOX-Nano (COCO, Apache-2.0), vendored as package data.
+"""The vendored models, package data: the embedded default YOLOX-Nano (COCO, Apache-2.0) and the
+named model ``yolox-nano-thermal`` (fine-tuned from it by ``specks train`` on HIT-UAV thermal drone
+frames, CC BY 4.0).
 
-``data/README.md`` says what the file is and where it came from; its license text ships beside it.
-The file's sha256 is checked before every load, so a damaged or replaced file fails with a clear
-message instead of detecting nonsense.
+``data/README.md`` says what each file is and where it came from; the license texts and the
+thermal model's card ship beside them. A file's sha256 is checked before every load, so a damaged
+or replaced file fails with a clear message instead of detecting nonsense.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ EMBEDDED_DEFAULT_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc60
 # AP_small 0.192 against 0.100). Small-object mode sizes its tiles itself.
 EMBEDDED_DEFAULT_OVERRIDES = ModelOverrides(input_hw=(640, 640))
 
+THERMAL_MODEL_NAME = "yolox-nano-thermal"
+THERMAL_MODEL_FILE = Path(__file__).resolve().parent / "data" / "yolox_nano_thermal.onnx"
+THERMAL_MODEL_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
 
 def embedded_default_path() -> Path:
     """The vendored yolox_nano.onnx, once its sha256 is checked."""
@@ -31,6 +37,17 @@ def embedded_default_path() -> Path:
         )
     verify_sha256(EMBEDDED_DEFAULT_FILE, EMBEDDED_DEFAULT_SHA256)
     return EMBEDDED_DEFAULT_FILE
+
+
+def thermal_model_path() -> Path:
+    """The vendored yolox_nano_thermal.onnx, once its sha256 is checked."""
+    if not THERMAL_MODEL_FILE.is_file():
+        raise ModelLoadError(
+            f"the named model {THERMAL_MODEL_NAME!r} is missing: {THERMAL_MODEL_FILE} is not in the installed "
+            "package; reinstall Specks (`make install`)"
+        )
+    verify_sha256(THERMAL_MODEL_FILE, THERMAL_MODEL_SHA256)
+    return THERMAL_MODEL_FILE
 
 
 def verify_sha256(path: Path, expected: str) -> None:

@@ -23,10 +23,11 @@ import onnx
 from .. import __version__
 from ..errors import DatasetError, TrainingError, UnsupportedModelError
 from ..models import resolve_model_files
+from ..models.default import THERMAL_MODEL_NAME
 from ..models.names import resolve_names
 from .card import write_outputs
 from .checkpoints import Checkpoint
-from .datasets import TrainingSet, dataset_splits, read_dataset
+from .datasets import LabelledImage, TrainingSet, dataset_splits, read_dataset
 from .graph import TRAINABLE_LAYOUT_MESSAGE, YoloxHead, find_yolox_head
 from .trainer import TrainConfig, TrainResult, TrainRun, train
 from .validation import coco_dataset, rounded, score_model
@@ -40,6 +41,9 @@ class TrainRequest:
     else ``val_split`` of its images (by ``config.seed``).
     general: a COCO-format folder of general photos scored before and after (what fine-tuning
     cost there), on the classes the model shares with it; None skips that.
+    mix: a labelled folder of general images drawn for ``config.mix_ratio`` of the samples, on the
+    training classes (its other classes become background): keeps more of the base model's general
+    skill. None mixes nothing.
     """
 
     dataset: Path
@@ -48,6 +52,7 @@ class TrainRequest:
     val: Path | None = None
     val_split: float = 0.2
     general: Path | None = None
+    mix: Path | None = None
     config: TrainConfig = TrainConfig()
 
     def to_json(self) -> dict[str, Any]:
@@ -55,6 +60,7 @@ class TrainRequest:
         return {
             "dataset": str(self.dataset), "model": self.model, "val": None if self.val is None else str(self.val),
             "val_split": self.val_split, "general": None if self.general is None else str(self.general),
+            "mix": None if self.mix is None else str(self.mix),
         }  # fmt: skip
 
     @classmethod
@@ -63,7 +69,8 @@ class TrainRequest:
         return cls(
             dataset=Path(saved["dataset"]), output=output, model=saved["model"],
             val=None if saved["val"] is None else Path(saved["val"]), val_split=saved["val_split"],
-            general=None if saved["general"] is None else Path(saved["general"]), config=config,
+            general=None if saved["general"] is None else Path(saved["general"]),
+            mix=None if saved.get("mix") is None else Path(saved["mix"]), config=config,
         )  # fmt: skip
 
 
@@ -80,7 +87,7 @@ class BaseModel:
 def load_base_model(spec: str | None) -> BaseModel:
     """The model training starts from; UnsupportedModelError for anything but a YOLOX-layout ONNX file."""
     kind, path, _ = resolve_model_files(spec)
-    if kind not in ("default", "onnx"):
+    if kind not in ("default", THERMAL_MODEL_NAME, "onnx"):
         raise UnsupportedModelError(f"{TRAINABLE_LAYOUT_MESSAGE}; {spec!r} is a Darknet model")
     if not path.is_file():
         raise UnsupportedModelError(f"model file not found: {path}")
@@ -92,7 +99,8 @@ def load_base_model(spec: str | None) -> BaseModel:
     head = find_yolox_head(graph.graph)
     metadata = {prop.key: prop.value for prop in graph.metadata_props}
     names = tuple(resolve_names(metadata.get("names"), path, head.class_count))
-    label = "yolox-nano (the embedded default)" if kind == "default" else path.name
+    labels = {"default": "yolox-nano (the embedded default)", THERMAL_MODEL_NAME: THERMAL_MODEL_NAME}
+    label = labels.get(kind, path.name)
     return BaseModel(path, label, graph, head, names, hashlib.sha256(data).hexdigest())
 
 
@@ -122,12 +130,23 @@ def check_classes(train_set: TrainingSet, val_set: TrainingSet) -> TrainingSet:
 
 
 def _on_classes(images: TrainingSet, names: tuple[str, ...]) -> TrainingSet:
-    """``images`` with class indices renumbered onto ``names`` (a superset of its own class names)."""
-    position = np.array([names.index(name) for name in images.class_names], np.int64)
-    renumbered = tuple(
-        dataclasses.replace(image, class_index=position[image.class_index]) for image in images.images
-    )
-    return dataclasses.replace(images, class_names=names, images=renumbered)
+    """``images`` with class indices renumbered onto ``names``; boxes of classes not in ``names`` are dropped
+    (in a mixed-in general set they become background: a model of cars is not taught dogs)."""
+    lowered = [name.lower() for name in names]
+    position = np.array([lowered.index(n.lower()) if n.lower() in lowered else -1 for n in images.class_names])
+    renumbered = []
+    for image in images.images:
+        index = position[image.class_index].astype(np.int64)
+        kept = index >= 0
+        renumbered.append(dataclasses.replace(image, boxes_xyxy=image.boxes_xyxy[kept], class_index=index[kept]))
+    return dataclasses.replace(images, class_names=names, images=tuple(renumbered))
+
+
+def mixed_in_images(folder: Path | None, names: tuple[str, ...]) -> tuple[LabelledImage, ...]:
+    """General images to mix into training, on the training classes (shared names), or none."""
+    if folder is None:
+        return ()
+    return _on_classes(read_dataset(folder, "train"), names).images
 
 
 def run_training(
@@ -149,6 +168,7 @@ def run_training(
     run = TrainRun(
         train=train_set, val=val, base=_base_graph(base, checkpoint), base_names=base.names, output=request.output,
         metadata=_provenance(base, request, train_set, val_set, val_source), request=request.to_json(),
+        mixed_in=mixed_in_images(request.mix, train_set.class_names),
     )
     result = train(run, base.head, request.config, resume=checkpoint, progress=progress)
     model_path = request.output / "model.onnx"
@@ -238,6 +258,7 @@ def _card(
             "device": config.device, "threads": config.threads or torch.get_num_threads(), "cores": os.cpu_count(),
             "batch_size": config.batch_size, "crop_hw": list(config.augmentation.crop_hw),
             "learning_rate": config.learning_rate, "freeze_backbone": config.freeze_backbone, "seed": config.seed,
+            "mixed_in": None if request.mix is None else {"folder": str(request.mix), "ratio": config.mix_ratio},
         },  # fmt: skip
         "scores": {"before": before, "after": after, "conf": 0.01, "max_dets": 500},
         "general_photos": general,

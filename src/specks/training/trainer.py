@@ -30,7 +30,7 @@ from ..evaluation import CocoDataset
 from .assign import anchor_grid
 from .batches import Augmentation, draw_batch, to_tensors
 from .checkpoints import Checkpoint, save_checkpoint
-from .datasets import TrainingSet
+from .datasets import LabelledImage, TrainingSet
 from .graph import YoloxHead, YoloxModule, class_sources, export_onnx, flat_predictions, set_classes
 from .loss import yolox_loss
 from .validation import score_model
@@ -57,6 +57,7 @@ class TrainConfig:
     ema_decay: float = 0.9998
     min_samples_per_epoch: int = 256
     freeze_backbone: bool = False
+    mix_ratio: float = 0.25  # share of samples drawn from the mixed-in general images, when there are any
     augmentation: Augmentation = field(default_factory=Augmentation)
     checkpoint_interval_s: float = 300.0
     seed: int = 0
@@ -121,6 +122,7 @@ class TrainRun:
     output: Path
     metadata: dict[str, str]  # the exported model's provenance
     request: dict[str, Any] = field(default_factory=dict)  # what --resume needs to rebuild the run
+    mixed_in: tuple[LabelledImage, ...] = ()  # general images drawn for config.mix_ratio of the samples
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ def run_epoch(
             _close_epoch(state, totals, index, config, started)
             return False
         batch = [images[int(i)] for i in order[index * config.batch_size : (index + 1) * config.batch_size]]
+        batch = mix_in(batch, run.mixed_in, config.mix_ratio, state.rng)
         totals += train_step(state, config, draw_batch(batch, images, config.augmentation, state.rng), started)
         now = time.monotonic()
         bar.set_postfix_str(_progress_text(totals / (index + 1), len(batch) / max(now - tick, 1e-6),
@@ -253,6 +256,15 @@ def run_epoch(
             last_checkpoint = now
     _close_epoch(state, totals, steps, config, started)
     return True
+
+
+def mix_in(
+    batch: list[LabelledImage], general: Sequence[LabelledImage], ratio: float, rng: np.random.Generator
+) -> list[LabelledImage]:
+    """``batch`` with each image replaced, at ``ratio``, by a random general one (none: unchanged)."""
+    if not general:
+        return batch
+    return [general[int(rng.integers(len(general)))] if rng.random() < ratio else image for image in batch]
 
 
 def train_step(state: TrainState, config: TrainConfig, samples: list[Any], started: float) -> np.ndarray:
