@@ -21,7 +21,10 @@ from specks.postprocess import OutputLayout
 from specks.preprocess import BGR_RAW_TOP_LEFT
 
 RELEASE_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d"  # YOLOX 0.1.1rc0 asset
-DATA_FILES = ("yolox_nano.onnx", "LICENSE-YOLOX-Apache-2.0.txt", "README.md")
+DATA_FILES = (
+    "yolox_nano.onnx", "LICENSE-YOLOX-Apache-2.0.txt", "README.md",
+    "yolox_nano_thermal.onnx", "LICENSE-HIT-UAV-CC-BY-4.0.txt", "yolox_nano_thermal.MODEL_CARD.md",
+)  # fmt: skip
 
 
 def test_the_vendored_file_is_the_yolox_release_file() -> None:

@@ -160,7 +160,7 @@ def run_training(
         raise DatasetError("the validation set has no images")
     _refuse_output_of_another_run(request.output, resumed=checkpoint is not None)
     request.output.mkdir(parents=True, exist_ok=True)
-    for line in (*train_set.problems, *val_set.problems):
+    for line in dict.fromkeys((*train_set.problems, *val_set.problems)):  # a split shares its problems
         print(f"note: {line}")
     val = coco_dataset(val_set)
     threads = request.config.threads
