@@ -363,6 +363,8 @@ def _train_args(sub: Any) -> None:
     train.add_argument("--mix", type=Path, help="a labelled folder of general photos mixed into training (on "
                        "the dataset's classes; the rest is background): keeps more of the base model's skill")
     train.add_argument("--mix-ratio", type=float, default=0.25, help="share of samples drawn from --mix (default 0.25)")
+    train.add_argument("--class-balance", type=float, default=0.3, help="draw images of classes found in fewer "
+                       "than this share of the images more often (repeat-factor sampling; 0: off; default 0.3)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     train.add_argument(
@@ -928,6 +930,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
         (not 0 < args.lr < 1, f"--lr must be between 0 and 1, got {args.lr}"),
         (not 0 <= args.mosaic <= 1, f"--mosaic must be between 0 and 1, got {args.mosaic}"),
         (not 0 < args.mix_ratio < 1, f"--mix-ratio must be between 0 and 1, got {args.mix_ratio}"),
+        (not 0 <= args.class_balance <= 1, f"--class-balance must be between 0 and 1, got {args.class_balance}"),
         (args.threads is not None and args.threads < 1, f"--threads must be at least 1, got {args.threads}"),
     ]  # fmt: skip
     for failed, message in checks:
@@ -942,7 +945,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     return TrainConfig(
         epochs=args.epochs, time_budget_s=None if args.time_budget is None else args.time_budget * 60,
         batch_size=args.batch, learning_rate=args.lr, freeze_backbone=args.freeze_backbone, seed=args.seed,
-        mix_ratio=args.mix_ratio,
+        mix_ratio=args.mix_ratio, rare_class_threshold=args.class_balance,
         device=args.device, threads=args.threads,
         augmentation=Augmentation(crop_hw=(args.imgsz, args.imgsz), mosaic_ratio=args.mosaic),
     )  # fmt: skip

@@ -190,3 +190,26 @@ def test_mix_in_replaces_about_its_share_of_a_batch(shapes: Path) -> None:
     share = sum(image in general for image in drawn) / len(drawn)
     assert 0.2 < share < 0.3
     assert mix_in(list(own[:8]), (), 0.25, rng) == list(own[:8])
+
+
+def test_rare_classes_are_drawn_more_often(shapes: Path) -> None:
+    """Repeat-factor sampling: an image with a class in few images is drawn more; common ones are untouched."""
+    from specks.training.datasets import read_dataset
+    from specks.training.trainer import repeat_factors, sample_order
+
+    images = read_dataset(shapes / "train")
+    rare = images.images[0]
+    only_squares = tuple(
+        dataclasses.replace(image, boxes_xyxy=image.boxes_xyxy[image.class_index == 0],
+                            class_index=image.class_index[image.class_index == 0])
+        for image in images.images[1:]
+    )  # fmt: skip
+    rare = dataclasses.replace(rare, boxes_xyxy=np.array([[1, 1, 20, 20]], np.float32), class_index=np.array([1]))
+    skewed = dataclasses.replace(images, images=(rare, *only_squares))
+    weights = repeat_factors(skewed, threshold=0.3)
+    assert weights[0] == pytest.approx(np.sqrt(0.3 / (1 / 48)))  # one image of 48 holds a disc
+    assert set(weights[1:].tolist()) == {1.0}
+    order = sample_order(weights, 48 * 50, np.random.default_rng(0))
+    assert (order == 0).mean() == pytest.approx(weights[0] / weights.sum(), rel=0.15)
+    assert np.array_equal(np.sort(sample_order(np.ones(48), 48, np.random.default_rng(1))), np.arange(48))
+    assert set(repeat_factors(skewed, threshold=0.0).tolist()) == {1.0}

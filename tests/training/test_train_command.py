@@ -39,6 +39,7 @@ def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--lr", "0"], "--lr must be between 0 and 1"),
         (["--mosaic", "2"], "--mosaic must be between 0 and 1"),
         (["--mix-ratio", "1"], "--mix-ratio must be between 0 and 1"),
+        (["--class-balance", "-1"], "--class-balance must be between 0 and 1"),
         (["--threads", "0"], "--threads must be at least 1"),
     ],
 )

@@ -119,7 +119,7 @@ def plot_learning_curve(log: Sequence[EpochRecord], base_ap50: float, path: Path
     axes.set_ylabel("validation score")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="best")
     axes.set_title("specks train: validation after each epoch")
     figure.tight_layout()
     figure.savefig(path)
