@@ -30,24 +30,26 @@ THERMAL_MODEL_SHA256 = "00000000000000000000000000000000000000000000000000000000
 
 def embedded_default_path() -> Path:
     """The vendored yolox_nano.onnx, once its sha256 is checked."""
-    if not EMBEDDED_DEFAULT_FILE.is_file():
-        raise ModelLoadError(
-            f"the embedded default model is missing: {EMBEDDED_DEFAULT_FILE} is not in the installed package; "
-            "reinstall Specks (`make install`), or pass a model with --model / SPECKS_MODEL"
-        )
-    verify_sha256(EMBEDDED_DEFAULT_FILE, EMBEDDED_DEFAULT_SHA256)
-    return EMBEDDED_DEFAULT_FILE
+    return _checked(
+        EMBEDDED_DEFAULT_FILE, EMBEDDED_DEFAULT_SHA256, "the embedded default model", "--model / SPECKS_MODEL"
+    )
 
 
 def thermal_model_path() -> Path:
     """The vendored yolox_nano_thermal.onnx, once its sha256 is checked."""
-    if not THERMAL_MODEL_FILE.is_file():
+    return _checked(
+        THERMAL_MODEL_FILE, THERMAL_MODEL_SHA256, f"the named model {THERMAL_MODEL_NAME!r}", "another model"
+    )
+
+
+def _checked(path: Path, sha256: str, what: str, instead: str) -> Path:
+    if not path.is_file():
         raise ModelLoadError(
-            f"the named model {THERMAL_MODEL_NAME!r} is missing: {THERMAL_MODEL_FILE} is not in the installed "
-            "package; reinstall Specks (`make install`)"
+            f"{what} is missing: {path} is not in the installed package; "
+            f"reinstall Specks (`make install`), or pass {instead}"
         )
-    verify_sha256(THERMAL_MODEL_FILE, THERMAL_MODEL_SHA256)
-    return THERMAL_MODEL_FILE
+    verify_sha256(path, sha256)
+    return path
 
 
 def verify_sha256(path: Path, expected: str) -> None:

@@ -62,12 +62,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{training['stopped_by']}; best epoch {training['best_epoch']}.",
         "",
         f"## Validation (the server's default slicing, conf {scores['conf']}, at most {scores['max_dets']} boxes)",
-        "",
-        "| | AP50 | AP | AP_small | seconds per image |",
-        "|---|---|---|---|---|",
-        _score_row("base model", scores["before"]),
-        _score_row("fine-tuned", scores["after"]),
-        "",
+        *_score_table(scores["before"], scores["after"]),
     ]
     lines.extend(_general_lines(card.get("general_photos")))
     lines.extend([
@@ -76,6 +71,12 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
     ])  # fmt: skip
     return "\n".join(lines)
+
+
+def _score_table(before: Mapping[str, float], after: Mapping[str, float]) -> list[str]:
+    """Markdown lines: a blank line, the base model's and the fine-tuned model's scores, a blank line."""
+    header = ["", "| | AP50 | AP | AP_small | seconds per image |", "|---|---|---|---|---|"]
+    return [*header, _score_row("base model", before), _score_row("fine-tuned", after), ""]
 
 
 def _score_row(label: str, scores: Mapping[str, float]) -> str:
@@ -91,12 +92,7 @@ def _general_lines(general: Mapping[str, Any] | None) -> list[str]:
         return [f"General photos ({general['folder']}): no class in common, not scored.", ""]
     return [
         f"## What fine-tuning cost on general photos ({general['folder']}; classes {', '.join(general['classes'])})",
-        "",
-        "| | AP50 | AP | AP_small | seconds per image |",
-        "|---|---|---|---|---|",
-        _score_row("base model", general["before"]),
-        _score_row("fine-tuned", general["after"]),
-        "",
+        *_score_table(general["before"], general["after"]),
         "Fine-tuning on a narrow set forgets some of the base model's general skill; where the drop matters, "
         "mix general photos into training or serve the base model beside this one (`--model NAME=PATH`).",
         "",
