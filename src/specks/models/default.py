@@ -25,7 +25,7 @@ EMBEDDED_DEFAULT_OVERRIDES = ModelOverrides(input_hw=(640, 640))
 
 THERMAL_MODEL_NAME = "yolox-nano-thermal"
 THERMAL_MODEL_FILE = Path(__file__).resolve().parent / "data" / "yolox_nano_thermal.onnx"
-THERMAL_MODEL_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+THERMAL_MODEL_SHA256 = "50b8d36c4de561d50fb96ef65843d6dd01e7093517b94d61fc7bb369bcb1577d"
 
 
 def embedded_default_path() -> Path:
