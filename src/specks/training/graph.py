@@ -66,6 +66,10 @@ class YoloxHead:
     first_conv_weight: str
     class_count: int
 
+    def raw_outputs(self) -> list[str]:
+        """The graph values the module computes: each level's reg, obj and cls convolution outputs."""
+        return [name for level in self.levels for name in (level.reg_output, level.obj_output, level.cls_output)]
+
 
 def find_yolox_head(graph: onnx.GraphProto) -> YoloxHead:
     """Locate the head in a YOLOX export; UnsupportedModelError for any other layout.
@@ -167,8 +171,7 @@ class YoloxModule(nn.Module):
         with torch.no_grad():
             self.params[self.param_names[head.first_conv_weight]].mul_(PIXEL_SCALE)
         self.constants = {name: value for name, value in arrays.items() if name not in self.param_names}
-        wanted = [name for level in head.levels for name in (level.reg_output, level.obj_output, level.cls_output)]
-        self.steps = _fuse_silu(_needed_nodes(graph, wanted))
+        self.steps = _fuse_silu(_needed_nodes(graph, head.raw_outputs()))
 
     def param(self, initializer: str) -> nn.Parameter:
         return self.params[self.param_names[initializer]]
@@ -300,8 +303,7 @@ _OPS: dict[str, Callable[[list[Any], Mapping[str, Any]], Tensor]] = {
 
 def check_supported(model: onnx.ModelProto, head: YoloxHead) -> None:
     """UnsupportedModelError when a node the module needs has no torch operator here."""
-    wanted = [name for level in head.levels for name in (level.reg_output, level.obj_output, level.cls_output)]
-    unknown = sorted({node.op_type for node in _needed_nodes(model.graph, wanted)} - set(_OPS))
+    unknown = sorted({node.op_type for node in _needed_nodes(model.graph, head.raw_outputs())} - set(_OPS))
     if unknown:
         raise UnsupportedModelError(f"{TRAINABLE_LAYOUT_MESSAGE}; this graph uses {', '.join(unknown)}")
 

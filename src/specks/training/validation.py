@@ -25,17 +25,11 @@ def coco_dataset(images: TrainingSet, *, known_names: tuple[str, ...] | None = N
     known_names: keep only the categories with these names (scoring a model on the classes it has,
     e.g. a general photo set scored for a model with fewer classes); None keeps them all.
     """
-    annotations = images.coco_annotations()
-    if known_names is not None:
-        wanted = {name.lower() for name in known_names}
-        categories = [c for c in annotations["categories"] if c["name"].lower() in wanted]
-        kept = {c["id"] for c in categories}
-        annotations = {
-            **annotations,
-            "categories": categories,
-            "annotations": [a for a in annotations["annotations"] if a["category_id"] in kept],
-        }
-    return CocoDataset(images.root, annotations)
+    dataset = CocoDataset(images.root, images.coco_annotations())
+    if known_names is None:
+        return dataset
+    wanted = {name.lower() for name in known_names}
+    return dataset.on_categories({c["id"] for c in dataset.annotations["categories"] if c["name"].lower() in wanted})
 
 
 def score_model(
