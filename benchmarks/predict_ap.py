@@ -2,9 +2,10 @@
 
 Starts `specks serve --model MODEL` on loopback (the embedded default is served beside it), sends
 every image of a COCO-format folder as the seed client does (a JSON body with the base64 image and
-`"model"` set, no other option), scores the answers with `specks eval`'s COCO code, and does the
+`"model"` set, and `"conf"` only when --conf is given), scores the answers with `specks eval`'s COCO code, and does the
 same with `"model": "yolox-nano"` (the embedded default) on the same server, the two models
-alternating image by image. Prints AP50, AP, AP_small and the median milliseconds per request.
+alternating image by image. Prints AP50, AP, AP_small, AP50 per category and the median
+milliseconds per request.
 
     .venv/bin/python benchmarks/predict_ap.py yolox-nano-thermal ../shared/data/hit_uav_val
 """
@@ -41,11 +42,38 @@ def coco_results(image_id: int, answer: dict[str, Any], category_by_name: dict[s
     return results
 
 
+def ap50_by_category(dataset: CocoDataset, results: list[dict[str, Any]]) -> dict[str, float]:
+    """AP50 of each category (pycocotools, at most 500 detections per image and category)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = dataset.annotations
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes(results), "bbox") if results else None
+        if evaluator is None:
+            return {c["name"]: 0.0 for c in dataset.annotations["categories"]}
+        evaluator.params.maxDets = [500]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, [recall, category], all areas
+    scores = {}
+    for index, category in enumerate(dataset.annotations["categories"]):
+        column = precision[:, index]
+        scores[category["name"]] = float(column[column > -1].mean()) if (column > -1).any() else 0.0
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="what --model names (a file or a named model)")
     parser.add_argument("dataset", type=Path, help="a COCO-format folder")
     parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--conf", type=float, help="send this confidence floor (default: none, the server's 0.25)")
     args = parser.parse_args()
     dataset = CocoDataset.load(args.dataset)
     if args.limit:
@@ -62,8 +90,9 @@ def main() -> None:
         for image in dataset.images:
             payload = base64.b64encode(dataset.image_path(image).read_bytes()).decode("ascii")
             for model, run in runs.items():
+                body = {"image": payload, "model": model} | ({} if args.conf is None else {"conf": args.conf})
                 started = time.perf_counter()
-                answer = session.post(server.url + "/predict", data=json.dumps({"image": payload, "model": model}),
+                answer = session.post(server.url + "/predict", data=json.dumps(body),
                                       headers={"Content-type": "application/json"}, timeout=120)  # fmt: skip
                 run["ms"].append((time.perf_counter() - started) * 1000)
                 answer.raise_for_status()
@@ -75,6 +104,8 @@ def main() -> None:
         scores = score_coco(dataset.annotations, run["results"], max_dets=500)
         print(f"  {model:22s} AP50 {scores['AP50']:.3f}  AP {scores['AP']:.3f}  AP_small {scores['AP_small']:.3f}  "
               f"median {statistics.median(run['ms']):.1f} ms per request")
+        per_category = ", ".join(f"{name} {ap:.3f}" for name, ap in ap50_by_category(dataset, run["results"]).items())
+        print(f"  {'':22s} AP50 per category: {per_category}")
     ratio = statistics.median(runs[name]["ms"]) / statistics.median(runs[DEFAULT_MODEL_NAME]["ms"])
     print(f"  time per request, {name} / {DEFAULT_MODEL_NAME}: x{ratio:.2f}")
 
