@@ -25,7 +25,7 @@ EMBEDDED_DEFAULT_OVERRIDES = ModelOverrides(input_hw=(640, 640))
 
 THERMAL_MODEL_NAME = "yolox-nano-thermal"
 THERMAL_MODEL_FILE = Path(__file__).resolve().parent / "data" / "yolox_nano_thermal.onnx"
-THERMAL_MODEL_SHA256 = "50b8d36c4de561d50fb96ef65843d6dd01e7093517b94d61fc7bb369bcb1577d"
+THERMAL_MODEL_SHA256 = "1dd5ac4b6c7df43a3dfb7ab9378c895107fbc76f07e384912862e9e1fc25c08b"
 
 
 def embedded_default_path() -> Path:
