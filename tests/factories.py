@@ -101,3 +101,45 @@ def write_shapes_dataset(folder, *, images: int, seed: int, size_wh: tuple[int, 
     categories = [{"id": 1, "name": "square"}, {"id": 2, "name": "disc"}]
     body = {"images": records, "annotations": annotations, "categories": categories}
     (root / "annotations.coco.json").write_text(json.dumps(body), encoding="utf-8")
+
+
+# -- a progressive-JPEG scan bomb ------------------------------------------------------------------
+# Scans of Pillow's (libjpeg-turbo's) progressive script for a grey image: the scan bomb's base.
+GREY_PROGRESSIVE_SCANS = 6
+
+
+def segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _eob_run_data(blocks: int) -> bytes:
+    """Entropy-coded data of an AC scan that skips ``blocks`` blocks with end-of-band runs.
+
+    Uses the table from ``scan_bomb``: EOBn (run 2**n + n extra bits) has the 4-bit code n.
+    """
+    bits = ""
+    while blocks:
+        run = min(blocks, 32767)
+        n = run.bit_length() - 1
+        bits += format(n, "04b") + (format(run - (1 << n), f"0{n}b") if n else "")
+        blocks -= run
+    bits += "1" * (-len(bits) % 8)  # pad with 1-bits, as encoders do
+    data = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    return data.replace(b"\xff", b"\xff\x00")
+
+
+def scan_bomb(total_scans: int, size_wh: tuple[int, int] = (64, 64)) -> bytes:
+    """A valid progressive grey JPEG with ``total_scans`` scans: Pillow's 6, then repeats of one AC scan.
+
+    Each repeat (Ss=1, Se=63, Ah=Al=0) codes every block as an end-of-band run: libjpeg accepts
+    it without a warning and makes a full pass over the image for it.
+    """
+    base = encode(Image.new("L", size_wh, 128), "JPEG", progressive=True)
+    repeats = total_scans - GREY_PROGRESSIVE_SCANS
+    assert repeats >= 0 and base.endswith(b"\xff\xd9")
+    width, height = size_wh
+    blocks = -(-width // 8) * -(-height // 8)
+    eob_symbols = bytes(n << 4 for n in range(15))  # EOB0..EOB14, all with 4-bit codes
+    table = segment(0xC4, bytes([0x11, 0, 0, 0, len(eob_symbols)] + [0] * 12) + eob_symbols)  # AC table 1
+    scan = segment(0xDA, bytes([1, 1, 0x01, 1, 63, 0x00])) + _eob_run_data(blocks)  # component 1, AC table 1
+    return base[:-2] + table + scan * repeats + b"\xff\xd9"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import codecs
+import time
 
 import pytest
 
 from specks.body import (
     MAX_JSON_CONTAINERS,
+    MAX_JSON_VALUES,
     check_content_length,
     check_json_media_type,
     check_read_size,
@@ -96,3 +98,26 @@ def test_parse_json_body_returns_the_value() -> None:
 
 def test_a_utf8_byte_order_mark_is_skipped() -> None:
     assert parse_json_body(codecs.BOM_UTF8 + b'{"image": "abc"}', LIMITS) == {"image": "abc"}
+
+
+def test_a_body_of_many_values_is_refused_before_parsing() -> None:
+    at_limit = b"[" + b"0," * (MAX_JSON_VALUES - 1) + b"0]"
+    assert len(parse_json_body(at_limit, Limits())) == MAX_JSON_VALUES
+    with pytest.raises(InvalidJSONError, match=f"more than {MAX_JSON_VALUES} values"):
+        parse_json_body(b"[" + b"0," * MAX_JSON_VALUES + b"0]", Limits())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"k":0' + b',"k":0' * 999_999 + b"}", id="million-key-object"),
+        pytest.param(b"[" + b"1.5e300," * 2_500_000 + b"0]", id="20-MB-array-of-numbers"),
+    ],
+)
+def test_a_million_values_are_refused_in_milliseconds(raw: bytes) -> None:
+    """Measured before the bound: 5.4 s (1M keys: orjson 0.6 s, pydantic's 1M 'extra' errors the rest)
+    and 1.3 s (2.5M numbers). Now a byte count: about 10 ms; 1 s leaves room for a busy machine."""
+    started = time.perf_counter()
+    with pytest.raises(InvalidJSONError, match="values"):
+        parse_json_body(raw, Limits())
+    assert time.perf_counter() - started < 1.0

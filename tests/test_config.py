@@ -63,6 +63,14 @@ def test_from_env_ignores_other_variables() -> None:
         pytest.param("MERGE_METRIC", "ios", lambda s: s.slicing.merge_metric, MatchMetric.IOS, id="merge-metric"),
         pytest.param("LOG_FORMAT", "Text", lambda s: s.observability.log_format, LogFormat.TEXT, id="log-format"),
         pytest.param("TILE_SCALE", "1.5", lambda s: s.slicing.tile_scale, 1.5, id="tile-scale"),
+        pytest.param("MAX_TILES", "50", lambda s: s.slicing.max_tiles, 50, id="max-tiles"),
+        pytest.param(
+            "MAX_INPUT_PIXELS",
+            "50000000",
+            lambda s: s.slicing.max_input_pixels_per_request,
+            50_000_000,
+            id="max-input-pixels",
+        ),
         pytest.param("MAX_BATCH_IMAGES", "8", lambda s: s.limits.max_batch_images, 8, id="max-batch-images"),
         pytest.param("MAX_BATCH_BYTES", "1048576", lambda s: s.limits.max_batch_bytes, 1 << 20, id="max-batch-bytes"),
         pytest.param("MAX_WORKER_MEMORY_MB", "2048", lambda s: s.max_worker_memory_mb, 2048, id="max-worker-memory"),
@@ -100,6 +108,7 @@ def test_from_env_reads_each_variable(name: str, value: str, read: Callable[[Set
         pytest.param("LOG_FORMAT", "xml", id="log-format"),
         pytest.param("MODELS", "/p/a.onnx", id="models-without-a-name"),
         pytest.param("MAX_BATCH_IMAGES", "many", id="max-batch-images"),
+        pytest.param("MAX_INPUT_PIXELS", "200MP", id="max-input-pixels"),
         pytest.param("SHARED_RUNS", "sometimes", id="shared-runs"),
     ],
 )
@@ -134,6 +143,9 @@ def test_from_env_bad_int_names_variable_and_value(name: str, value: str) -> Non
         pytest.param({"SPECKS_MAX_TILE_INPUT": "10"}, "max_tile_input_px must be within", id="max-tile-input"),
         pytest.param({"SPECKS_OVERLAP": "0.9"}, "overlap_ratio must be within 0..0.75", id="overlap"),
         pytest.param({"SPECKS_TILE": "10"}, "tile_px must be 0 or 64..4096", id="tile"),
+        pytest.param(
+            {"SPECKS_MAX_INPUT_PIXELS": "0"}, "max_input_pixels_per_request must be >= 1, got 0", id="max-input-pixels"
+        ),
         pytest.param({"SPECKS_MAX_BATCH_IMAGES": "0"}, "max_batch_images must be >= 1, got 0", id="batch-images"),
         pytest.param({"SPECKS_MAX_BATCH_BYTES": "0"}, "max_batch_bytes must be >= 1, got 0", id="batch-bytes"),
         pytest.param({"SPECKS_MAX_WORKER_MEMORY_MB": "-1"}, "max_worker_memory_mb must be >= 0", id="memory"),

@@ -10,6 +10,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pybase64
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, features
 
+from conftest import COCO_TINY, HIT_UAV_VAL, SHARED, VISDRONE, require
 from specks import imaging
 from specks.errors import (
     ImageDecodeError,
@@ -27,7 +29,9 @@ from specks.errors import (
     SpecksError,
 )
 from specks.imaging import ALPHA_FILL_RGB, DecodedImage, decode_base64, decode_image, read_image_size
+from specks.jpeg_scans import MAX_JPEG_SCANS
 from specks.types import ImageSize
+from test_jpeg_scans import scan_bomb, with_declared_size
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 HAS_AVIF = features.check("avif")
@@ -430,6 +434,34 @@ def test_corrupt_data_error_chains_the_library_error() -> None:
     assert isinstance(caught.value.__cause__, OSError)
 
 
+def _tiff_with_broken_strip() -> bytes:
+    """A deflate TIFF whose compressed strip is garbage: libtiff reports it with an error code."""
+    data = bytearray(encode(noise((64, 48)), "TIFF", compression="tiff_adobe_deflate"))
+    data[8:200] = bytes(192)
+    return bytes(data)
+
+
+PLAIN_DECODE_MESSAGE = "image data is truncated or corrupt; send the complete, unmodified file"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: _truncated(encode(noise((128, 96)), "PNG")), id="truncated-png"),
+        pytest.param(lambda: _truncated(encode(noise((128, 96)), "WEBP")), id="truncated-webp"),
+        pytest.param(lambda: _truncated(encode(noise((128, 96)), "GIF")), id="truncated-gif"),
+        pytest.param(_tiff_with_broken_strip, id="broken-tiff"),
+    ],
+)
+def test_corrupt_data_message_names_no_library_internals(make: Callable[[], bytes]) -> None:
+    # "image file is truncated (N bytes not processed)", "broken data stream", libtiff's
+    # "-2": the library's words stay on the chained exception, the client gets plain ones.
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(make(), max_image_pixels=NO_LIMIT)
+    assert caught.value.message == PLAIN_DECODE_MESSAGE
+    assert caught.value.__cause__ is not None
+
+
 # -- pixel limits ---------------------------------------------------------------------------------
 
 
@@ -488,8 +520,9 @@ def test_decompression_bomb_is_refused_fast_without_memory(max_image_pixels: int
     bomb = png_header_only(40_000, 40_000, bit_depth=1, color_type=0)  # 1.6 gigapixels, 1-bit
     rss_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    with pytest.raises(ImageTooLargeError, match="40000x40000|1600000000"):
+    with pytest.raises(ImageTooLargeError, match="40000x40000|1600000000") as caught:
         decode_image(bomb, max_image_pixels=max_image_pixels)
+    assert "DOS attack" not in caught.value.message  # Pillow's wording is not passed on
     with pytest.raises(ImageTooLargeError):
         read_image_size(bomb)
     assert time.perf_counter() - started < 1.0
@@ -502,11 +535,106 @@ def test_pillow_bomb_warning_is_refused_without_touching_global_settings() -> No
     height = Image.MAX_IMAGE_PIXELS // width + 1  # just above Pillow's warning threshold
     filters_before = list(warnings.filters)
     max_pixels_before = Image.MAX_IMAGE_PIXELS
-    with pytest.raises(ImageTooLargeError, match="decode safely"):
+    with pytest.raises(
+        ImageTooLargeError, match=rf"image is {width * height} pixels \(\d+ megapixels\), too many to decode safely"
+    ):
         decode_image(png_header_only(width, height), max_image_pixels=NO_LIMIT)
     assert warnings.filters == filters_before
     assert max_pixels_before == Image.MAX_IMAGE_PIXELS
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+# -- JPEG structure: scan bombs, truncation, data too short for the declared size -------------------
+
+
+@pytest.fixture
+def decoders_must_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Pillow's open and both decoders fail the test if called: a refusal must come first."""
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the image was opened or decoded before being refused")
+
+    monkeypatch.setattr(imaging.Image, "open", forbidden)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", forbidden)
+    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", forbidden)
+
+
+@pytest.mark.usefixtures("decoders_must_not_run")
+@pytest.mark.parametrize(
+    ("make", "error", "message_part"),
+    [
+        pytest.param(
+            lambda: scan_bomb(1000),
+            ImageTooLargeError,
+            f"with 1000 scans .*more than the limit of {MAX_JPEG_SCANS}",
+            id="scan-bomb",
+        ),
+        pytest.param(
+            lambda: encode(noise((64, 48)), "JPEG")[:-2], ImageDecodeError, "ends before its end-of-image", id="no-eoi"
+        ),
+        pytest.param(
+            lambda: with_declared_size(encode(noise((16, 16)), "JPEG"), 6000, 6000),
+            ImageDecodeError,
+            "declares 6000x6000 pixels, but its scan 1 holds",
+            id="declared-6000x6000-data-16x16",
+        ),
+        pytest.param(
+            lambda: with_declared_size(encode(noise((16, 16)), "JPEG", progressive=True), 6000, 6000),
+            ImageDecodeError,
+            "declares 6000x6000 pixels",
+            id="progressive-declared-6000x6000",
+        ),
+    ],
+)
+def test_hostile_jpeg_is_refused_before_opening_or_decoding(
+    make: Callable[[], bytes], error: type[SpecksError], message_part: str
+) -> None:
+    data = make()
+    with pytest.raises(error, match=message_part):
+        decode_image(data, max_image_pixels=NO_LIMIT)
+    with pytest.raises(error, match=message_part):
+        read_image_size(data)
+
+
+@pytest.mark.parametrize(("max_jpeg_scans", "accepted"), [(30, True), (29, False)])
+def test_scan_limit_boundary_applies_to_decode_and_size_read(max_jpeg_scans: int, accepted: bool) -> None:
+    bomb = scan_bomb(30)
+    if accepted:
+        decoded = decode_image(bomb, max_image_pixels=NO_LIMIT, max_jpeg_scans=max_jpeg_scans)
+        assert_solid(decoded.rgb, (128, 128, 128), 2)
+        assert read_image_size(bomb, max_jpeg_scans=max_jpeg_scans) == (ImageSize(64, 64), "JPEG")
+    else:
+        with pytest.raises(ImageTooLargeError, match="with 30 scans .*more than the limit of 29"):
+            decode_image(bomb, max_image_pixels=NO_LIMIT, max_jpeg_scans=max_jpeg_scans)
+        with pytest.raises(ImageTooLargeError, match="with 30 scans .*more than the limit of 29"):
+            read_image_size(bomb, max_jpeg_scans=max_jpeg_scans)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: encode(noise((64, 48)), "JPEG", progressive=True), id="progressive"),
+        pytest.param(lambda: encode(noise((64, 48)).convert("L"), "JPEG", progressive=True), id="progressive-grey"),
+        pytest.param(lambda: encode(noise((64, 48)).convert("CMYK"), "JPEG", progressive=True), id="progressive-cmyk"),
+        pytest.param(lambda: encode(solid("RGB", (90, 140, 200), (64, 48)), "JPEG", optimize=True), id="one-colour"),
+        pytest.param(lambda: encode(noise((64, 48)), "JPEG", restart_marker_blocks=1), id="restart-markers"),
+    ],
+)
+def test_real_encoder_jpegs_still_decode(make: Callable[[], bytes]) -> None:
+    assert decode_image(make(), max_image_pixels=NO_LIMIT).rgb.shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [SHARED / "data" / "samples", COCO_TINY / "images", VISDRONE, HIT_UAV_VAL],
+    ids=["samples", "coco", "visdrone", "hit-uav"],
+)
+def test_real_photos_pass_the_jpeg_checks(folder: Path) -> None:
+    # All 1,874 photos of the shared data sets pass (measured once); 3 of each here.
+    for path in sorted(require(folder).rglob("*.jp*g"))[:3]:
+        data = path.read_bytes()
+        size, _ = read_image_size(data)
+        assert decode_image(data, max_image_pixels=NO_LIMIT, min_size_wh=(64, 64)).size == size
 
 
 # -- EXIF orientation -----------------------------------------------------------------------------
@@ -659,9 +787,6 @@ def test_min_size_must_be_positive(min_size_wh: tuple[int, int]) -> None:
             (ImageSize(48, 64), "JPEG"),
             id="jpeg-rotated",
         ),
-        pytest.param(
-            lambda: _truncated(encode(noise((64, 48)), "JPEG")), (ImageSize(64, 48), "JPEG"), id="header-only"
-        ),
         pytest.param(lambda: encode(noise((30, 20)), "PNG"), (ImageSize(30, 20), "PNG"), id="png"),
         pytest.param(lambda: encode(noise((30, 20)), "GIF"), (ImageSize(30, 20), "GIF"), id="gif"),
         pytest.param(lambda: png_header_only(3000, 2000), (ImageSize(3000, 2000), "PNG"), id="no-decode"),
@@ -671,7 +796,11 @@ def test_read_image_size(make: Callable[[], bytes], expected: tuple[ImageSize, s
     assert read_image_size(make()) == expected
 
 
-@pytest.mark.parametrize("data", [b"", b"<svg/>", b"GIF89a"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"<svg/>", b"GIF89a", _truncated(encode(noise((64, 48)), "JPEG"))],
+    ids=["empty", "svg", "gif-header", "truncated-jpeg"],
+)
 def test_read_image_size_rejects_like_decode_image(data: bytes) -> None:
     with pytest.raises(ImageDecodeError):
         read_image_size(data)

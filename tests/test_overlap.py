@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from specks import overlap as overlap_module
 from specks.overlap import (
     SOFT_NMS_SIGMA,
     MatchMetric,
@@ -402,3 +403,170 @@ def test_wbf_never_fuses_across_classes() -> None:
     fused = merge_detections(found, MergeStrategy.WBF, IOU, 0.5, sources=1)
     assert sorted(fused.class_id.tolist()) == [0, 1]
     np.testing.assert_allclose(sorted(fused.confidence.tolist()), [0.8, 0.9], atol=1e-6)
+
+
+# -- bounded and vectorised: the same answers as the plain loops, at a bounded cost ----------------------------
+#
+# The loops below are the merges as they were written before they were vectorised (one ``overlaps`` call
+# per kept box, a growing stack of WBF clusters): the reference every faster path must match exactly.
+
+
+def reference_nms(xyxy: np.ndarray, box_scores: np.ndarray, threshold: float, metric: MatchMetric = IOU) -> list[int]:
+    order = np.argsort(-box_scores, kind="stable")
+    keep = []
+    while order.size:
+        keep.append(int(order[0]))
+        overlap = overlaps(xyxy[order[0]], xyxy[order[1:]], metric)
+        order = order[1:][overlap <= threshold]
+    return keep
+
+
+def reference_soft_nms(
+    xyxy: np.ndarray, box_scores: np.ndarray, score_threshold: float
+) -> tuple[list[int], list[float]]:
+    remaining, current, kept, kept_scores = np.arange(len(xyxy)), box_scores.astype(np.float32).copy(), [], []
+    while remaining.size:
+        slot = int(np.argmax(current[remaining]))
+        best = remaining[slot]
+        kept.append(int(best))
+        kept_scores.append(float(current[best]))
+        remaining = np.delete(remaining, slot)
+        current[remaining] *= np.exp(-(overlaps(xyxy[best], xyxy[remaining]) ** 2) / SOFT_NMS_SIGMA)
+        remaining = remaining[current[remaining] > score_threshold]
+    return kept, kept_scores
+
+
+def reference_wbf(found: Detections, metric: MatchMetric, threshold: float, sources: int) -> Detections:
+    found = found.sorted_by_confidence()
+    fused, weighted, score_sum, members, labels = np.zeros((0, 4), np.float32), np.zeros((0, 4)), [], [], []
+    for box, score, label in zip(found.xyxy, found.confidence.astype(np.float64), found.class_id, strict=True):
+        overlap = overlaps(box, fused, metric) if len(fused) else np.zeros(0)
+        if overlap.size and overlap.max() > threshold:
+            target = int(np.argmax(overlap))
+            weighted[target] += box * score
+            score_sum[target] += score
+            members[target] += 1
+            fused[target] = weighted[target] / score_sum[target]
+            continue
+        fused, weighted = np.vstack([fused, box[None]]), np.vstack([weighted, (box * score)[None]])
+        score_sum.append(float(score))
+        members.append(1)
+        labels.append(int(label))
+    counts = np.asarray(members, np.float64)
+    fused_scores = np.asarray(score_sum) / counts * np.minimum(counts, sources) / sources
+    return Detections(fused, fused_scores.astype(np.float32), np.asarray(labels, np.int32))
+
+
+def reference_merge(
+    found: Detections, strategy: MergeStrategy, metric: MatchMetric, threshold: float, sources: int, agnostic: bool
+) -> Detections:
+    groups = [found] if agnostic else [found[found.class_id == label] for label in np.unique(found.class_id)]
+    merged = []
+    for group in groups:
+        if strategy is MergeStrategy.WBF:
+            merged.append(reference_wbf(group, metric, threshold, sources))
+            continue
+        group = group.sorted_by_confidence()
+        remaining, kept_xyxy, kept_index = np.arange(len(group)), [], []
+        while remaining.size:
+            best, rest = remaining[0], remaining[1:]
+            overlap = overlaps(group.xyxy[best], group.xyxy[rest], metric)
+            members, rest = rest[overlap > threshold], rest[overlap <= threshold]
+            box = group.xyxy[best]
+            if strategy is NMM and members.size:
+                members = np.concatenate([[best], members])
+                grown = np.concatenate([group.xyxy[members, :2].min(axis=0), group.xyxy[members, 2:].max(axis=0)])
+                absorbed = overlaps(grown, group.xyxy[rest], metric) > threshold
+                members, rest = np.concatenate([members, rest[absorbed]]), rest[~absorbed]
+                box = np.concatenate([group.xyxy[members, :2].min(axis=0), group.xyxy[members, 2:].max(axis=0)])
+            kept_xyxy.append(box)
+            kept_index.append(best)
+            remaining = rest
+        index = np.asarray(kept_index, np.intp)
+        kept = np.asarray(kept_xyxy, np.float32).reshape(-1, 4)
+        merged.append(Detections(kept, group.confidence[index], group.class_id[index]))
+    return Detections.concat(merged).sorted_by_confidence()
+
+
+def tile_like_detections(objects: int, seed: int, *, classes_count: int = 3) -> Detections:
+    """Objects seen 1-4 times each with a few pixels of jitter (as tiles and passes see them), plus
+    as many lone boxes, over a 3200x3200 image."""
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0, 3000, (objects, 2))
+    size = rng.uniform(4, 200, (objects, 2))
+    copies = rng.integers(1, 5, objects)
+    centre = np.repeat(corner, copies, axis=0) + rng.normal(0, 2, (copies.sum(), 2))
+    wh = np.repeat(size, copies, axis=0) * rng.uniform(0.9, 1.1, (copies.sum(), 2))
+    lone_corner, lone_wh = rng.uniform(0, 3000, (objects, 2)), rng.uniform(4, 200, (objects, 2))
+    xyxy = np.concatenate([np.hstack([centre, centre + wh]), np.hstack([lone_corner, lone_corner + lone_wh])])
+    labels = np.concatenate(
+        [np.repeat(rng.integers(0, classes_count, objects), copies), rng.integers(0, classes_count, objects)]
+    )
+    return Detections.from_arrays(xyxy, rng.uniform(0.01, 1, len(xyxy)), labels)
+
+
+def assert_same_detections(found: Detections, expected: Detections) -> None:
+    np.testing.assert_array_equal(found.xyxy, expected.xyxy)
+    np.testing.assert_array_equal(found.confidence, expected.confidence)
+    np.testing.assert_array_equal(found.class_id, expected.class_id)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.55, 0.9, 1.0])
+@pytest.mark.parametrize("metric", [IOU, IOS])
+@pytest.mark.parametrize("strategy", list(MergeStrategy))
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_merges_match_the_plain_loops(
+    strategy: MergeStrategy, metric: MatchMetric, threshold: float, agnostic: bool
+) -> None:
+    found = tile_like_detections(120, seed=int(threshold * 100))
+    merged = merge_detections(found, strategy, metric, threshold, sources=2, class_agnostic=agnostic)
+    assert_same_detections(merged, reference_merge(found, strategy, metric, threshold, 2, agnostic))
+
+
+@pytest.mark.parametrize("strategy", list(MergeStrategy))
+def test_max_keep_cuts_a_merge_where_the_whole_merge_would_be_cut(strategy: MergeStrategy) -> None:
+    found = tile_like_detections(150, seed=7)
+    whole = merge_detections(found, strategy, IOU, 0.5, sources=2)
+    assert_same_detections(merge_detections(found, strategy, IOU, 0.5, sources=2, max_keep=40), whole[:40])
+
+
+@pytest.mark.parametrize(("cap", "expected_scores"), [(4, [0.9, 0.8, 0.7, 0.6]), (3, [0.9, 0.8, 0.7])])
+@pytest.mark.parametrize("strategy", list(MergeStrategy))
+def test_only_the_most_confident_boxes_enter_a_merge(
+    strategy: MergeStrategy, cap: int, expected_scores: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(overlap_module, "MAX_MERGE_BOXES", cap)
+    found = detections([(FOUR_DISJOINT[i].tolist(), s, 0) for i, s in enumerate([0.6, 0.9, 0.7, 0.8])])
+    merged = merge_detections(found, strategy, IOU, 0.5)
+    assert merged.confidence.tolist() == pytest.approx(expected_scores)
+
+
+@pytest.mark.parametrize("strategy", list(MergeStrategy))
+def test_at_threshold_one_nothing_merges_even_identical_boxes(strategy: MergeStrategy) -> None:
+    found = detections([(UNIT, 0.9, 0), (UNIT, 0.8, 0), ([0, 0, 10, 5], 0.7, 0)])
+    merged = merge_detections(found, strategy, IOS, 1.0, sources=2)
+    np.testing.assert_array_equal(merged.xyxy, found.xyxy)
+    expected = [0.45, 0.4, 0.35] if strategy is MergeStrategy.WBF else [0.9, 0.8, 0.7]  # alone: 1 of 2 sources
+    np.testing.assert_allclose(merged.confidence, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.45, 0.7, 0.99, 1.0])
+def test_blocked_nms_matches_the_plain_loop_across_blocks_and_chunks(
+    iou_threshold: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(overlap_module, "NMS_CHUNK", 100)  # several chunks of later boxes per block
+    found = tile_like_detections(300, seed=3)  # ~1,050 boxes: five blocks of NMS_BLOCK
+    assert len(found) > 4 * overlap_module.NMS_BLOCK
+    expected = reference_nms(found.xyxy, found.confidence, iou_threshold)
+    assert nms(found.xyxy, found.confidence, iou_threshold).tolist() == expected
+    assert nms(found.xyxy, found.confidence, iou_threshold, max_keep=300).tolist() == expected[:300]
+
+
+@pytest.mark.parametrize("score_threshold", [0.0, 0.01, 0.3])
+def test_soft_nms_matches_the_plain_loop(score_threshold: float) -> None:
+    found = tile_like_detections(60, seed=5)
+    expected_keep, expected_scores = reference_soft_nms(found.xyxy, found.confidence, score_threshold)
+    keep, decayed = soft_nms(found.xyxy, found.confidence, score_threshold)
+    assert keep.tolist() == expected_keep and decayed.tolist() == pytest.approx(expected_scores, abs=0)
+    keep, decayed = soft_nms(found.xyxy, found.confidence, score_threshold, max_keep=20)
+    assert keep.tolist() == expected_keep[:20]

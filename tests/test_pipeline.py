@@ -10,10 +10,13 @@ import pytest
 
 from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes, require
 from factories import encode, exif_rotated_jpeg
+from specks import postprocess as postprocess_module
 from specks.errors import InvalidFieldError
+from specks.imaging import decode_image
 from specks.overlap import iou_matrix
 from specks.pipeline import Detector
 from specks.planning import resolve_input_hw
+from specks.postprocess import PostprocessParams, postprocess
 from specks.schemas import DetectOptions
 
 COCO_TO_MODEL = {1: 0, 3: 2}  # person, car
@@ -174,3 +177,51 @@ def test_fused_passes_still_find_the_people_of_a_real_photo(yolov5n_dynamic_dete
         best_iou = iou_matrix(truth_xyxy, people(found.detections)).max(axis=1)
         assert np.mean(best_iou > 0.5) >= 0.5  # most people found, boxes in the right frame
     assert "merge" in fused.timing_ms  # the passes were fused
+
+
+# -- bounded work, the same answers ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_raw_outputs(default_detector: Detector) -> dict[str, tuple[np.ndarray, tuple[int, int]]]:
+    """Raw YOLOX-Nano outputs, and their input sizes, of four COCO photos (640) and one drone photo
+    (the default small-object plan of a 2000x1500 photo: one 2016x1504 input)."""
+    photos = {path.name: (path, (640, 640)) for path in sorted((require(COCO_TINY) / "images").iterdir())[:4]}
+    drone = sorted((require(VISDRONE) / "images").iterdir())[0]
+    photos["drone"] = (drone, (1504, 2016))
+    outputs = {}
+    for name, (path, input_hw) in photos.items():
+        image = decode_image(path.read_bytes(), max_image_pixels=default_detector.limits.max_image_pixels)
+        tensor, plan = default_detector.full_image_input(image, input_hw)
+        outputs[name] = (default_detector.model.run(tensor)[0], plan.input_hw)
+    return outputs
+
+
+@pytest.mark.parametrize(
+    ("conf", "iou", "max_det", "multi_label"),
+    [(0.25, 0.45, 300, False), (0.001, 0.45, 300, False), (0.001, 0.6, 500, True), (0.01, 0.6, 500, True)],
+)
+def test_the_candidate_cap_changes_no_answer_at_usual_confidences(
+    default_detector: Detector,
+    real_raw_outputs: dict[str, tuple[np.ndarray, tuple[int, int]]],
+    monkeypatch: pytest.MonkeyPatch,
+    conf: float,
+    iou: float,
+    max_det: int,
+    multi_label: bool,
+) -> None:
+    """The same detections with MAX_CANDIDATES_BEFORE_NMS as without any cap, though the drone photo at
+    conf 0.001, multi-label, has ~17,000 candidates."""
+    layout = default_detector.model.info.layout
+    params = PostprocessParams(conf, iou, max_det, multi_label=multi_label)
+    for name, (raw, input_hw) in real_raw_outputs.items():
+        capped = postprocess(raw, layout, params, input_hw)
+        with monkeypatch.context() as uncapped_run:
+            uncapped_run.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", 10**9)
+            uncapped = postprocess(raw, layout, params, input_hw)
+            candidates = len(postprocess_module.decode_yolox(raw, params, input_hw))
+        if name == "drone" and conf == 0.001:
+            assert candidates > postprocess_module.MAX_CANDIDATES_BEFORE_NMS
+        np.testing.assert_array_equal(capped.xyxy, uncapped.xyxy, err_msg=name)
+        np.testing.assert_array_equal(capped.confidence, uncapped.confidence, err_msg=name)
+        np.testing.assert_array_equal(capped.class_id, uncapped.class_id, err_msg=name)

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 import specks.pipeline
-from conftest import VISDRONE, coco_annotations, jpeg_bytes
+from conftest import VISDRONE, coco_annotations, jpeg_bytes, require
 from factories import b64, huge_bilevel_png
+from specks.batching import plan_batch
 from specks.config import Limits, Settings, SlicingSettings
-from specks.errors import ImageTooLargeError, TooManyTilesError
+from specks.errors import ImageTooLargeError, TooManyInputPixelsError, TooManyTilesError
 from specks.overlap import MatchMetric, MergeStrategy, iou_matrix
 from specks.pipeline import Detector
 from specks.schemas import DetectOptions
-from specks.types import ImageSize
+from specks.types import Detections, ImageSize
 from specks.web import create_app
+from test_overlap import assert_same_detections, reference_merge
 
 STATIC, DYNAMIC = "yolov5n_detector", "yolov5n_dynamic_detector"
 NMS, NMM = MergeStrategy.NMS, MergeStrategy.NMM
@@ -50,6 +52,40 @@ def test_an_image_over_the_pixel_limit_is_refused_as_such_not_as_too_many_tiles(
         detector.predict_bytes(huge_bilevel_png(10_000, 6_000), DetectOptions(slice=True))
     assert caught.value.code == "image_too_large"
     assert "10000x6000" in caught.value.message
+
+
+def test_too_many_input_pixels_is_refused_before_decoding_with_its_own_413(
+    yolov5n_detector: Detector, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2000x1500 sliced on the 640 model: 12 tiles and the full image, 13 x 640 x 640 = 5.3 MP of model input."""
+    budget = SlicingSettings(max_input_pixels_per_request=13 * 640 * 640 - 1)
+    detector = Detector(yolov5n_detector.model, yolov5n_detector.limits, budget)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the image was decoded before the pixel budget was checked")
+
+    monkeypatch.setattr(specks.pipeline, "decode_image", no_decoding)
+    with pytest.raises(TooManyInputPixelsError):
+        detector.predict_bytes(jpeg_bytes(2000, 1500), DetectOptions(slice=True))
+    monkeypatch.undo()
+    client = create_app(Settings(cache_dir=cache_dir), detector=detector).test_client()
+    response = client.post("/predict", json={"image": b64(jpeg_bytes(2000, 1500)), "slice": True})
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert error["code"] == "too_many_input_pixels"
+    assert "5.3 megapixels" in error["message"] and "SPECKS_MAX_INPUT_PIXELS" in error["message"]
+
+
+def test_a_batch_refuses_only_the_image_over_the_budget(yolov5n_detector: Detector) -> None:
+    """Each image of a batch is its own plan: a 2000x1500 one sliced is over 5 MP, an 800x600 one is not."""
+    budget = SlicingSettings(max_input_pixels_per_request=5_000_000)
+    detector = Detector(yolov5n_detector.model, yolov5n_detector.limits, budget)
+    images = {0: jpeg_bytes(800, 600), 1: jpeg_bytes(2000, 1500), 2: jpeg_bytes(640, 480)}
+
+    plan = plan_batch(detector, images, DetectOptions())
+
+    assert list(plan.refused) == [1] and isinstance(plan.refused[1], TooManyInputPixelsError)
+    assert sorted(index for unit in plan.units for index in unit) == [0, 2]
 
 
 def test_too_many_tiles_is_413_over_http(yolov5n_detector: Detector, cache_dir: Path) -> None:
@@ -224,3 +260,29 @@ def test_batched_tiles_are_each_clipped_to_their_own_tile() -> None:
     assert len(found) == len(tiles) == 6  # x: 0, 64, 96 (shifted inward); y: 0, 64
     for tile, detections in zip(tiles.tolist(), found, strict=True):
         np.testing.assert_allclose(detections.xyxy[0], tile, atol=0.5)
+
+
+# -- merging bounded, the same answers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conf", [0.25, 0.05])
+def test_merging_a_real_sliced_request_matches_the_plain_loops(
+    yolov5n_detector: Detector, monkeypatch: pytest.MonkeyPatch, conf: float
+) -> None:
+    """The 13 runs of a 2000x1500 drone photo (12 tiles and the full image), merged by each strategy,
+    give what the one-box-at-a-time merges gave."""
+    captured: list[Detections] = []
+    real_merge = specks.pipeline.merge_detections
+
+    def spy(found: Detections, *args: Any, **kwargs: Any) -> Detections:
+        captured.append(found)
+        return real_merge(found, *args, **kwargs)
+
+    monkeypatch.setattr(specks.pipeline, "merge_detections", spy)
+    photo = sorted((require(VISDRONE) / "images").iterdir())[0].read_bytes()
+    yolov5n_detector.predict_bytes(photo, DetectOptions(slice=True, conf=conf, max_det=500))
+    (found,) = captured
+    assert len(found) > 20
+    for strategy, metric, threshold in [(NMS, IOU, 0.5), (NMM, IOS, 0.5), (MergeStrategy.WBF, IOU, 0.55)]:
+        merged = real_merge(found, strategy, metric, threshold, max_keep=500)
+        assert_same_detections(merged, reference_merge(found, strategy, metric, threshold, 1, False)[:500])

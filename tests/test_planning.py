@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from specks.config import SlicingSettings
-from specks.errors import InvalidFieldError, TooManyTilesError
+from specks.errors import InvalidFieldError, PayloadTooLargeError, TooManyInputPixelsError, TooManyTilesError
 from specks.models.names import COCO80_NAMES as COCO80
 from specks.overlap import MatchMetric, MergeStrategy
 from specks.planning import (
-    check_tile_budget,
     plan_request,
     postprocess_params,
     resolve_class_ids,
@@ -276,16 +275,126 @@ def test_check_tile_budget(
     overlap: float,
     expected: int | type[Exception],
 ) -> None:
+    options = DetectOptions(slice=True, tile=tile, overlap=overlap)
+    settings = SlicingSettings(max_tiles=max_tiles)
     if isinstance(expected, int):
-        assert check_tile_budget(ImageSize(*image_wh), tile, overlap, max_tiles) == expected
-        options = DetectOptions(slice=True, tile=tile, overlap=overlap)
-        settings = SlicingSettings(max_tiles=max_tiles)
         assert plan_request(STATIC, settings, options, ImageSize(*image_wh)).tile_count == expected
     else:
         with pytest.raises(expected):
-            check_tile_budget(ImageSize(*image_wh), tile, overlap, max_tiles)
+            plan_request(STATIC, settings, options, ImageSize(*image_wh))
 
 
+# -- the work budget: every pass, tile, flip and full-image pass of a request together ------------------------
+
+# 2000x1500 sliced on the fixed 640 model: 12 tiles of 640x640 plus the full image at 640x640.
+FIXED_SLICED_PIXELS = 13 * 640 * 640
+# The dynamic model's default plan of a 2000x1500 photo: one native tile, padded to 2016x1504.
+DYNAMIC_TILE_PIXELS = 2016 * 1504
+
+
+@pytest.mark.parametrize(
+    ("options", "tiles"),
+    [
+        ({"slice": True}, 12),
+        ({"slice": True, "flip": True}, 24),  # the mirrored pass runs every tile again
+        ({"slice": True, "scales": [1.0, 2.0]}, 12 + 48),  # x2: 320-pixel tiles, 8 x 6
+        ({"slice": True, "scales": [1.0, 2.0], "flip": True}, 2 * (12 + 48)),
+    ],
+)
+@pytest.mark.parametrize("spare", [0, -1])
+def test_max_tiles_counts_every_pass_at_its_boundary(options: dict[str, Any], tiles: int, spare: int) -> None:
+    settings = SlicingSettings(max_tiles=tiles + spare)
+    if spare == 0:
+        assert plan_request(STATIC, settings, DetectOptions(**options), ImageSize(2000, 1500)).tile_count == tiles
+        return
+    with pytest.raises(TooManyTilesError) as caught:
+        plan_request(STATIC, settings, DetectOptions(**options), ImageSize(2000, 1500))
+    message = caught.value.message
+    assert f"needs {tiles} tiles; the limit is {tiles - 1} tiles per request, every pass together" in message
+    assert "(SPECKS_MAX_TILES)" in message and "a larger 'tile'" in message
+    assert ("'flip': false" in message) is bool(options.get("flip"))
+    assert ("fewer 'scales'" in message) is ("scales" in options)
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "image_wh", "input_pixels"),
+    [
+        pytest.param(STATIC, {"slice": True}, (2000, 1500), FIXED_SLICED_PIXELS, id="tiles-and-full-image"),
+        pytest.param(STATIC, {"slice": True, "full_image": False}, (2000, 1500), 12 * 640 * 640, id="tiles-only"),
+        pytest.param(STATIC, {"slice": True, "flip": True}, (2000, 1500), 2 * FIXED_SLICED_PIXELS, id="flip"),
+        pytest.param(DYNAMIC, {"slice": True}, (2000, 1500), DYNAMIC_TILE_PIXELS, id="one-native-tile"),
+        pytest.param(STATIC, {}, (800, 600), 640 * 640, id="full-image"),
+        pytest.param(DYNAMIC, {"imgsz": 4096}, (800, 600), 4096 * 4096, id="imgsz"),
+        pytest.param(
+            DYNAMIC, {"scales": [1.0, 1.5], "flip": True}, (800, 600), 2 * (640 * 640 + 960 * 960), id="scales-flip"
+        ),
+    ],
+)
+@pytest.mark.parametrize("spare", [0, -1])
+def test_max_input_pixels_counts_every_run_at_its_boundary(
+    model: FakeModel, options: dict[str, Any], image_wh: tuple[int, int], input_pixels: int, spare: int
+) -> None:
+    settings = SlicingSettings(max_input_pixels_per_request=input_pixels + spare)
+    if spare == 0:
+        assert (
+            plan_request(model, settings, DetectOptions(**options), ImageSize(*image_wh)).input_pixels == input_pixels
+        )
+        return
+    with pytest.raises(TooManyInputPixelsError) as caught:
+        plan_request(model, settings, DetectOptions(**options), ImageSize(*image_wh))
+    assert isinstance(caught.value, PayloadTooLargeError) and caught.value.code == "too_many_input_pixels"
+    assert f"{input_pixels / 1e6:.1f} megapixels of model input" in caught.value.message
+    assert "(SPECKS_MAX_INPUT_PIXELS)" in caught.value.message
+
+
+def test_the_issue_20_request_is_refused_naming_its_totals_the_limit_and_what_to_lower() -> None:
+    """Four scales x flip on a 3200x3200 image, each tile enlarged to the 2560-pixel cap: 1.0 GP."""
+    options = DetectOptions(slice=True, scales=[1.0, 2.0, 3.0, 4.0], flip=True)
+    with pytest.raises(TooManyInputPixelsError) as caught:
+        plan_request(DYNAMIC, SlicingSettings(), options, ImageSize(3200, 3200))
+    assert caught.value.message == (
+        "this 3200x3200 image in 8 passes (scales 1, 2, 3, 4, each also mirrored) needs 156 model runs of "
+        "973.2 megapixels of model input in all; the limit is 256.0 megapixels per request, every tile and pass "
+        "together (SPECKS_MAX_INPUT_PIXELS). Use fewer 'scales', 'flip': false, a larger 'tile', a smaller "
+        "'tile_scale', a smaller 'overlap', 'full_image': false, a smaller 'imgsz' or a smaller image."
+    )
+
+
+def test_a_full_image_request_over_the_pixel_budget_is_told_to_lower_imgsz_not_the_image() -> None:
+    settings = SlicingSettings(max_input_pixels_per_request=4096 * 4096 - 1)
+    with pytest.raises(TooManyInputPixelsError) as caught:
+        plan_request(DYNAMIC, settings, DetectOptions(imgsz=4096), ImageSize(800, 600))
+    assert caught.value.message.endswith("(SPECKS_MAX_INPUT_PIXELS). Use a smaller 'imgsz'.")
+
+
+# The documented requests (README: options, small objects, tuned profiles, `specks tune`'s search) on
+# the images they are documented for, and on images up to the 40 MP image limit: each fits the default budget.
+TUNE_HEAVIEST = {"slice": True, "tile_scale": 2.0, "scales": [1.0, 1.5], "flip": True}
+DOCUMENTED_REQUESTS = {
+    "2000x1500 default, fixed": (STATIC, {}, (2000, 1500)),
+    "2000x1500 default, dynamic": (DYNAMIC, {}, (2000, 1500)),
+    "24 MP photo sliced by default, fixed: 96 tiles": (STATIC, {}, (6000, 4000)),
+    "24 MP photo sliced by default, dynamic: 6 tiles of 2560": (DYNAMIC, {}, (6000, 4000)),
+    "40 MP, long and narrow: 16 tiles of 2560": (DYNAMIC, {}, (2561, 15_618)),
+    "40 MP on the fixed model: 150 tiles": (STATIC, {}, (7746, 5164)),
+    "imgsz 4096, four scales, flip": (DYNAMIC, {"imgsz": 4096, "scales": [0.5, 1, 1.5, 2], "flip": True}, (4000, 3000)),
+    "tune's heaviest trial on a 2000x1500 photo": (DYNAMIC, TUNE_HEAVIEST, (2000, 1500)),
+    "scales [1, 1.5] on a 24 MP photo": (DYNAMIC, {"scales": [1.0, 1.5]}, (6000, 4000)),
+    "tuned flip profile on a 40 MP photo": (DYNAMIC, {"flip": True}, (2561, 15_618)),
+    "tuned scales [1, 1.25] profile on a 4:3 40 MP photo": (DYNAMIC, {"scales": [1.0, 1.25]}, (7302, 5477)),
+    "tuned scales [1, 1.25] profile on a long 40 MP photo: 237 MP": (DYNAMIC, {"scales": [1.0, 1.25]}, (2561, 15_618)),
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "image_wh"), list(DOCUMENTED_REQUESTS.values()), ids=list(DOCUMENTED_REQUESTS)
+)
+def test_documented_requests_fit_the_default_budget(
+    model: FakeModel, options: dict[str, Any], image_wh: tuple[int, int]
+) -> None:
+    plan = plan_request(model, SlicingSettings(), DetectOptions(**options), ImageSize(*image_wh))
+    assert plan.input_pixels <= SlicingSettings().max_input_pixels_per_request
+    assert plan.tile_count <= SlicingSettings().max_tiles
 
 
 # -- thresholds, input size and classes ------------------------------------------------------------------

@@ -247,11 +247,86 @@ def test_ultralytics_best_class_among_allowed() -> None:
 
 
 @pytest.mark.parametrize("layout", NMS_LAYOUTS)
-def test_candidates_are_capped_to_the_best_before_nms(layout: OutputLayout, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", 2)
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [
+        (4, [(B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0), (A, 0.5, 0)]),  # at the cap: every candidate
+        (3, [(B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0)]),
+        (2, [(B, 0.9, 1), (C, 0.7, 2)]),
+    ],
+)
+def test_candidates_are_capped_to_the_best_before_nms(
+    layout: OutputLayout, cap: int, expected: list[Box], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", cap)
     raw = raw_output(layout, [(A, 0.5, 0), (B, 0.9, 1), (C, 0.7, 2), (D, 0.6, 0)])
 
-    assert_detections(postprocess(raw, layout, PostprocessParams(), INPUT_HW), [(B, 0.9, 1), (C, 0.7, 2)])
+    assert_detections(postprocess(raw, layout, PostprocessParams(), INPUT_HW), expected)
+
+
+@pytest.mark.parametrize("layout", NMS_LAYOUTS)
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [
+        (4, [(B, 0.9, 1), (A, 0.8, 2), (A, 0.6, 0), (B, 0.3, 0)]),  # every box x class above the threshold
+        (3, [(B, 0.9, 1), (A, 0.8, 2), (A, 0.6, 0)]),
+        (1, [(B, 0.9, 1)]),
+    ],
+)
+def test_multi_label_candidates_are_capped_per_box_and_class(
+    layout: OutputLayout, cap: int, expected: list[Box], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", cap)
+    raw = raw_output(layout, [(A, 0.6, 0), (B, 0.9, 1)])
+    scores = raw if layout is not OutputLayout.ULTRALYTICS else raw.T  # rows: boxes, columns: fields
+    first = 4 if layout is OutputLayout.ULTRALYTICS else 5
+    a_row, b_row = np.flatnonzero(scores[:, first] == 0.6)[0], np.flatnonzero(scores[:, first + 1] == 0.9)[0]
+    scores[a_row, first + 2] = 0.8  # box A also scores 0.8 for class 2
+    scores[b_row, first] = 0.3  # box B also scores 0.3 for class 0
+    params = PostprocessParams(conf_threshold=0.25, multi_label=True)
+
+    assert_detections(postprocess(raw, layout, params, INPUT_HW), expected)
+
+
+@pytest.mark.parametrize("layout", NMS_LAYOUTS)
+def test_the_cap_ranks_rows_by_their_best_allowed_class(layout: OutputLayout, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B scores best, but for a class the request filters out: A, the best allowed, is the one kept."""
+    monkeypatch.setattr(postprocess_module, "MAX_CANDIDATES_BEFORE_NMS", 1)
+    raw = raw_output(layout, [(A, 0.5, 0), (B, 0.9, 1), (C, 0.4, 0)])
+
+    result = postprocess(raw, layout, PostprocessParams(class_ids=frozenset({0})), INPUT_HW)
+
+    assert_detections(result, [(A, 0.5, 0)])
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("layout", [OutputLayout.YOLOV5, OutputLayout.YOLOX])
+def test_conf_zero_hands_nms_only_the_best_candidates(
+    layout: OutputLayout, multi_label: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every row of a 1280x1280 YOLOX-sized output scores above 0 for all 80 classes (2.7 M box x class
+    pairs): NMS receives the MAX_CANDIDATES_BEFORE_NMS best, none of them expanded beyond it."""
+    rng = np.random.default_rng(0)
+    rows = len(yolox_grid((1280, 1280))[0])
+    raw = rng.uniform(0.01, 1.0, (rows, 85)).astype(np.float32)
+    raw[:, :2] = rng.uniform(0, 1, (rows, 2)) if layout is OutputLayout.YOLOX else rng.uniform(0, 1280, (rows, 2))
+    raw[:, 2:4] = rng.uniform(-1, 1, (rows, 2)) if layout is OutputLayout.YOLOX else rng.uniform(4, 100, (rows, 2))
+    seen: list[np.ndarray] = []
+    real_nms = postprocess_module.batched_nms
+
+    def spy(xyxy: np.ndarray, scores: np.ndarray, *args: object) -> np.ndarray:
+        seen.append(scores)
+        return real_nms(xyxy, scores, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(postprocess_module, "batched_nms", spy)
+    params = PostprocessParams(conf_threshold=0.0, iou_threshold=1.0, max_detections=10_000, multi_label=multi_label)
+    result = postprocess(raw, layout, params, (1280, 1280))
+
+    cap = postprocess_module.MAX_CANDIDATES_BEFORE_NMS
+    assert len(seen[0]) == len(result) == cap  # iou 1 drops nothing
+    class_scores = raw[:, 5:] * raw[:, 4:5]
+    every_score = np.sort(class_scores.ravel() if multi_label else class_scores.max(axis=1))[::-1]
+    np.testing.assert_array_equal(np.sort(seen[0])[::-1], every_score[:cap])
 
 
 def test_yolox_rows_decode_as_the_models_readme_says() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from factories import b64
 from specks import errors
 from specks.config import Limits, Settings, SlicingSettings
+from specks.deadline import Deadline
 from specks.holder import ModelHolder
 from specks.imaging import DecodedImage
 from specks.metrics import Metrics
@@ -53,6 +55,7 @@ class FakeDetector:
         self.metrics = metrics
         self.calls: list[tuple[Any, DetectOptions]] = []
         self.in_flight_seen: list[float] = []
+        self.deadlines: list[Deadline | None] = []
 
     def _answer(self, image: Any, options: DetectOptions, keep_image: bool) -> Prediction:
         self.calls.append((image, options))
@@ -63,10 +66,16 @@ class FakeDetector:
         timing_ms = {"decode": 1.0, "inference": 2.0, "total": 3.5}
         return Prediction(found, ImageSize(64, 48), timing_ms, tile_count=3, image=pixels)
 
-    def predict_base64(self, image_b64: str, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
+    def predict_base64(
+        self, image_b64: str, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
+    ) -> Prediction:
+        self.deadlines.append(deadline)
         return self._answer(image_b64, options, keep_image)
 
-    def predict_bytes(self, data: bytes, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
+    def predict_bytes(
+        self, data: bytes, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
+    ) -> Prediction:
+        self.deadlines.append(deadline)
         return self._answer(data, options, keep_image)
 
 
@@ -252,7 +261,7 @@ def test_visualize_draws_inside_the_prediction_slot_and_lets_the_pixels_go(monke
     draw = service_module.visualize_prediction
 
     def watched(prediction: Prediction, names: Any) -> str:
-        slot_free_while_drawing.append(service.holder.prediction_slots.acquire(blocking=False))
+        slot_free_while_drawing.append(service.holder.prediction_slots.try_acquire())
         return draw(prediction, names)
 
     monkeypatch.setattr(service_module, "visualize_prediction", watched)
@@ -307,3 +316,28 @@ def test_a_compatible_apis_model_id_picks_the_model_of_that_name_else_the_defaul
         detectors[name] = detector
     service = DetectionService(settings, ModelHolder(settings, detectors=detectors))  # type: ignore[arg-type]
     assert service.model_for_client_id(model_id) == expected
+
+
+def test_every_prediction_runs_under_the_request_timeout_as_its_deadline() -> None:
+    service, detector = make_service(Settings(request_timeout_s=7))
+    request = service.decode_request(body(), content_type="application/json")
+    service.predict(request, route="/r")
+    service.predict_bytes(b"...", DetectOptions(), route="/r")
+    assert len(detector.deadlines) == 2
+    for deadline in detector.deadlines:
+        assert deadline is not None and deadline.timeout_s == 7 and 6 < deadline.remaining_s() <= 7
+
+
+def test_time_waiting_for_a_slot_is_added_to_the_deadline() -> None:
+    service, detector = make_service(Settings(predictions_per_worker=1))
+    request = service.decode_request(body(), content_type="application/json")
+    service.holder.prediction_slots.acquire()
+    deadline = Deadline.after(5)
+    worker = threading.Thread(target=service.predict, args=(request,), kwargs={"route": "/r", "deadline": deadline})
+    worker.start()
+    time.sleep(0.3)
+    service.holder.prediction_slots.release()
+    worker.join(5)
+    assert detector.deadlines == [deadline]
+    assert deadline.remaining_s() > 5 - 0.1  # the 0.3 s of waiting did not count
+

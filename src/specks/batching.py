@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .config import Limits, SharedRuns
-from .errors import BatchTooLargeError, SpecksError
+from .deadline import Deadline
+from .errors import BatchTooLargeError, ClientGoneError, DeadlineExceededError, SpecksError
 from .imaging import read_image_size
 from .pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
 from .schemas import DetectOptions
@@ -81,7 +82,11 @@ def plan_batch(
     per_run: dict[ImageSize, int] = {}
     for index in sorted(images):
         try:
-            size, _ = read_image_size(images[index], max_image_pixels=detector.limits.max_image_pixels)
+            size, _ = read_image_size(
+                images[index],
+                max_image_pixels=detector.limits.max_image_pixels,
+                max_jpeg_scans=detector.limits.max_jpeg_scans,
+            )
             plan = detector.plan(options, size)
         except SpecksError as exc:
             refused[index] = exc
@@ -113,12 +118,21 @@ def run_unit(
     options: DetectOptions,
     *,
     keep_image: bool = False,
+    deadline: Deadline | None = None,
 ) -> dict[int, Prediction | SpecksError]:
-    """Predict one unit of a batch plan: batch position -> its Prediction or its error."""
+    """Predict one unit of a batch plan: batch position -> its Prediction or its error.
+
+    deadline: the whole request's; past it (or once its client has gone) the unit raises, as that
+    ends the request, not one image.
+    """
+    if deadline is not None:
+        deadline.check("the next images of the batch")
     if len(unit) == 1:
         (index,) = unit
         try:
-            return {index: detector.predict_bytes(images[index], options, keep_image=keep_image)}
+            return {index: detector.predict_bytes(images[index], options, keep_image=keep_image, deadline=deadline)}
+        except (DeadlineExceededError, ClientGoneError):
+            raise
         except SpecksError as exc:
             return {index: exc}
     answers = detector.predict_same_size([images[index] for index in unit], options, keep_image=keep_image)

@@ -13,10 +13,14 @@ from typing import Any
 import orjson
 
 from .config import Limits
-from .errors import InvalidJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
+from .errors import InvalidJSONError, PayloadTooLargeError, UnsupportedMediaTypeError, clipped
 
 # A valid request holds a handful of containers; a body with many is an attack or a mistake.
 MAX_JSON_CONTAINERS = 1_000
+# Nor does it hold many values: at most a few dozen fields and SPECKS_MAX_BATCH_IMAGES images or
+# 1000 'classes'. Counted as commas before parsing, so that a million-key object or a 20 MB array of
+# numbers is refused in milliseconds, not parsed and validated for seconds.
+MAX_JSON_VALUES = 10_000
 # RFC 8259 lets a parser ignore a UTF-8 byte order mark; some Windows tools write one.
 _UTF8_BOM = codecs.BOM_UTF8
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -53,7 +57,7 @@ def check_json_media_type(content_type: str | None) -> None:
     if not is_json_media_type(content_type):
         raise UnsupportedMediaTypeError(
             "the body must be JSON sent with 'Content-Type: application/json' "
-            f"(got Content-Type: {content_type or 'none'})"
+            f"(got Content-Type: {clipped(content_type or 'none')})"
         )
 
 
@@ -83,6 +87,11 @@ def parse_json_body(raw: bytes, limits: Limits) -> Any:
         raise InvalidJSONError('the request body is empty; send {"image": "<base64>"}')
     if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:
         raise InvalidJSONError(f"the JSON body holds more than {MAX_JSON_CONTAINERS} arrays/objects")
+    if body.count(b",") >= MAX_JSON_VALUES:
+        raise InvalidJSONError(
+            f"the JSON body holds more than {MAX_JSON_VALUES} values (object fields and array items together); "
+            "a request needs far fewer: the image(s) and the options you set"
+        )
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

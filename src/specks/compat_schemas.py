@@ -14,10 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from .config import MAX_DETECTIONS
 
-# Images one Roboflow request may carry (inference-sdk sends max_batch_size of them).
-ROBOFLOW_MAX_BATCH_IMAGES = 64
-
-
 # -- DeepStack / CodeProject.AI ------------------------------------------------------------------
 
 
@@ -83,7 +79,17 @@ class ObjectDetectionRequest(BaseModel):
 
     model_id: StrictStr | None = None
     api_key: StrictStr | None = None
-    image: InferenceImage | Annotated[list[InferenceImage], Field(min_length=1, max_length=ROBOFLOW_MAX_BATCH_IMAGES)]
+    image: (
+        InferenceImage
+        | Annotated[
+            list[InferenceImage],
+            Field(
+                min_length=1,
+                description="A batch, as POST /predict's: at most SPECKS_MAX_BATCH_IMAGES images and "
+                "SPECKS_MAX_BATCH_BYTES image bytes (413 past either).",
+            ),
+        ]
+    )
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["best", "default"] | None = None
     iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     max_detections: Annotated[int, Field(ge=1, le=MAX_DETECTIONS)] | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .jpeg_scans import MAX_JPEG_SCANS
 from .logs import LogFormat
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
@@ -113,6 +114,11 @@ class Limits:
 
     max_batch_images: most images in one batch request (``"images": [...]``).
     max_batch_bytes:  most image bytes (after base64) in one batch request, all images together.
+    max_jpeg_scans:   most scans (progressive passes) a JPEG may have; each is a full pass over
+                      the image (``specks.jpeg_scans`` has the measurements).
+    read_timeout_s:   seconds a client may take to send a request's line and headers; a body gets
+                      this plus its length at ``min_upload_bytes_per_s`` (``web.connection``).
+    min_upload_bytes_per_s: the slowest upload waited for (32 KiB/s: a phone's 256 kbit/s uplink).
     """
 
     max_image_pixels: int = 40_000_000
@@ -120,6 +126,9 @@ class Limits:
     max_json_depth: int = 32
     max_batch_images: int = 32
     max_batch_bytes: int = 16 * MiB
+    max_jpeg_scans: int = MAX_JPEG_SCANS
+    read_timeout_s: float = 10.0
+    min_upload_bytes_per_s: int = 32 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -143,7 +152,12 @@ class SlicingSettings:
     merge:            keep the best box (NMS) or grow it over its group (NMM).
     merge_metric:     IoU, or intersection over the smaller box (IoS).
     merge_threshold:  overlap above which two detections of one class are the same object.
-    max_tiles:        most tiles one request may cost; more is refused with 413.
+    max_tiles:        most tiles one request may cost, every pass (scales, flips) together; more is
+                      refused with 413.
+    max_input_pixels_per_request: most model-input pixels one request may run, every tile, pass,
+                      flip and full-image pass together (each run's input height x width); more is
+                      refused with 413. It bounds the model time of a request where ``max_tiles``
+                      alone allows 200 tiles of 2560x2560.
     iou_threshold:    NMS IoU inside each tile in small-object mode (crowds need a higher one).
     multi_label:      in small-object mode a box may carry several classes above the threshold.
     scales:           input scale factors of the passes fused per request (1.0: the plan as is;
@@ -165,6 +179,12 @@ class SlicingSettings:
     merge_metric: MatchMetric = MatchMetric.IOU
     merge_threshold: float = 0.5
     max_tiles: int = 200
+    # Every documented request and tuned profile fits, on any image up to the 40 MP image limit: the
+    # heaviest, the README's tuned `scales` [1, 1.25] on a 40 MP photo, runs 237 MP (`specks tune`'s
+    # heaviest trial, tile_scale 2 + scales [1, 1.5] + flip on a 2000x1500 photo, 133 MP; a default
+    # sliced 40 MP image at most 105 MP). About 21 s of model time on 2 quiet cores: YOLOX-Nano and
+    # yolov5n_dynamic run ~12 MP/s there (4.2-4.8 MP/s measured while the machine was shared).
+    max_input_pixels_per_request: int = 256_000_000
     iou_threshold: float = 0.6
     multi_label: bool = True
     scales: tuple[float, ...] = (1.0,)
@@ -186,6 +206,11 @@ class SlicingSettings:
             (isinstance(self.merge_metric, MatchMetric), "merge_metric must be iou or ios", self.merge_metric),
             (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
             (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
+            (
+                self.max_input_pixels_per_request >= 1,
+                "max_input_pixels_per_request must be >= 1",
+                self.max_input_pixels_per_request,
+            ),
             (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
             (
                 1 <= len(self.scales) <= MAX_PASS_SCALES and all(0.25 <= s <= 4 for s in self.scales),
@@ -398,8 +423,11 @@ class Settings:
     profile:    a model profile (JSON, see ``specks.profiles``); None uses ``<model file>.specks.json``
                 beside the model when there is one.
     workers:    server processes, each with its own model; 0 means one per core.
-    io_threads: threads per worker for network I/O: slow clients and keep-alive connections
-                each hold one while they trickle in, so there are many.
+    io_threads: threads per worker for network I/O: a request holds one while its headers and body
+                arrive (a slow upload for up to its read deadline, ``Limits``) and while it is
+                answered; idle and kept-alive connections hold none. 256: 128 clients trickling a
+                body at once took all of 32 and left normal requests waiting 30 s; an idle thread
+                costs about 10 KB of memory.
     predictions_per_worker: requests one worker decodes and runs at once; the rest wait (queue,
                 not fail), which bounds memory: each slot holds one full-resolution decode plus
                 one model run's activations (README "Memory"). One is the default: a worker's
@@ -421,7 +449,7 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     request_timeout_s: int = 60
     graceful_timeout_s: int = 30
-    io_threads: int = 32
+    io_threads: int = 256
     predictions_per_worker: int = 1
     max_worker_memory_mb: int = 0
     max_requests: int = 0
@@ -503,6 +531,9 @@ class Settings:
             max_json_depth=get("MAX_JSON_DEPTH", int, Limits.max_json_depth),
             max_batch_images=get("MAX_BATCH_IMAGES", int, Limits.max_batch_images),
             max_batch_bytes=get("MAX_BATCH_BYTES", int, Limits.max_batch_bytes),
+            max_jpeg_scans=get("MAX_JPEG_SCANS", int, Limits.max_jpeg_scans),
+            read_timeout_s=get("READ_TIMEOUT_S", float, Limits.read_timeout_s),
+            min_upload_bytes_per_s=get("MIN_UPLOAD_BYTES_PER_S", int, Limits.min_upload_bytes_per_s),
         )
         slicing = SlicingSettings(
             mode=get("SLICE", _parse_slice_mode, SlicingSettings.mode),
@@ -515,6 +546,7 @@ class Settings:
             merge_metric=get("MERGE_METRIC", _enum_parser(MatchMetric, "overlap metric"), SlicingSettings.merge_metric),
             merge_threshold=get("MERGE_THRESHOLD", float, SlicingSettings.merge_threshold),
             max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
+            max_input_pixels_per_request=get("MAX_INPUT_PIXELS", int, SlicingSettings.max_input_pixels_per_request),
             iou_threshold=get("SLICE_IOU", float, SlicingSettings.iou_threshold),
             multi_label=get("SLICE_MULTI_LABEL", _parse_bool, SlicingSettings.multi_label),
             scales=get("SCALES", _parse_floats, SlicingSettings.scales),

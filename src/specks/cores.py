@@ -64,6 +64,17 @@ class CoreShare:
             here = self._running_here
         return here > 1 or self._others_running()
 
+    def register(self) -> None:
+        """Make this worker's lock file now, so that siblings see it (idle) before its first request."""
+        self._own_file_fd()
+
+    def sibling_idle(self) -> bool:
+        """Whether some live sibling worker has no request in progress (False without siblings to see)."""
+        return any(
+            not _is_locked(path) and _process_exists(int(path.name.removesuffix(_LOCK_SUFFIX)))
+            for path in self._sibling_files()
+        )
+
     def _own_file_fd(self) -> int | None:
         if self.directory is None:
             return None
@@ -83,14 +94,18 @@ class CoreShare:
             fcntl.flock(fd, fcntl.LOCK_SH if running else fcntl.LOCK_UN)
 
     def _others_running(self) -> bool:
+        return any(_is_locked(path) for path in self._sibling_files())
+
+    def _sibling_files(self) -> list[Path]:
+        """The other workers' lock files (none without a directory)."""
         if self.directory is None:
-            return False
+            return []
         own = f"{os.getpid()}{_LOCK_SUFFIX}"
         try:
             names = [entry.name for entry in os.scandir(self.directory) if _is_lock_file_name(entry.name)]
         except OSError:
-            return False
-        return any(_is_locked(self.directory / name) for name in names if name != own)
+            return []
+        return [self.directory / name for name in names if name != own]
 
 
 def _is_lock_file_name(name: str) -> bool:

@@ -18,6 +18,7 @@ to HTTP for every front-end.
     ├── PayloadTooLargeError            payload_too_large        413
     │   ├── ImageTooLargeError          image_too_large          413
     │   ├── TooManyTilesError           too_many_tiles           413
+    │   ├── TooManyInputPixelsError     too_many_input_pixels    413
     │   └── BatchTooLargeError          batch_too_large          413
     ├── AuthenticationError             unauthorized             401
     ├── NotFoundError                   not_found                404
@@ -25,12 +26,18 @@ to HTTP for every front-end.
     │   ├── ModelLoadError              model_load_error         500
     │   └── UnsupportedModelError       unsupported_model        500
     ├── ModelNotReadyError              model_not_ready          503
+    ├── DeadlineExceededError           deadline_exceeded        503  (past SPECKS_REQUEST_TIMEOUT_S)
+    ├── ClientGoneError                 client_closed_request    499  (nobody reads it; logged)
+    ├── RequestTimeoutError             request_timeout          408  (the body arrived too slowly)
     ├── ConfigError                     config_error             500
     ├── TrainingError                   training_error           500  (specks train: no model to write)
+    ├── AccuracyDropError               accuracy_drop            500  (specks quantize: INT8 lost too much AP50)
     └── InferenceError                  inference_error          500
 """
 
 from __future__ import annotations
+
+import itertools
 
 
 class SpecksError(Exception):
@@ -109,6 +116,12 @@ class TooManyTilesError(PayloadTooLargeError):
     code = "too_many_tiles"
 
 
+class TooManyInputPixelsError(PayloadTooLargeError):
+    """One request's model inputs (every tile, pass, flip, full-image pass) add up to more pixels than allowed."""
+
+    code = "too_many_input_pixels"
+
+
 class BatchTooLargeError(PayloadTooLargeError):
     """A batch holds more images, or more image bytes, than allowed."""
 
@@ -151,6 +164,24 @@ class ModelNotReadyError(SpecksError):
     code = "model_not_ready"
 
 
+class DeadlineExceededError(SpecksError):
+    """The request's work ran past its deadline (SPECKS_REQUEST_TIMEOUT_S) and was stopped."""
+
+    code = "deadline_exceeded"
+
+
+class ClientGoneError(SpecksError):
+    """The client closed its connection while its request was being worked on; the work stopped."""
+
+    code = "client_closed_request"
+
+
+class RequestTimeoutError(SpecksError):
+    """The request body did not arrive in time (a stalled or too slow upload)."""
+
+    code = "request_timeout"
+
+
 class ConfigError(SpecksError):
     """A setting (environment variable or CLI flag) has an invalid value."""
 
@@ -167,3 +198,62 @@ class TrainingError(SpecksError):
     """A training run that ended without a model to write (stopped before its first validation)."""
 
     code = "training_error"
+
+
+class AccuracyDropError(SpecksError):
+    """A quantized copy lost more AP50 on held-out images than allowed, so it was not written."""
+
+    code = "accuracy_drop"
+
+
+# -- quoting client input in messages -------------------------------------------------------------
+
+# Characters of client input a message or a ``field`` may quote; longer input is cut in the middle.
+MAX_SHOWN_CHARS = 200
+
+
+def clipped(text: str, max_chars: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` whole when short, else its start and end around ``...(N characters)...``.
+
+    Every message, ``field`` and log line that may quote client input passes through here, so
+    no answer or log line grows with what a client sent (a 15 MB field name stays ~200 characters).
+    """
+    marker = f"...({len(text)} characters)..."
+    if len(text) <= max(max_chars, len(marker)):
+        return text
+    kept = max(max_chars - len(marker), 0)
+    tail = kept // 3
+    return text[: kept - tail] + marker + text[len(text) - tail :]
+
+
+def shown(value: object, max_chars: int = MAX_SHOWN_CHARS) -> str:
+    """A client value as a message quotes it (its ``repr``), in about ``max_chars`` characters.
+
+    A string is cut before it is quoted (the marker counts its own characters); a list or dict
+    shows its first items and how many it holds.
+    """
+    if isinstance(value, str):
+        return repr(clipped(value, max_chars))
+    item_chars = max(max_chars // 4, 16)
+    if isinstance(value, list):
+        items = [shown(item, item_chars) for item in value[:max_chars]]
+        return "[" + _first_items(items, len(value), max_chars) + "]"
+    if isinstance(value, dict):
+        pairs = itertools.islice(value.items(), max_chars)
+        items = [f"{shown(key, item_chars)}: {shown(item, item_chars)}" for key, item in pairs]
+        return "{" + _first_items(items, len(value), max_chars) + "}"
+    return clipped(repr(value), max_chars)
+
+
+def _first_items(texts: list[str], count: int, max_chars: int) -> str:
+    """The first of ``texts`` that fit in ``max_chars``, then how many items there were when not all fit."""
+    kept: list[str] = []
+    used = 0
+    for text in texts:
+        if used + len(text) > max_chars:
+            break
+        kept.append(text)
+        used += len(text) + 2
+    if len(kept) < count:
+        kept.append(f"...({count} items)")
+    return ", ".join(kept)

@@ -15,9 +15,11 @@ from collections.abc import Iterator, Mapping
 
 from .config import ModelSpec, Settings
 from .cores import process_core_share
+from .deadline import Deadline
 from .errors import ModelNotReadyError, SpecksError
 from .pipeline import Detector, load_detector
 from .served import served_models
+from .slots import FairSlots
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,25 @@ class ModelHolder:
         self._error: str | None = None  # why, in the loader's words (may hold paths: not for clients)
         self._thread: threading.Thread | None = None
         # Bounds memory: many I/O threads may hold requests, few decode and infer at once.
-        self.prediction_slots = threading.BoundedSemaphore(settings.predictions_per_worker)
+        self.prediction_slots = FairSlots(settings.predictions_per_worker)
         self.core_share = process_core_share()  # who else is busy, for adaptive threads (specks.cores)
 
     @contextlib.contextmanager
-    def prediction_slot(self) -> Iterator[None]:
-        """Hold one of this worker's prediction slots (waiting for one), counted as a request in progress."""
-        with self.prediction_slots, self.core_share.busy():
-            yield
+    def prediction_slot(self, deadline: Deadline | None = None) -> Iterator[None]:
+        """Hold one of this worker's prediction slots, counted as a request in progress.
+
+        Waiters are served in arrival order. With a ``deadline``, a waiter whose client has gone
+        leaves the queue, and the time waited is added to the deadline (it is not the request's work).
+        """
+        started = time.monotonic()
+        self.prediction_slots.acquire(deadline)
+        if deadline is not None:
+            deadline.extend(time.monotonic() - started)
+        try:
+            with self.core_share.busy():
+                yield
+        finally:
+            self.prediction_slots.release()
 
     @property
     def names(self) -> list[str]:

@@ -5,6 +5,10 @@ Two steps, each translating library errors into the Specks tree:
 * ``decode_base64``: text from a request -> bytes (``InvalidBase64Error``).
 * ``decode_image``: bytes -> ``DecodedImage`` (``ImageDecodeError``, ``ImageTooLargeError``).
 
+Both ``decode_image`` and ``read_image_size`` walk a JPEG's markers before Pillow sees it
+(``specks.jpeg_scans``): scan bombs, truncated data and absurd headers are refused there,
+before any pixel is allocated.
+
 Frames: *stored* is the pixel grid as written in the file; *displayed* is the image after
 its EXIF orientation is applied (what a browser shows, and what ``DecodedImage.size`` and
 detections refer to). A JPEG may be decoded at a reduced DCT scale; ``DecodedImage.scale_xy``
@@ -32,6 +36,7 @@ import simplejpeg
 from PIL import Image, ImageFile, UnidentifiedImageError, features
 
 from .errors import ImageDecodeError, ImageTooLargeError, InvalidBase64Error, InvalidFieldError
+from .jpeg_scans import MAX_JPEG_SCANS, check_jpeg_structure
 from .preprocess import PAD_VALUE
 from .types import ImageSize
 
@@ -82,6 +87,8 @@ _MAX_DATA_URI_HEADER_CHARS = 256
 _BASE64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=\r\n"
 _LONE_CR = re.compile(rb"\r(?!\n)")
 _PADDING_THEN_DATA = re.compile(rb"=[=\r\n]*[^=\r\n]")
+# The pixel count in Pillow's decompression-bomb message: "Image size (N pixels) exceeds ...".
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 # -- base64 -----------------------------------------------------------------------------------
@@ -272,13 +279,17 @@ class DecodedImage:
         return self.size.width / width, self.size.height / height
 
 
-def read_image_size(data: bytes, *, max_image_pixels: int | None = None) -> tuple[ImageSize, str]:
+def read_image_size(
+    data: bytes, *, max_image_pixels: int | None = None, max_jpeg_scans: int = MAX_JPEG_SCANS
+) -> tuple[ImageSize, str]:
     """Read the displayed size (after EXIF orientation) and format from the header, no decoding.
 
     Raises ``ImageDecodeError`` for unsupported or corrupt headers and ``ImageTooLargeError``
-    for sizes beyond Pillow's decompression-bomb limit or ``max_image_pixels``, like ``decode_image``.
+    for sizes beyond Pillow's decompression-bomb limit or ``max_image_pixels``, like
+    ``decode_image``; a JPEG is refused here too when ``decode_image`` would refuse its
+    structure (more than ``max_jpeg_scans`` scans, truncated), so a batch learns it early.
     """
-    with _translated_errors(), _open_image(data) as image:
+    with _translated_errors(), _open_image(data, max_jpeg_scans) as image:
         size = _displayed_size(image.size, _orientation_to_apply(image))
         image_format = _format_name(image)
     if max_image_pixels is not None:
@@ -286,20 +297,28 @@ def read_image_size(data: bytes, *, max_image_pixels: int | None = None) -> tupl
     return size, image_format
 
 
-def decode_image(data: bytes, *, max_image_pixels: int, min_size_wh: tuple[int, int] | None = None) -> DecodedImage:
+def decode_image(
+    data: bytes,
+    *,
+    max_image_pixels: int,
+    min_size_wh: tuple[int, int] | None = None,
+    max_jpeg_scans: int = MAX_JPEG_SCANS,
+) -> DecodedImage:
     """Decode image file bytes into an RGB array, checking the pixel limit from the header first.
 
     max_image_pixels: width * height above this raises ``ImageTooLargeError`` before decoding.
     min_size_wh:      (w, h) in the displayed orientation. When given, a JPEG may be decoded at
                       a reduced DCT scale whose result is at least this size (or full size for
                       smaller images). None decodes at full resolution.
+    max_jpeg_scans:   a JPEG with more scans (progressive passes, each a full pass over the
+                      image) raises ``ImageTooLargeError`` before decoding.
 
     EXIF orientation is applied, transparency is composited onto ``ALPHA_FILL_RGB``, 16-bit
     images are rescaled to 8 bits and animated images give their first frame.
     """
     if min_size_wh is not None and min(min_size_wh) < 1:
         raise ValueError(f"min_size_wh must be positive (w, h), got {min_size_wh}")
-    with _translated_errors(), _open_image(data) as image:
+    with _translated_errors(), _open_image(data, max_jpeg_scans) as image:
         orientation = _orientation_to_apply(image)
         size = _displayed_size(image.size, orientation)
         _check_pixel_limit(size, max_image_pixels)
@@ -321,21 +340,34 @@ def _translated_errors() -> Iterator[None]:
         try:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLargeError(
-                f"image is too large to decode safely: {exc} Downscale it before sending."
-            ) from exc
+            raise ImageTooLargeError(_bomb_message(exc)) from exc
         except _DECODER_ERRORS as exc:
-            detail = str(exc)[:200] or type(exc).__name__
-            raise ImageDecodeError(
-                f"image data is truncated or corrupt ({detail}); send the complete, unmodified file"
-            ) from exc
+            # The library's words (libjpeg's, libtiff's error codes, "broken data stream") mean
+            # nothing to a client; they stay in the chained exception for the server log.
+            raise ImageDecodeError("image data is truncated or corrupt; send the complete, unmodified file") from exc
+
+
+def _bomb_message(exc: Warning | Exception) -> str:
+    """A plain message for Pillow's decompression-bomb refusal, with the pixel count it names."""
+    named = _BOMB_PIXELS.search(str(exc))
+    if named is None:
+        size = f"more than {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels"
+    else:
+        pixels = int(named[1])
+        size = f"{pixels} pixels ({pixels / 1e6:.0f} megapixels)"
+    return f"image is {size}, too many to decode safely; downscale it before sending"
 
 
 @contextmanager
-def _open_image(data: bytes) -> Iterator[ImageFile.ImageFile]:
-    """Open ``data`` with Pillow (header only) restricted to the supported formats."""
+def _open_image(data: bytes, max_jpeg_scans: int) -> Iterator[ImageFile.ImageFile]:
+    """Open ``data`` with Pillow (header only) restricted to the supported formats.
+
+    A JPEG's markers are walked first (``check_jpeg_structure``): Pillow's own header parser
+    steps through junk and segments in Python, and the decoders cost what the scans ask.
+    """
     if not data:
         raise ImageDecodeError(f"image data is empty; send the bytes of an image file ({_format_list()})")
+    check_jpeg_structure(data, max_jpeg_scans=max_jpeg_scans)
     try:
         image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except UnidentifiedImageError as exc:

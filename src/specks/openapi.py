@@ -95,7 +95,8 @@ ERROR_RESPONSES: dict[str, tuple[int, str]] = {
     "PayloadTooLarge": (
         413,
         "Too big: the body is over the byte limit (`payload_too_large`), the image over the pixel limit "
-        "(`image_too_large`), slicing would need more tiles than allowed (`too_many_tiles`), or a batch holds "
+        "(`image_too_large`), slicing would need more tiles than allowed (`too_many_tiles`), the request's "
+        "passes and tiles together more model-input pixels than allowed (`too_many_input_pixels`), or a batch holds "
         "more images or image bytes than allowed (`batch_too_large`).",
     ),
     "UnsupportedMediaType": (415, "The body is not sent as `Content-Type: application/json`."),

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from .boxes import clip_xyxy
 from .config import Limits, ModelSpec, Settings, SlicingSettings
+from .deadline import Deadline
 from .errors import SpecksError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
 from .models import load_model
@@ -38,14 +39,21 @@ MAX_BATCH_INPUT_PIXELS = 8 * 640 * 640
 
 
 class StageTimer:
-    """Wall-clock milliseconds per named stage of one request."""
+    """Wall-clock milliseconds per named stage of one request.
 
-    def __init__(self) -> None:
+    deadline: the request's (``specks.deadline``), checked as each stage starts, so that a request
+              past its time stops at the next tile, pass or merge; None: no limit (tools, tests).
+    """
+
+    def __init__(self, deadline: Deadline | None = None) -> None:
         self.timings_ms: dict[str, float] = {}
+        self.deadline = deadline
         self._start = time.perf_counter()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.deadline is not None:
+            self.deadline.check(name)
         start = time.perf_counter()
         try:
             yield
@@ -126,20 +134,29 @@ class Detector:
         return plan_request(self.model.info, self.slicing, options, image)
 
     # -- the pipeline ------------------------------------------------------------------------
-    def predict_base64(self, image_b64: str, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
-        timer = StageTimer()
+    def predict_base64(
+        self, image_b64: str, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
+    ) -> Prediction:
+        timer = StageTimer(deadline)
         with timer.stage("decode"):
             data = decode_base64(image_b64)
         return self._predict(data, options, timer, keep_image)
 
-    def predict_bytes(self, data: bytes, options: DetectOptions, *, keep_image: bool = False) -> Prediction:
-        """Detect on image file bytes; ``keep_image`` decodes at full size and returns the pixels too."""
-        return self._predict(data, options, StageTimer(), keep_image)
+    def predict_bytes(
+        self, data: bytes, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
+    ) -> Prediction:
+        """Detect on image file bytes; ``keep_image`` decodes at full size and returns the pixels too.
+
+        deadline: checked as each stage starts (``StageTimer``); None: no limit.
+        """
+        return self._predict(data, options, StageTimer(deadline), keep_image)
 
     def _predict(self, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool) -> Prediction:
         with timer.stage("decode"):
             # The pixel limit comes first: a too-large image must not be answered "too many tiles".
-            size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
+            size, _ = read_image_size(
+                data, max_image_pixels=self.limits.max_image_pixels, max_jpeg_scans=self.limits.max_jpeg_scans
+            )
         plan = self.plan(options, size)
         with timer.stage("decode"):
             # A picture to draw on needs every pixel: no reduced-scale decode then.
@@ -208,7 +225,9 @@ class Detector:
         self, index: int, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool
     ) -> tuple[_BatchRow, npt.NDArray[np.float32]]:
         with timer.stage("decode"):
-            size, _ = read_image_size(data, max_image_pixels=self.limits.max_image_pixels)
+            size, _ = read_image_size(
+                data, max_image_pixels=self.limits.max_image_pixels, max_jpeg_scans=self.limits.max_jpeg_scans
+            )
         plan = self.plan(options, size)
         if plan.slicing is not None or len(plan.passes) != 1:
             raise ValueError("predict_same_size runs one full-image pass per image; this plan has more")
@@ -247,7 +266,12 @@ class Detector:
         if input_hw is not None:
             plan = plan_letterbox((size.width, size.height), input_hw)
             min_size_wh = power_of_two_cover((size.width, size.height), plan.content_wh) if plan.scale < 1 else None
-        return decode_image(data, max_image_pixels=self.limits.max_image_pixels, min_size_wh=min_size_wh)
+        return decode_image(
+            data,
+            max_image_pixels=self.limits.max_image_pixels,
+            min_size_wh=min_size_wh,
+            max_jpeg_scans=self.limits.max_jpeg_scans,
+        )
 
     def full_image_input(
         self, image: DecodedImage, input_hw: tuple[int, int]
@@ -348,11 +372,15 @@ class Detector:
 
 def merged(parts: list[Detections], merge: MergePlan, params: PostprocessParams, *, sources: int = 1) -> Detections:
     """Detections of several tiles or passes merged as ``merge`` says, best first, at most ``max_detections``."""
-    found = Detections.concat(parts)
-    fused = merge_detections(
-        found, merge.strategy, merge.metric, merge.threshold, sources=sources, class_agnostic=params.class_agnostic
+    return merge_detections(
+        Detections.concat(parts),
+        merge.strategy,
+        merge.metric,
+        merge.threshold,
+        sources=sources,
+        class_agnostic=params.class_agnostic,
+        max_keep=params.max_detections,
     )
-    return fused[: params.max_detections]
 
 
 def load_detector(

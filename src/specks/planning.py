@@ -3,8 +3,9 @@
 ``plan_request`` is a pure function of the model's geometry, the server's slicing defaults, the
 request's options and the image size read from its header. It resolves the model input size,
 the tile plan (or none), the postprocess thresholds and the class filter, and refuses a request
-that would cost too many tiles. ``pipeline.Detector`` then only executes the plan, so every
-decision here is testable without a model file.
+that would cost too much: more tiles, or more model-input pixels, than the server allows, counted
+over every pass, tile, flip and full-image pass. ``pipeline.Detector`` then only executes the
+plan, so every decision here is testable without a model file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import SlicingSettings
-from .errors import InvalidFieldError, TooManyTilesError
+from .errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesError, shown
 from .models.names import COCO_ALIASES
 from .overlap import MatchMetric, MergeStrategy
 from .postprocess import PostprocessParams
@@ -108,6 +109,27 @@ class PassPlan:
     def tile_count(self) -> int:
         return self.slicing.tile_count if self.slicing else 0
 
+    @property
+    def run_count(self) -> int:
+        """Model runs of this pass: its tiles and its full-image pass, or one full-image run."""
+        if self.slicing is None:
+            return 1
+        return self.slicing.tile_count + int(self.slicing.runs_full_image)
+
+    @property
+    def input_pixels(self) -> int:
+        """Model-input pixels of every run of this pass: each run's planned input height x width.
+
+        A dynamic-size model may trim a full-image input's padding to the stride, so this is an
+        upper bound there; tiles are planned at their letterboxed size already.
+        """
+        full_image_pixels = self.input_hw[0] * self.input_hw[1]
+        if self.slicing is None:
+            return full_image_pixels
+        tile_h, tile_w = self.slicing.tile_input_hw
+        runs_full_image = full_image_pixels if self.slicing.runs_full_image else 0
+        return self.slicing.tile_count * tile_h * tile_w + runs_full_image
+
 
 @dataclass(frozen=True)
 class RequestPlan:
@@ -132,6 +154,11 @@ class RequestPlan:
         return sum(p.tile_count for p in self.passes)
 
     @property
+    def input_pixels(self) -> int:
+        """Model-input pixels of every run of every pass (what ``max_input_pixels_per_request`` bounds)."""
+        return sum(p.input_pixels for p in self.passes)
+
+    @property
     def decode_input_hw(self) -> tuple[int, int] | None:
         """The largest full-image input the image must cover when decoded; None: decode every pixel."""
         if any(p.slicing is not None for p in self.passes):
@@ -142,17 +169,25 @@ class RequestPlan:
 def plan_request(
     model: ModelGeometry, defaults: SlicingSettings, options: DetectOptions, image: ImageSize
 ) -> RequestPlan:
-    """Resolve a request's options against the model and the server defaults (raises on bad values)."""
+    """Resolve a request's options against the model and the server defaults (raises on bad values).
+
+    The request's cost is checked over all its passes: its tiles before any tile grid is made
+    (``check_tile_budget``), then its model-input pixels (``check_input_pixel_budget``).
+    """
     base_hw = resolve_input_hw(model, options.imgsz)
     sliced = wants_slicing(defaults, options, image, base_hw)
-    scales = tuple(options.scales) if options.scales is not None else defaults.scales
+    # A repeated scale would only repeat a pass.
+    scales = tuple(dict.fromkeys(options.scales if options.scales is not None else defaults.scales))
     flip = defaults.flip if options.flip is None else options.flip
+    layouts = [tile_layout(model, defaults, options, base_hw, s) for s in scales if runs_sliced(model, s, sliced)]
+    check_tile_budget(layouts, image, scales, flip=flip, max_tiles=defaults.max_tiles)
     passes = []
-    for scale in dict.fromkeys(scales):  # a repeated scale would only repeat a pass
+    for scale in scales:
         plan = plan_pass(model, defaults, options, image, base_hw, scale=scale, sliced=sliced)
         passes.append(plan)
         if flip:
             passes.append(PassPlan(plan.scale, True, plan.input_hw, plan.slicing))
+    check_input_pixel_budget(model, passes, defaults, image)
     params = postprocess_params(model.names, defaults, options, sliced=sliced)
     return RequestPlan(tuple(passes), params, merge_plan(defaults, options))
 
@@ -190,10 +225,15 @@ def plan_pass(
     A full-image pass on a dynamic-size model enlarges its input; a fixed-size model can only
     see more pixels through smaller tiles, so its enlarged passes are sliced.
     """
-    if not sliced and (scale == 1.0 or model.dynamic_hw):
+    if not runs_sliced(model, scale, sliced):
         input_hw = base_hw if scale == 1.0 else scaled_input_hw(model, base_hw, scale, defaults.max_tile_input_px)
         return PassPlan(scale, False, input_hw, None)
     return PassPlan(scale, False, base_hw, plan_slicing(model, defaults, options, image, base_hw, scale=scale))
+
+
+def runs_sliced(model: ModelGeometry, scale: float, sliced: bool) -> bool:
+    """Whether a pass at ``scale`` runs in tiles: the request is sliced, or a fixed-size model must see more pixels."""
+    return sliced or (scale != 1.0 and not model.dynamic_hw)
 
 
 def scaled_input_hw(
@@ -249,7 +289,7 @@ def resolve_class_ids(names: tuple[str, ...], selectors: Sequence[int | str]) ->
         key = COCO_ALIASES.get(key, key)
         if key not in lookup:
             raise InvalidFieldError(
-                f"'classes': unknown class name {selector!r}; this model knows e.g. "
+                f"'classes': unknown class name {shown(selector)}; this model knows e.g. "
                 f"{', '.join(names[:8])} (see `specks models` for all)",
                 field="classes",
             )
@@ -265,16 +305,19 @@ def _class_lookup(names: tuple[str, ...]) -> dict[str, int]:
     return lookup
 
 
-def plan_slicing(
-    model: ModelGeometry,
-    defaults: SlicingSettings,
-    options: DetectOptions,
-    image: ImageSize,
-    input_hw: tuple[int, int],
-    *,
-    scale: float = 1.0,
-) -> SlicePlan:
-    """The request's tile plan at ``scale`` x its tile scale (TooManyTilesError past the budget)."""
+@dataclass(frozen=True)
+class TileLayout:
+    """A pass's tiles before their grid is made: side in image pixels, model-input scale, overlap."""
+
+    tile_px: int
+    tile_scale: float
+    overlap_ratio: float
+
+
+def tile_layout(
+    model: ModelGeometry, defaults: SlicingSettings, options: DetectOptions, input_hw: tuple[int, int], scale: float
+) -> TileLayout:
+    """The tiles of a pass at ``scale`` x the request's tile scale."""
     tile_scale = (options.tile_scale or defaults.tile_scale) * scale
     # Measured on VisDrone: dynamic-size models do best with large native tiles (one tile for a
     # 2000x1500 photo); fixed-size ones with native tiles of their input size.
@@ -284,18 +327,31 @@ def plan_slicing(
         default_tile = max(input_hw) / ((options.tile_scale or 1.0) * scale)
     tile_px = options.tile or defaults.tile_px or int(round(default_tile))
     overlap_ratio = defaults.overlap_ratio if options.overlap is None else options.overlap
-    check_tile_budget(image, tile_px, overlap_ratio, defaults.max_tiles)
-    tiles_xyxy = tile_grid((image.width, image.height), tile_px, overlap_ratio)
+    return TileLayout(tile_px, tile_scale, overlap_ratio)
+
+
+def plan_slicing(
+    model: ModelGeometry,
+    defaults: SlicingSettings,
+    options: DetectOptions,
+    image: ImageSize,
+    input_hw: tuple[int, int],
+    *,
+    scale: float = 1.0,
+) -> SlicePlan:
+    """The request's tile plan at ``scale`` x its tile scale (its tile budget already checked)."""
+    layout = tile_layout(model, defaults, options, input_hw, scale)
+    tiles_xyxy = tile_grid((image.width, image.height), layout.tile_px, layout.overlap_ratio)
     first = tiles_xyxy[0]
     tile_wh = (int(first[2] - first[0]), int(first[3] - first[1]))
     return SlicePlan(
-        tile_px=tile_px,
-        tile_scale=tile_scale,
-        overlap_ratio=overlap_ratio,
+        tile_px=layout.tile_px,
+        tile_scale=layout.tile_scale,
+        overlap_ratio=layout.overlap_ratio,
         full_image_pass=defaults.full_image_pass if options.full_image is None else options.full_image,
         merge=merge_plan(defaults, options),
         tiles_xyxy=tiles_xyxy,
-        tile_input_hw=tile_input_hw(model, tile_wh, tile_scale, input_hw, defaults.max_tile_input_px),
+        tile_input_hw=tile_input_hw(model, tile_wh, layout.tile_scale, input_hw, defaults.max_tile_input_px),
     )
 
 
@@ -312,13 +368,80 @@ def tile_input_hw(
     return scaled_input_hw(model, (tile_wh[1], tile_wh[0]), tile_scale, max_tile_input_px)
 
 
-def check_tile_budget(image: ImageSize, tile_px: int, overlap_ratio: float, max_tiles: int) -> int:
-    """The tile count of this grid, or TooManyTilesError (413) past ``max_tiles``."""
-    tiles = tile_count((image.width, image.height), tile_px, overlap_ratio)
+def check_tile_budget(
+    layouts: Sequence[TileLayout], image: ImageSize, scales: Sequence[float], *, flip: bool, max_tiles: int
+) -> int:
+    """Tiles of every sliced pass together (``layouts``; a flip runs each pass's tiles again), counted
+    before any grid is made, or TooManyTilesError (413) past ``max_tiles``."""
+    tiles_per_flip = sum(tile_count((image.width, image.height), t.tile_px, t.overlap_ratio) for t in layouts)
+    tiles = tiles_per_flip * (2 if flip else 1)
     if tiles > max_tiles:
+        sides = ", ".join(dict.fromkeys(str(t.tile_px) for t in layouts))
+        levers = what_to_lower(several_scales=len(scales) > 1, flip=flip, sliced=True, full_image_runs=False)
         raise TooManyTilesError(
-            f"slicing this {image.width}x{image.height} image into {tile_px}px tiles with "
-            f"{overlap_ratio:.2f} overlap needs {tiles} tiles; the limit is {max_tiles} "
-            "(SPECKS_MAX_TILES). Use a larger 'tile', a smaller 'overlap', or a smaller image."
+            f"slicing {describe_passes(image, scales, flip)} into {sides}px tiles with "
+            f"{layouts[0].overlap_ratio:.2f} overlap needs {tiles} tiles; the limit is {max_tiles} tiles "
+            f"per request, every pass together (SPECKS_MAX_TILES). Use {levers}."
         )
     return tiles
+
+
+def check_input_pixel_budget(
+    model: ModelGeometry, passes: Sequence[PassPlan], defaults: SlicingSettings, image: ImageSize
+) -> int:
+    """Model-input pixels of every run of every pass together, or TooManyInputPixelsError (413) past
+    ``max_input_pixels_per_request``."""
+    input_pixels = sum(p.input_pixels for p in passes)
+    if input_pixels > defaults.max_input_pixels_per_request:
+        runs = sum(p.run_count for p in passes)
+        scales = tuple(dict.fromkeys(p.scale for p in passes))
+        flip = any(p.flip for p in passes)
+        levers = what_to_lower(
+            several_scales=len(scales) > 1,
+            flip=flip,
+            sliced=any(p.slicing is not None for p in passes),
+            full_image_runs=any(p.slicing is None or p.slicing.runs_full_image for p in passes),
+            dynamic_hw=model.dynamic_hw,
+        )
+        raise TooManyInputPixelsError(
+            f"{describe_passes(image, scales, flip)} needs {runs} model run{'s' if runs > 1 else ''} of "
+            f"{input_pixels / 1e6:.1f} megapixels of model input in all; the limit is "
+            f"{defaults.max_input_pixels_per_request / 1e6:.1f} megapixels per request, every tile and pass together "
+            f"(SPECKS_MAX_INPUT_PIXELS). "
+            + (f"Use {levers}." if levers else "No option of this request lowers it: the server's limit is too low.")
+        )
+    return input_pixels
+
+
+def describe_passes(image: ImageSize, scales: Sequence[float], flip: bool) -> str:
+    """A request's passes in words: 'this 3200x3200 image in 8 passes (scales 1, 2, 3, 4, each also mirrored)'."""
+    words = f"this {image.width}x{image.height} image"
+    passes = len(scales) * (2 if flip else 1)
+    if passes == 1:
+        return words
+    named = f"scale{'s' if len(scales) > 1 else ''} {', '.join(f'{scale:g}' for scale in scales)}"
+    mirrored = ", each also mirrored" if flip else ""
+    return f"{words} in {passes} passes ({named}{mirrored})"
+
+
+def what_to_lower(
+    *, several_scales: bool, flip: bool, sliced: bool, full_image_runs: bool, dynamic_hw: bool = False
+) -> str:
+    """The request options that would lower its cost, as the end of a sentence ("fewer 'scales', ... or ..."), or
+    "" when none would (one full-image run of a fixed-size model)."""
+    levers = []
+    if several_scales:
+        levers.append("fewer 'scales'")
+    if flip:
+        levers.append("'flip': false")
+    if sliced:
+        levers += ["a larger 'tile'", "a smaller 'tile_scale'", "a smaller 'overlap'"]
+        if full_image_runs:
+            levers.append("'full_image': false")
+    if full_image_runs and dynamic_hw:
+        levers.append("a smaller 'imgsz'")
+    if sliced:
+        levers.append("a smaller image")
+    if len(levers) < 2:
+        return "".join(levers)
+    return ", ".join(levers[:-1]) + f" or {levers[-1]}"

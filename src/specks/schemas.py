@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from .config import MAX_DETECTIONS, MAX_PASS_SCALES
-from .errors import InvalidFieldError, InvalidRequestError
+from .errors import InvalidFieldError, InvalidRequestError, clipped, shown
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
 
@@ -206,20 +206,21 @@ class BatchPredictRequest(RequestOptions):
 
 def _first_error_message(exc: ValidationError, model: type[BaseModel]) -> InvalidFieldError:
     """The first failing field of ``model`` as one readable message (union alternatives joined with 'or')."""
-    errors = exc.errors()
-    field = str(errors[0]["loc"][0]) if errors[0]["loc"] else None
+    errors = exc.errors(include_url=False)
+    name = str(errors[0]["loc"][0]) if errors[0]["loc"] else None
+    field = None if name is None else clipped(name)  # an unknown field's name is client input
     kind = errors[0]["type"]
     if kind == "missing":
         message = f"'{field}' is required"
     elif kind == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))
-        message = f"unknown field '{field}'; allowed fields: {allowed}"
+        message = f"unknown field {shown(name)}; allowed fields: {allowed}"
     else:
-        same_field = [e for e in errors if e["loc"] and str(e["loc"][0]) == field]
+        same_field = [e for e in errors if e["loc"] and str(e["loc"][0]) == name]
         reasons = " or ".join(dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in same_field))
         got = errors[0].get("input")
-        shown = repr(got) if not isinstance(got, str) or len(got) < 60 else f"a string of {len(got)} characters"
-        message = f"'{field}' should be {reasons} (got {shown})"
+        got_text = shown(got) if not isinstance(got, str) or len(got) < 60 else f"a string of {len(got)} characters"
+        message = f"'{field}' should be {reasons} (got {got_text})"
     return InvalidFieldError(message, field=field)
 
 

@@ -25,6 +25,7 @@ from . import errors
 from .batching import check_batch_bytes, check_batch_count, plan_batch, run_unit, shared_run_pixels
 from .body import check_content_length, check_json_media_type, check_read_size, parse_json_body
 from .config import Settings
+from .deadline import Deadline
 from .holder import ModelHolder
 from .imaging import decode_base64
 from .metrics import Metrics
@@ -53,11 +54,16 @@ HTTP_STATUS: dict[type[errors.SpecksError], int] = {
     errors.AuthenticationError: 401,
     errors.NotFoundError: 404,
     errors.ModelNotReadyError: 503,
+    errors.DeadlineExceededError: 503,
+    errors.ClientGoneError: 499,  # nginx's "client closed request": the answer is never read
+    errors.RequestTimeoutError: 408,
     errors.ModelError: 500,
     errors.InferenceError: 500,
     errors.ConfigError: 500,
 }
 INTERNAL_ERROR_MESSAGE = "internal server error; the details are in the server log"
+# Longest message a client is answered (and its refusal logged) with: an error answer stays under 8 KB.
+MAX_MESSAGE_CHARS = 1000
 
 
 def status_for(exc: errors.SpecksError) -> int:
@@ -94,11 +100,14 @@ def encode_error(exc: BaseException) -> ErrorAnswer:
         # Runtime and model messages may hold file paths and library internals: log them, never send them.
         log.error("request failed: %s", exc.message, exc_info=exc)
         return ErrorAnswer(status, exc.code, INTERNAL_ERROR_MESSAGE)
+    # Messages and fields may quote client input: capped here whatever raised them.
+    message = errors.clipped(exc.message, MAX_MESSAGE_CHARS)
+    field = None if exc.field is None else errors.clipped(exc.field)
     if status == 503:
-        log.warning("request refused: %s", exc.message)
+        log.warning("request refused: %s", message)
     else:
-        log.info("request refused (%d %s): %s", status, exc.code, exc.message)
-    return ErrorAnswer(status, exc.code, exc.message, exc.field)
+        log.info("request refused (%d %s): %s", status, exc.code, message)
+    return ErrorAnswer(status, exc.code, message, field)
 
 
 class DetectionService:
@@ -159,19 +168,21 @@ class DetectionService:
         return self.holder.get(model)
 
     def predict(
-        self, request: PredictRequest, *, route: str, model: str | None = None
+        self, request: PredictRequest, *, route: str, model: str | None = None, deadline: Deadline | None = None
     ) -> tuple[Prediction, Detector]:
         """Detect on a base64 image under a prediction slot; the Detector is returned for encoding.
 
         model: a front-end's own choice of model (e.g. from its URL); None takes ``request.model``.
         ``request.visualize`` adds the annotated picture (``Prediction.visualization_jpeg_b64``).
+        deadline: when the work must stop (503); None: SPECKS_REQUEST_TIMEOUT_S from now.
         """
         chosen = request.model if model is None else model
+        deadline = deadline or self.deadline()
 
         def work(detector: Detector) -> Prediction:
-            return detector.predict_base64(request.image, request, keep_image=request.visualize)
+            return detector.predict_base64(request.image, request, keep_image=request.visualize, deadline=deadline)
 
-        return self._run(route, chosen, work, visualize=request.visualize)
+        return self._run(route, chosen, work, visualize=request.visualize, deadline=deadline)
 
     def predict_bytes(
         self,
@@ -181,23 +192,35 @@ class DetectionService:
         route: str,
         model: str | None = None,
         visualize: bool = False,
+        deadline: Deadline | None = None,
     ) -> tuple[Prediction, Detector]:
         """Detect on raw image bytes (multipart uploads) under a prediction slot; ``visualize`` draws them."""
+        deadline = deadline or self.deadline()
 
         def work(detector: Detector) -> Prediction:
-            return detector.predict_bytes(data, options, keep_image=visualize)
+            return detector.predict_bytes(data, options, keep_image=visualize, deadline=deadline)
 
-        return self._run(route, model, work, visualize=visualize)
+        return self._run(route, model, work, visualize=visualize, deadline=deadline)
+
+    def deadline(self, *, client_gone: Callable[[], bool] | None = None) -> Deadline:
+        """A request's deadline: SPECKS_REQUEST_TIMEOUT_S from now (``client_gone``: see ``specks.deadline``)."""
+        return Deadline.after(self.settings.request_timeout_s, client_gone=client_gone)
 
     def _run(
-        self, route: str, model: str | None, work: Callable[[Detector], Prediction], *, visualize: bool
+        self,
+        route: str,
+        model: str | None,
+        work: Callable[[Detector], Prediction],
+        *,
+        visualize: bool,
+        deadline: Deadline,
     ) -> tuple[Prediction, Detector]:
         detector = self.detector(model)
         if self.metrics is None:
-            with self.holder.prediction_slot():
+            with self.holder.prediction_slot(deadline):
                 prediction = self._drawn(work(detector), detector, visualize)
             return prediction, detector
-        with self.metrics.in_flight(route), self.holder.prediction_slot():
+        with self.metrics.in_flight(route), self.holder.prediction_slot(deadline):
             prediction = self._drawn(work(detector), detector, visualize)
         self.metrics.observe_prediction(route, prediction.timing_ms, prediction.tile_count)
         return prediction, detector
@@ -213,7 +236,12 @@ class DetectionService:
         return dataclasses.replace(prediction, image=None, visualization_jpeg_b64=picture, timing_ms=timing_ms)
 
     def predict_batch(
-        self, request: BatchPredictRequest, *, route: str, model: str | None = None
+        self,
+        request: BatchPredictRequest,
+        *,
+        route: str,
+        model: str | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[list[BatchResult], Detector]:
         """Detect on every image of a batch, in order; an image that fails holds its own error.
 
@@ -221,8 +249,10 @@ class DetectionService:
         image bytes, and (404/503) for its model. Otherwise each image is answered alone: base64,
         decoding and per-image limits fail only their image. Images run in units (``batching``), each
         under one prediction slot: full-image passes of same-size images share one session.run where
-        SPECKS_SHARED_RUNS allows (by default only off the CPU).
+        SPECKS_SHARED_RUNS allows (by default only off the CPU). Each unit takes its slot again,
+        behind the requests that arrived meanwhile; past the ``deadline`` the whole batch stops (503).
         """
+        deadline = deadline or self.deadline()
         limits = self.settings.limits
         check_batch_count(len(request.images), limits)
         detector = self.detector(request.model if model is None else model)
@@ -241,7 +271,7 @@ class DetectionService:
         plan = plan_batch(detector, images, request, keep_image=request.visualize, max_batch_input_pixels=pixels)
         results.update(plan.refused)
         for unit in plan.units:
-            answers = self._run_unit(route, detector, images, unit, request)
+            answers = self._run_unit(route, detector, images, unit, request, deadline)
             for index in unit:
                 images.pop(index)  # let each image's bytes go once it is answered
             results.update(
@@ -259,18 +289,19 @@ class DetectionService:
         images: dict[int, bytes],
         unit: tuple[int, ...],
         request: BatchPredictRequest,
+        deadline: Deadline,
     ) -> dict[int, BatchResult]:
         def work() -> dict[int, BatchResult]:
-            answers = run_unit(detector, images, unit, request, keep_image=request.visualize)
+            answers = run_unit(detector, images, unit, request, keep_image=request.visualize, deadline=deadline)
             return {
                 i: self._drawn(answer, detector, request.visualize) if isinstance(answer, Prediction) else answer
                 for i, answer in answers.items()
             }
 
         if self.metrics is None:
-            with self.holder.prediction_slot():
+            with self.holder.prediction_slot(deadline):
                 return work()
-        with self.metrics.in_flight(route, images=len(unit)), self.holder.prediction_slot():
+        with self.metrics.in_flight(route, images=len(unit)), self.holder.prediction_slot(deadline):
             answers = work()
         for answer in answers.values():
             if isinstance(answer, Prediction):
@@ -302,15 +333,20 @@ class DetectionService:
         content_type: str | None,
         content_length: int | None,
         route: str = "/predict",
+        client_gone: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """read -> decode -> predict -> encode for ``POST /predict``; errors propagate to ``encode_error``.
 
-        The body is read before a prediction slot is taken, so a slow upload holds no slot.
+        The body is read before a prediction slot is taken, so a slow upload holds no slot; the
+        request's deadline starts once it has arrived. ``client_gone``: see ``specks.deadline``.
         """
-        request = self.decode_predict_body(self.read_body(read, content_length), content_type=content_type)
+        raw = self.read_body(read, content_length)
+        deadline = self.deadline(client_gone=client_gone)
+        request = self.decode_predict_body(raw, content_type=content_type)
+        del raw
         if isinstance(request, BatchPredictRequest):
-            return self.encode_batch_response(*self.predict_batch(request, route=route))
-        return self.encode_response(*self.predict(request, route=route))
+            return self.encode_batch_response(*self.predict_batch(request, route=route, deadline=deadline))
+        return self.encode_response(*self.predict(request, route=route, deadline=deadline))
 
     def model_details(self, model: str | None = None) -> dict[str, Any]:
         """Body of ``GET /model``: a served model (None: the default) and the server's request defaults.

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .config import SlicingSettings
-from .errors import InvalidRequestError, TooManyTilesError
+from .errors import InvalidRequestError, TooManyInputPixelsError, TooManyTilesError
 from .evaluation import CocoDataset, detections_to_coco, model_to_dataset_categories, score_coco
 from .imaging import DecodedImage, read_image_size
 from .overlap import MergeStrategy
@@ -239,7 +239,7 @@ def greedy_search(
         if slicing not in tried:
             try:
                 tried[slicing] = Trial(describe_changes(slicing, base), slicing, evaluate(slicing))
-            except TooManyTilesError as exc:
+            except (TooManyTilesError, TooManyInputPixelsError) as exc:  # a setting over the request budget
                 tried[slicing] = Trial(describe_changes(slicing, base), slicing, None, exc.message)
             on_trial(tried[slicing])
         return tried[slicing]

@@ -21,12 +21,12 @@ from flask.testing import FlaskClient
 
 from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require, serving
 from factories import b64
-from specks.compat_schemas import ROBOFLOW_MAX_BATCH_IMAGES as MAX_BATCH_IMAGES
 from specks.config import Limits, Settings
 from specks.pipeline import Detector
 from specks.web import create_app
 from specks.web.roboflow import DEFAULT_CONFIDENCE
 
+MAX_BATCH_IMAGES = Limits().max_batch_images  # as POST /predict's batches
 PERSON_PHOTO = "000000085329.jpg"  # 640x449, one person
 BUSY_PHOTO = "000000296649.jpg"  # 640x427, people, cars and motorcycles
 INFER = "/infer/object_detection"
@@ -226,7 +226,8 @@ HOSTILE: list[tuple[str, Any, str, int, str]] = [
      "application/json", 400, "never fetches"),
     ("no image", {"model_id": "coco/3", "api_key": None}, "application/json", 400, "'image' is required"),
     ("empty batch", infer_body([]), "application/json", 400, "'image'"),
-    ("too many images", infer_body([image_ref(b"x")] * (MAX_BATCH_IMAGES + 1)), "application/json", 400, "'image'"),
+    ("too many images", infer_body([image_ref(b"x")] * (MAX_BATCH_IMAGES + 1)), "application/json", 413,
+     "SPECKS_MAX_BATCH_IMAGES"),
     ("text file as image", infer_body(image_ref(TEXT_FILE)), "application/json", 400, "not a supported image"),
     ("not base64", infer_body({"type": "base64", "value": "%%%not base64%%%"}), "application/json", 400, "base64"),
     ("value not text", infer_body({"type": "base64", "value": 12}), "application/json", 400, "image"),

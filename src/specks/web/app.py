@@ -38,6 +38,10 @@ def create_app(
     """Build the app. ``detector`` / ``detectors`` (by name) inject models already loaded (tests, benchmarks)."""
     settings = settings or Settings.from_env()
     app = Flask("specks")
+    # No redirect from a path with doubled slashes (/model//registry): Werkzeug would build its
+    # absolute Location from the client's Host header. Such a path is a 404; a doubled leading
+    # slash (inference-sdk with a trailing '/' in its URL) still matches its route.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     holder = ModelHolder(settings, detector, detectors=detectors)

@@ -20,8 +20,10 @@ Choices worth knowing:
   form field ``api_key``, Roboflow's inference-sdk in the query (``?api_key=``) and the JSON body.
   A view marked ``accepts_key_in(KeySource.QUERY)`` also takes the query's key; one marked
   ``accepts_key_in(KeySource.BODY)`` without a header or query key is let through to read its body,
-  and must call ``check_body_key`` before it predicts (an answer below 400 from such a view that
-  never checked is replaced by a 401). Only those views read keys outside the headers: a key in a
+  and must call ``check_key_in_body`` on the body it read before it parses it (``check_body_key``
+  where it has no body); an answer below 400 from such a view that never checked is replaced by a
+  401. The key is found in the body by a byte search (``web.body_key``), so a client without a
+  valid key never gets its body parsed. Only those views read keys outside the headers: a key in a
   URL ends up in proxy logs. The values clients send for "no key" (deepstack-python's ``""``,
   inference-sdk's ``api_key=None``) count as no key.
 - Keys are compared as SHA-256 digests (equal length, so the comparison time does not depend
@@ -44,6 +46,7 @@ from werkzeug.datastructures import Headers
 from ..config import Settings
 from ..errors import AuthenticationError
 from ..service import encode_error
+from .body_key import body_key
 from .errors import answer_response
 from .page import is_page_request
 
@@ -116,7 +119,7 @@ def register_auth(app: Flask, settings: Settings) -> None:
         if presented is None and KeySource.QUERY in sources:
             presented = _utf8(field_key(request.args.get(KEY_FIELD)))
         if presented is None and KeySource.BODY in sources:
-            setattr(g, _BODY_KEY_PENDING, True)  # the view reads its body, then calls check_body_key
+            setattr(g, _BODY_KEY_PENDING, True)  # the view reads its body, then calls check_key_in_body
             return
         checker.check(presented, MISSING_FIELD_KEY_MESSAGE if sources else MISSING_KEY_MESSAGE)
 
@@ -138,6 +141,16 @@ def check_body_key(value: object) -> None:
         return
     checker: KeyChecker = current_app.extensions[_EXTENSION]
     checker.check(_utf8(field_key(value)), MISSING_FIELD_KEY_MESSAGE)
+
+
+def check_key_in_body(raw: bytes, content_type: str | None) -> None:
+    """Check the api_key field of a marked view's body (JSON or form) before the body is parsed.
+
+    Does nothing when keys are off, or when the headers or the query already carried a valid key.
+    """
+    if not g.get(_BODY_KEY_PENDING, False):
+        return
+    check_body_key(body_key(raw, content_type, KEY_FIELD, invalid_message=INVALID_KEY_MESSAGE))
 
 
 def field_key(value: object) -> str | None:

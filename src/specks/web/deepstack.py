@@ -26,16 +26,17 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, request
+from werkzeug.datastructures import MultiDict
 
 from .. import __version__
-from ..errors import InvalidFieldError
+from ..errors import InvalidFieldError, shown
 from ..pipeline import Detector, Prediction
 from ..schemas import DetectOptions
 from ..service import DetectionService, ErrorAnswer
-from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
+from .auth import KeySource, accepts_key_in, check_body_key, check_key_in_body
 from .errors import answer_errors_in_own_body
-from .forms import read_form, uploaded_file
-from .routes import current_service, json_response
+from .forms import form_from_body, uploaded_file
+from .routes import body_reader, current_service, json_response, request_deadline
 
 deepstack = Blueprint("deepstack", __name__)
 
@@ -78,7 +79,7 @@ def custom_list() -> Response:
     started = time.perf_counter()
     service = current_service()
     if request.method == "POST":
-        check_body_key(read_form(service, file_part=IMAGE_PART).get(KEY_FIELD))
+        read_checked_form(service)
     else:
         check_body_key(None)
     fields = module_fields(service.detector(), "list", started=started)
@@ -99,7 +100,9 @@ def detect(*, model: str | None, command: str) -> Response:
     service.detector(model)  # 404 for an unknown model, after the key: the message names the served ones
     options = DetectOptions(conf=form.min_confidence, max_det=service.settings.compat.max_predictions)
     route = request.url_rule.rule if request.url_rule is not None else request.path
-    prediction, detector = service.predict_bytes(form.image, options, route=route, model=model)
+    prediction, detector = service.predict_bytes(
+        form.image, options, route=route, model=model, deadline=request_deadline(request)
+    )
     answer = encode_detection(prediction, detector)
     answer.update(module_fields(detector, command, started=started, prediction=prediction))
     return json_response(answer)
@@ -108,10 +111,16 @@ def detect(*, model: str | None, command: str) -> Response:
 # -- decode ------------------------------------------------------------------------------------
 
 
+def read_checked_form(service: DetectionService) -> MultiDict[str, Any]:
+    """The form, its api_key checked before it is parsed (a wrong key costs a byte search, not a parse)."""
+    raw = service.read_body(body_reader(request), request.content_length)
+    check_key_in_body(raw, request.content_type)
+    return form_from_body(raw, request.content_type, file_part=IMAGE_PART)
+
+
 def read_detection_form(service: DetectionService) -> DetectionForm:
     """Body -> DetectionForm, checking the form's api_key before anything about the image is said."""
-    form = read_form(service, file_part=IMAGE_PART)
-    check_body_key(form.get(KEY_FIELD))
+    form = read_checked_form(service)
     image = uploaded_file(form, (IMAGE_PART,))
     if image is None:
         raise InvalidFieldError(
@@ -127,14 +136,14 @@ def parse_min_confidence(value: object) -> float:
     """The ``min_confidence`` field -> a threshold in 0..1; absent or empty: DeepStack's 0.40."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_MIN_CONFIDENCE
-    shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else f"a text of {len(value)} characters"
     try:
         threshold = float(value) if isinstance(value, str) else math.nan
     except ValueError:
         threshold = math.nan
     if not 0.0 <= threshold <= 1.0:  # NaN fails too
         raise InvalidFieldError(
-            f"'{CONFIDENCE_FIELD}' must be a number from 0 to 1, e.g. 0.45 (got {shown})", field=CONFIDENCE_FIELD
+            f"'{CONFIDENCE_FIELD}' must be a number from 0 to 1, e.g. 0.45 (got {shown(value, 40)})",
+            field=CONFIDENCE_FIELD,
         )
     return threshold
 

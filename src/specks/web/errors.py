@@ -1,7 +1,9 @@
 """Flask's side of error answers: every exception becomes ``service.encode_error``'s JSON envelope.
 
 Never HTML, never a traceback. Errors raised by Werkzeug itself (routing, body size) get the
-same envelope with a code of their own.
+same envelope with a code and a message of their own (never Werkzeug's wording). Requests that
+gunicorn refuses before Flask sees them (a malformed request line, 414, 431, 501) get the same
+envelope too: ``gunicorn_error_page`` builds those answers, written by ``web.server``'s worker.
 """
 
 from __future__ import annotations
@@ -14,20 +16,51 @@ from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
-from ..service import ErrorAnswer, encode_error
+from ..service import INTERNAL_ERROR_MESSAGE, ErrorAnswer, encode_error
 
 log = logging.getLogger(__name__)
 
-# Codes for errors raised by Flask/Werkzeug themselves (routing, body size).
-_HTTP_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    431: "headers_too_large",
+# (code, message) for errors raised by Flask/Werkzeug themselves (routing, body size).
+_HTTP_ERRORS = {
+    400: ("invalid_request", "the request cannot be read: a header, the query string or the body is malformed"),
+    401: ("unauthorized", "this request needs credentials"),
+    404: ("not_found", "there is nothing at this path; GET / lists the endpoints"),
+    405: ("method_not_allowed", "this path does not take this method; the Allow header lists the ones it takes"),
+    408: ("request_timeout", "the request did not arrive in time; send it again"),
+    413: (
+        "payload_too_large",
+        "the request body is larger than the limit (SPECKS_MAX_BODY_BYTES); send a smaller image, e.g. re-encoded "
+        "as JPEG",
+    ),
+    414: ("uri_too_long", "the URL is longer than the server accepts; shorten it"),
+    415: ("unsupported_media_type", "the body's Content-Type is not one this path takes"),
+    431: ("headers_too_large", "the request's headers are larger than the server accepts; send fewer or shorter ones"),
+    500: ("internal_error", INTERNAL_ERROR_MESSAGE),
+}
+
+# (code, message) for requests gunicorn refuses before any route sees them (see gunicorn_error_page).
+_GUNICORN_ERRORS = {
+    400: (
+        "invalid_request",
+        "the request is not valid HTTP/1.1: its request line, a header or its chunked body is malformed",
+    ),
+    403: ("forbidden", "the request's forwarding or TLS details are not accepted by this server"),
+    414: (
+        "uri_too_long",
+        "the request line (method, URL and HTTP version) is longer than the server accepts (8190 bytes); "
+        "shorten the URL: options go in the JSON body",
+    ),
+    417: ("expectation_failed", "the Expect header asks for what this server does not do; send 100-continue or none"),
+    431: (
+        "headers_too_large",
+        "the request has too many headers (more than 100) or one longer than the server accepts (8190 bytes); "
+        "send fewer or shorter headers",
+    ),
+    500: ("internal_error", INTERNAL_ERROR_MESSAGE),
+    501: (
+        "not_implemented",
+        "the body's Transfer-Encoding is not supported; send it with a Content-Length, or 'Transfer-Encoding: chunked'",
+    ),
 }
 
 
@@ -39,17 +72,33 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return answer_response(ErrorAnswer(status, code, message, field))
 
 
+def http_error_answer(exc: HTTPException) -> ErrorAnswer:
+    """A Werkzeug HTTPException -> Specks' code and a plain message of Specks' own."""
+    status = exc.code or 500
+    code, message = _HTTP_ERRORS.get(status, ("http_error", f"the request was refused ({status} {exc.name})"))
+    return ErrorAnswer(status, code, message)
+
+
+def gunicorn_error_page(status: int, reason: str) -> bytes:
+    """The whole HTTP answer (status line, headers, JSON envelope) to a request gunicorn refused itself.
+
+    ``reason`` is gunicorn's reason phrase for ``status``; its own message (which quotes the
+    request) is never sent. The connection closes after it, as gunicorn's own page does.
+    """
+    code, message = _GUNICORN_ERRORS.get(status, ("http_error", f"the request was refused ({status})"))
+    body = orjson.dumps(ErrorAnswer(status, code, message).envelope())
+    phrase = reason.encode("ascii", "replace").replace(b"\r", b"").replace(b"\n", b"")
+    head = b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    return head % (status, phrase, len(body)) + body
+
+
 def _specks_error(exc: errors.SpecksError) -> Response:
     return answer_response(encode_error(exc))
 
 
 def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    message = exc.description or exc.name
-    if status == 413:
-        message = "the request body is larger than the server accepts (see SPECKS_MAX_BODY_BYTES)"
-    response = error_response(status, _HTTP_CODES.get(status, "http_error"), message)
-    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+    response = answer_response(http_error_answer(exc))
+    if response.status_code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response
 
@@ -74,4 +123,4 @@ def answer_errors_in_own_body(blueprint: Blueprint, error_body: Callable[[ErrorA
 
     @blueprint.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return error_body(ErrorAnswer(exc.code or 500, "http_error", exc.description or exc.name))
+        return error_body(http_error_answer(exc))

@@ -15,7 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
-from ..errors import InvalidRequestError, UnsupportedMediaTypeError
+from ..errors import InvalidRequestError, UnsupportedMediaTypeError, clipped
 from ..service import DetectionService
 from .routes import body_reader
 
@@ -30,7 +30,12 @@ def read_form(service: DetectionService, *, file_part: str) -> MultiDict[str, An
     file_part: the part the picture is expected in, named when the body is not a form.
     """
     raw = service.read_body(body_reader(request), request.content_length)
-    form, files = parse_form(raw, request.content_type, file_part=file_part)
+    return form_from_body(raw, request.content_type, file_part=file_part)
+
+
+def form_from_body(raw: bytes, content_type: str | None, *, file_part: str) -> MultiDict[str, Any]:
+    """A body already read -> its files and form fields, files first (see ``read_form``)."""
+    form, files = parse_form(raw, content_type, file_part=file_part)
     merged: MultiDict[str, Any] = MultiDict(files)
     merged.update(form)  # a text field named like the file part (a URL, say) never hides the file
     return merged
@@ -46,15 +51,15 @@ def parse_form(
     if mimetype not in FORM_MEDIA_TYPES:
         raise UnsupportedMediaTypeError(
             f"send the picture as multipart/form-data with the file part '{file_part}' "
-            f"(got Content-Type: {content_type or 'none'})"
+            f"(got Content-Type: {clipped(content_type or 'none')})"
         )
     parser = FormDataParser(silent=False, max_form_parts=MAX_FORM_PARTS)
     try:
         _, form, files = parser.parse(io.BytesIO(raw), mimetype, len(raw), options)
     except RequestEntityTooLarge as exc:
         raise InvalidRequestError(f"the form has more than {MAX_FORM_PARTS} parts") from exc
-    except ValueError as exc:
-        raise InvalidRequestError(f"the multipart/form-data body cannot be read: {exc}") from exc
+    except ValueError as exc:  # Werkzeug's reasons name its parser's states: say what to send instead
+        raise InvalidRequestError(malformed_form_message(mimetype, options, file_part)) from exc
     return form, files
 
 
@@ -65,3 +70,15 @@ def uploaded_file(form: MultiDict[str, Any], parts: tuple[str, ...]) -> bytes | 
         if isinstance(file, FileStorage):
             return file.read()
     return None
+
+
+def malformed_form_message(mimetype: str, options: dict[str, str], file_part: str) -> str:
+    """Why a form body cannot be read, in the client's terms (Werkzeug's own reasons name parser states)."""
+    if mimetype == "multipart/form-data" and not options.get("boundary"):
+        problem = "its Content-Type has no boundary parameter"
+    else:
+        problem = "its parts are malformed or cut short"
+    return (
+        f"the {mimetype} body cannot be read: {problem}; let the HTTP client build the form, e.g. "
+        f"requests.post(url, files={{'{file_part}': image_bytes}})"
+    )

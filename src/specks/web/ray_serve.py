@@ -113,7 +113,7 @@ def check_model(holder: ModelHolder) -> None:
     if holder.load_failure is not None:  # the operator's view (Serve's status) gets the whole reason
         raise ModelNotReadyError(holder.load_failure)
     detectors = holder.detectors()  # ModelNotReadyError while loading
-    if not holder.prediction_slots.acquire(blocking=False):
+    if not holder.prediction_slots.try_acquire():
         return
     try:
         for detector in detectors.values():  # every served model must answer

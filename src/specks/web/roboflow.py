@@ -20,6 +20,8 @@ doubled leading slash as one, so they are the same routes.
 - Answers: ``{"inference_id", "time" (seconds), "image": {"width", "height"}, "predictions":
   [{"x", "y" (box centre), "width", "height", "confidence", "class", "class_id", "detection_id"}],
   "model"}`` in pixels of the image as displayed; a list of them, in order, for a list of images.
+- A list of images is a batch like ``POST /predict``'s: at most SPECKS_MAX_BATCH_IMAGES images and
+  SPECKS_MAX_BATCH_BYTES image bytes (413 past either), and one error answers it when any image fails.
   Errors: ``{"message": ...}`` with the status ``service.encode_error`` gives.
 """
 
@@ -32,14 +34,15 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from .. import __version__
+from ..batching import check_batch_count
 from ..compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
-from ..errors import InvalidFieldError, InvalidRequestError
+from ..errors import InvalidFieldError, InvalidRequestError, SpecksError, shown
 from ..pipeline import Detector, Prediction
-from ..schemas import model_summary, parse_predict_request, validate_fields
+from ..schemas import BatchPredictRequest, model_summary, parse_predict_request, validate_fields
 from ..service import DetectionService, ErrorAnswer
-from .auth import KEY_FIELD, KeySource, accepts_key_in, check_body_key
+from .auth import KeySource, accepts_key_in, check_key_in_body
 from .errors import answer_errors_in_own_body
-from .routes import body_reader, current_service, json_response
+from .routes import body_reader, current_service, json_response, request_deadline
 
 roboflow = Blueprint("roboflow", __name__)
 
@@ -73,20 +76,20 @@ def model_add() -> Response:
 @accepts_key_in(KeySource.QUERY, KeySource.BODY)
 def infer_object_detection() -> Response:
     service = current_service()
-    body = validate_fields(ObjectDetectionRequest, read_json_object(service))
+    fields = read_json_object(service)
+    if isinstance(fields.get("image"), list):  # counted before each image is validated
+        check_batch_count(len(fields["image"]), service.settings.limits)
+    body = validate_fields(ObjectDetectionRequest, fields)
     model = service.model_for_client_id(body.model_id)
-    options = detect_options(body)
-    images = body.image if isinstance(body.image, list) else [body.image]
+    options = {**detect_options(body), "visualize": bool(body.visualize_predictions)}
     route = request.url_rule.rule if request.url_rule is not None else request.path
-    answers = []
-    for image in images:
-        fields = {"image": base64_value(image), "visualize": bool(body.visualize_predictions), **options}
-        prediction, detector = service.predict(parse_predict_request(fields), route=route, model=model)
-        answer = encode_inference(prediction, detector)
-        if prediction.visualization_jpeg_b64 is not None:  # inference-sdk base64-decodes this field
-            answer["visualization"] = prediction.visualization_jpeg_b64
-        answers.append(answer)
-    return json_response(answers if isinstance(body.image, list) else answers[0])
+    if isinstance(body.image, list):
+        return json_response(infer_batch(service, body.image, options, route=route, model=model))
+    request_fields = {"image": base64_value(body.image), **options}
+    prediction, detector = service.predict(
+        parse_predict_request(request_fields), route=route, model=model, deadline=request_deadline(request)
+    )
+    return json_response(encode_answer(prediction, detector))
 
 
 @roboflow.get("/info")
@@ -99,10 +102,10 @@ def info() -> Response:
 
 
 def read_json_object(service: DetectionService) -> dict[str, Any]:
-    """The JSON body through the service's limits, its api_key checked; a non-object is a 400."""
+    """The JSON body through the service's limits, its api_key checked before it is parsed; a non-object is a 400."""
     raw = service.read_body(body_reader(request), request.content_length)
+    check_key_in_body(raw, request.content_type)
     body = service.decode_json(raw, content_type=request.content_type)
-    check_body_key(body.get(KEY_FIELD) if isinstance(body, dict) else None)
     if not isinstance(body, dict):
         raise InvalidRequestError(f"the JSON body must be an object, got {type(body).__name__}")
     return body
@@ -124,14 +127,45 @@ def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
     return options
 
 
-def base64_value(image: InferenceImage) -> Any:
+def base64_value(image: InferenceImage) -> str:
     if image.type != "base64":
         raise InvalidFieldError(
-            f"'image': type {image.type!r} is not supported; Specks never fetches or unpickles images for a "
+            f"'image': type {shown(image.type)} is not supported; Specks never fetches or unpickles images for a "
             'client: send {"type": "base64", "value": "<base64 of the image file>"}',
             field="image",
         )
+    if not isinstance(image.value, str):
+        raise InvalidFieldError(
+            f"'image': the value must be the image file as base64 text (got {type(image.value).__name__})",
+            field="image",
+        )
     return image.value
+
+
+# -- predict -----------------------------------------------------------------------------------
+
+
+def infer_batch(
+    service: DetectionService, images: list[InferenceImage], options: dict[str, Any], *, route: str, model: str
+) -> list[dict[str, Any]]:
+    """A list of images, run as ``POST /predict`` runs a batch: the same image and byte limits
+    (SPECKS_MAX_BATCH_IMAGES, SPECKS_MAX_BATCH_BYTES) and shared runs. Roboflow's server answers
+    a batch with one error when any image fails: so does this, with the first image's that failed."""
+    values = [base64_value(image) for image in images]  # every image's type, before any work
+    batch = validate_fields(BatchPredictRequest, {"images": values, **options})
+    results, detector = service.predict_batch(batch, route=route, model=model, deadline=request_deadline(request))
+    failed = [result for result in results if isinstance(result, SpecksError)]
+    if failed:
+        raise failed[0]
+    return [encode_answer(result, detector) for result in results if isinstance(result, Prediction)]
+
+
+def encode_answer(prediction: Prediction, detector: Detector) -> dict[str, Any]:
+    """One image's answer, with its annotated picture when one was drawn (inference-sdk base64-decodes it)."""
+    answer = encode_inference(prediction, detector)
+    if prediction.visualization_jpeg_b64 is not None:
+        answer["visualization"] = prediction.visualization_jpeg_b64
+    return answer
 
 
 # -- encode ------------------------------------------------------------------------------------

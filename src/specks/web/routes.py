@@ -9,7 +9,9 @@ import orjson
 from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from .. import __version__
+from ..deadline import Deadline
 from ..service import DetectionService
+from .connection import body_read_s, client_gone_probe, deadline_read
 from .errors import error_response
 from .page import page_response, prefers_page
 
@@ -42,8 +44,23 @@ def body_reader(flask_request: Request) -> Callable[[int], bytes]:
     """
     environ = flask_request.environ
     if flask_request.content_length is None and environ.get("wsgi.input_terminated"):
-        return environ["wsgi.input"].read  # type: ignore[no-any-return]
-    return flask_request.stream.read
+        read: Callable[[int], bytes] = environ["wsgi.input"].read
+    else:
+        read = flask_request.stream.read
+    # A body that trickles in is cut off (408) once it is slower than the limits allow (web.connection).
+    timeout_s = body_read_s(current_service().settings.limits, flask_request.content_length)
+    return deadline_read(read, environ.get("gunicorn.socket"), timeout_s)
+
+
+def client_gone(flask_request: Request) -> Callable[[], bool] | None:
+    """A probe that tells the work to stop once the client has closed its connection (``specks.deadline``),
+    when the server exposes the socket (gunicorn does)."""
+    return client_gone_probe(flask_request.environ.get("gunicorn.socket"))
+
+
+def request_deadline(flask_request: Request) -> Deadline:
+    """A request's deadline from now (call it once the body is read), with ``client_gone``."""
+    return current_service().deadline(client_gone=client_gone(flask_request))
 
 
 @api.get("/")
@@ -94,6 +111,9 @@ def models() -> Response:
 @api.post("/predict")
 def predict() -> Response:
     answer = current_service().handle_predict(
-        body_reader(request), content_type=request.content_type, content_length=request.content_length
+        body_reader(request),
+        content_type=request.content_type,
+        content_length=request.content_length,
+        client_gone=client_gone(request),
     )
     return json_response(answer)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
+import selectors
 import shutil
 import tempfile
 import time
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gunicorn import glogging
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess, values
@@ -37,6 +39,7 @@ from prometheus_client import multiprocess, values
 from ..config import MULTIPROC_DIR_ENV, Settings
 from ..cores import prepare_core_share_dir
 from ..logs import configure_logging
+from .connection import WATCHDOG, shut_read
 
 if TYPE_CHECKING:
     from ..holder import ModelHolder
@@ -86,12 +89,44 @@ def model_holder(app: Any) -> ModelHolder:
     return current_service_of(app).holder
 
 
+def use_json_error_pages() -> None:
+    """In a worker: requests gunicorn refuses itself (400, 414, 431, 501) get Specks' JSON envelope, not HTML.
+
+    gunicorn writes those answers with ``gunicorn.util.write_error``, called only from its workers'
+    ``handle_error`` (which still logs them); replaced here, in this worker process only.
+    """
+    from .errors import gunicorn_error_page  # in the worker, after the fork: it imports the service
+
+    def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+        util.write_nonblock(sock, gunicorn_error_page(status_int, reason))
+
+    util.write_error = write_error
+
+
 class SpecksWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's threaded worker, ready before it accepts and losing nothing when it stops."""
+    """gunicorn's threaded worker, ready before it accepts, fair to slow and waiting clients, and
+    losing nothing when it stops.
+
+    - A new connection waits for its first byte on the poller, not on an I/O thread: gunicorn
+      gives each a thread for up to 5 s first, and 500 silent connections stopped a server.
+    - The request line and headers must arrive within SPECKS_READ_TIMEOUT_S (``web.connection``):
+      a client that trickles them is cut off, its thread freed. The body has its own deadline.
+    - While its prediction slots are all busy and a sibling worker is idle, a worker stops
+      accepting new connections, so they go to the idle one instead of queueing behind a long
+      request (measured: 12 s behind a 16 s request while the other worker was idle).
+    """
+
+    _yielding_to_siblings = False
+
+    def init_process(self) -> None:
+        use_json_error_pages()
+        super().init_process()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()  # create_app: the model starts loading in the background
         holder = model_holder(self.wsgi)
+        holder.core_share.register()  # visible to siblings as idle from the start
+        holder.prediction_slots.on_saturation = self._on_saturation
         waited_s = wait_for_model(holder, self.notify, lambda: bool(self.alive))
         if holder.ready:
             log.info("%s (pid %d, model loaded in %.1f s)", WORKER_READY_MESSAGE, os.getpid(), waited_s)
@@ -100,9 +135,48 @@ class SpecksWorker(ThreadWorker):  # type: ignore[misc]
             log.error("worker (pid %d) accepting connections without a model: %s", os.getpid(), holder.load_failure)
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled)
+        super().set_accept_enabled(enabled and not self._yielding_to_siblings)
         if not enabled and not self.alive:
             self._take_queued_connections_and_close_listeners()
+
+    def _on_saturation(self, saturated: bool) -> None:
+        """Called from a request thread: decide again on the main loop (gunicorn's poller is not thread-safe)."""
+        self.method_queue.defer(self._update_accepting)
+
+    def _update_accepting(self) -> None:
+        # The slots' state now, not when the news was sent: a batch that gave its slot back and took
+        # it again between two images must not open a window for new connections meanwhile.
+        slots, share = model_holder(self.wsgi).prediction_slots, model_holder(self.wsgi).core_share
+        self._yielding_to_siblings = slots.saturated and share.sibling_idle()
+        self.set_accept_enabled(self.alive and self.nr_conns < self.worker_connections)
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection and wait for its first byte on the poller (gunicorn's pending
+        connections, closed after the keep-alive time if nothing comes), holding no thread."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, functools.partial(self.on_pending_socket_readable, conn))
+
+    def handle(self, conn: Any) -> Any:
+        """Serve a connection's request, its line and headers bounded by SPECKS_READ_TIMEOUT_S."""
+        limits = model_holder(self.wsgi).settings.limits
+        conn.specks_header_watch = WATCHDOG.schedule(limits.read_timeout_s, shut_read(conn.sock))
+        try:
+            return super().handle(conn)
+        finally:
+            WATCHDOG.cancel(conn.specks_header_watch)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        WATCHDOG.cancel(conn.specks_header_watch)  # the headers are in: the body has its own deadline
+        return super().handle_request(req, conn)
 
     def _take_queued_connections_and_close_listeners(self) -> None:
         """On the way out: accept what is already queued, then close this worker's listening sockets.

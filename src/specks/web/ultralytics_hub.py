@@ -30,13 +30,13 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
-from ..errors import InvalidFieldError
+from ..errors import InvalidFieldError, shown
 from ..pipeline import Detector, Prediction
 from ..schemas import DetectOptions, model_summary
 from ..service import ErrorAnswer
 from .errors import answer_errors_in_own_body
 from .forms import read_form, uploaded_file
-from .routes import current_service, json_response
+from .routes import current_service, json_response, request_deadline
 
 ultralytics_hub = Blueprint("ultralytics_hub", __name__)
 
@@ -67,7 +67,9 @@ def predict(model_id: str) -> Response:
     detector = service.detector(model)
     options = detect_options(form, dynamic_input=detector.model.info.dynamic_hw)
     route = request.url_rule.rule if request.url_rule is not None else request.path
-    prediction, detector = service.predict_bytes(image, options, route=route, model=model)
+    prediction, detector = service.predict_bytes(
+        image, options, route=route, model=model, deadline=request_deadline(request)
+    )
     return json_response(encode_predictions(prediction, detector, model_id=model_id, started=started))
 
 
@@ -95,12 +97,11 @@ def number_field(form: MultiDict[str, Any], spec: tuple[str, str | None, float, 
         return None
     sent_as = sent[0]
     value = form.get(sent_as)
-    shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else f"a text of {len(value)} characters"
     number = _parsed(value, kind)
     if not lowest <= number <= highest:  # NaN fails too
         kind_name = "a whole number" if kind is int else "a number"
         raise InvalidFieldError(
-            f"'{sent_as}' must be {kind_name} from {lowest:g} to {highest:g} (got {shown})", field=sent_as
+            f"'{sent_as}' must be {kind_name} from {lowest:g} to {highest:g} (got {shown(value, 40)})", field=sent_as
         )
     return number
 
