@@ -429,3 +429,15 @@ def test_load_report_shows_the_peak_memory() -> None:
     assert "(model m.onnx, 2 workers, slice auto)" in text
     assert "peak RSS:      1428 MiB, the workers' peaks (722, 706 MiB, VmHWM, since warm-up)" in text
     assert "1398 MiB at most at one sample" in text
+
+
+def test_conf_takes_a_number_or_per_class_thresholds_as_json() -> None:
+    import argparse
+
+    from specks.cli import conf_value
+
+    assert conf_value("0.4") == 0.4
+    assert conf_value(' {"person": 0.3, "*": 0.5}') == {"person": 0.3, "*": 0.5}
+    for bad in ("{person: 0.3}", "[0.3]", "high"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            conf_value(bad)

@@ -527,3 +527,17 @@ def test_agnostic_nms_is_off_unless_the_request_asks() -> None:
     assert plain.postprocess.class_agnostic is False
     asked = plan_request(DYNAMIC, SlicingSettings(), DetectOptions(agnostic_nms=True), ImageSize(4000, 3000))
     assert asked.postprocess.class_agnostic is True  # sliced too: tiles and passes merge across classes
+
+
+def test_a_per_class_conf_resolves_names_ids_and_the_rest() -> None:
+    from specks.planning import resolve_conf
+
+    names = ("person", "bicycle", "car")
+    assert resolve_conf(names, 0.4) == (0.4, None)
+    assert resolve_conf(names, {"person": 0.3, "2": 0.6, "*": 0.5}) == (0.3, (0.3, 0.5, 0.6))
+    assert resolve_conf(names, {"CAR": 0.6}) == (0.25, (0.25, 0.25, 0.6))  # the rest: the default conf
+    with pytest.raises(InvalidFieldError, match="'conf': unknown class name 'dog'") as refused:
+        resolve_conf(names, {"dog": 0.3})
+    assert refused.value.field == "conf"
+    with pytest.raises(InvalidFieldError, match="out of range"):
+        resolve_conf(names, {"3": 0.3})

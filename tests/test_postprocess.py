@@ -410,3 +410,14 @@ def test_detect_layout(
 def test_detect_layout_rejects(output_shape: tuple[int, ...]) -> None:
     with pytest.raises(UnsupportedModelError, match="output"):
         detect_layout(output_shape, (640, 640), False)
+
+
+def test_above_class_conf_keeps_each_detection_above_its_own_class_threshold() -> None:
+    from specks.postprocess import above_class_conf
+
+    found = Detections.from_arrays(
+        [[0, 0, 1, 1]] * 5, [0.3, 0.7, 0.3, 0.7, 0.9], [0, 0, 1, 1, 7]
+    )  # class 7: beyond the thresholds given, never kept
+    kept = above_class_conf(found, (0.5, 0.2))
+    assert kept.confidence.tolist() == pytest.approx([0.7, 0.3, 0.7])
+    assert kept.class_id.tolist() == [0, 1, 1]

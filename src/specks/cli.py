@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -110,8 +111,27 @@ def _iou_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def conf_value(text: str) -> float | dict[str, Any]:
+    """``--conf``: a number, or per-class thresholds as a JSON object, e.g. '{"person": 0.3, "*": 0.5}'."""
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON object of per-class thresholds: {exc.msg}") from exc
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError("per-class thresholds must be a JSON object")
+        return value
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a number 0..1 or a JSON object, got {text!r}") from exc
+
+
+CONF_HELP = 'minimum confidence 0..1, or per class as JSON: \'{"person": 0.3, "*": 0.5}\''
+
+
 def _detect_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--conf", type=float, default=0.25, help="minimum confidence 0..1 (default 0.25)")
+    parser.add_argument("--conf", type=conf_value, default=0.25, help=f"{CONF_HELP} (default 0.25)")
     _iou_args(parser)
     parser.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
     parser.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
@@ -228,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="score the pipeline on a COCO-format dataset: AP, AR, seconds")
     evaluate.add_argument("dataset", type=Path, help="a folder with images/ and annotations.coco.json")
-    evaluate.add_argument("--conf", type=float, default=0.001, help="minimum confidence 0..1 (default 0.001)")
+    evaluate.add_argument("--conf", type=conf_value, default=0.001, help=f"{CONF_HELP} (default 0.001)")
     _iou_args(evaluate)
     evaluate.add_argument("--max-det", type=int, default=500, help="most detections per image (default 500)")
     evaluate.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")

@@ -29,6 +29,10 @@ MiB = 1024 * 1024
 MAX_DETECTIONS = 10_000
 # Most passes (input scales) one request may fuse; each costs a model pass (two with flip).
 MAX_PASS_SCALES = 4
+# A request's confidence threshold when it gives none (schemas.DetectOptions.conf), and the key of a
+# per-class ``conf`` object that sets it for the classes the object does not name.
+DEFAULT_CONF = 0.25
+CONF_FOR_THE_REST = "*"
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",

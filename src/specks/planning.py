@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .config import SlicingSettings
+from .config import CONF_FOR_THE_REST, DEFAULT_CONF, SlicingSettings
 from .errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesError, shown
 from .models.names import COCO_ALIASES
 from .overlap import MatchMetric, MergeStrategy
@@ -268,20 +268,50 @@ def postprocess_params(
     multi_label = options.multi_label if options.multi_label is not None else (sliced and defaults.multi_label)
     class_ids = resolve_class_ids(names, options.classes) if options.classes is not None else None
     soft_nms = defaults.soft_nms if options.soft_nms is None else options.soft_nms
+    conf_floor, class_conf = resolve_conf(names, options.conf)
     return PostprocessParams(
-        options.conf, iou, options.max_det, class_ids, multi_label, soft_nms, class_agnostic=options.agnostic_nms
+        conf_floor,
+        iou,
+        options.max_det,
+        class_ids,
+        multi_label,
+        soft_nms,
+        class_agnostic=options.agnostic_nms,
+        class_conf=class_conf,
     )
 
 
-def resolve_class_ids(names: tuple[str, ...], selectors: Sequence[int | str]) -> frozenset[int]:
-    """Class ids for names (any case, Darknet spellings too) or ids; an unknown one is InvalidFieldError."""
+def resolve_conf(names: tuple[str, ...], conf: float | Mapping[str, float]) -> tuple[float, tuple[float, ...] | None]:
+    """A request's ``conf`` -> (the lowest threshold, per-class thresholds by class id or None).
+
+    ``conf`` is one number for every class, or thresholds by class name or id with ``"*"`` for the
+    rest (absent: the default ``conf``). An unknown class is InvalidFieldError naming the model's.
+    """
+    if not isinstance(conf, Mapping):
+        return conf, None
+    rest = conf.get(CONF_FOR_THE_REST, DEFAULT_CONF)
+    per_class = [rest] * len(names)
+    for key, value in conf.items():
+        if key == CONF_FOR_THE_REST:
+            continue
+        selector: int | str = int(key) if key.strip().isdigit() else key
+        (class_id,) = resolve_class_ids(names, [selector], field="conf")
+        per_class[class_id] = value
+    return min(per_class, default=rest), tuple(per_class)
+
+
+def resolve_class_ids(
+    names: tuple[str, ...], selectors: Sequence[int | str], *, field: str = "classes"
+) -> frozenset[int]:
+    """Class ids for names (any case, Darknet spellings too) or ids; an unknown one is InvalidFieldError
+    on ``field`` (the request field that named it)."""
     lookup = _class_lookup(names)
     ids = set()
     for selector in selectors:
         if isinstance(selector, int):
             if not 0 <= selector < len(names):
                 raise InvalidFieldError(
-                    f"'classes': class id {selector} is out of range 0..{len(names) - 1}", field="classes"
+                    f"'{field}': class id {selector} is out of range 0..{len(names) - 1}", field=field
                 )
             ids.add(selector)
             continue
@@ -289,9 +319,9 @@ def resolve_class_ids(names: tuple[str, ...], selectors: Sequence[int | str]) ->
         key = COCO_ALIASES.get(key, key)
         if key not in lookup:
             raise InvalidFieldError(
-                f"'classes': unknown class name {shown(selector)}; this model knows e.g. "
+                f"'{field}': unknown class name {shown(selector)}; this model knows e.g. "
                 f"{', '.join(names[:8])} (see `specks models` for all)",
-                field="classes",
+                field=field,
             )
         ids.add(lookup[key])
     return frozenset(ids)

@@ -64,6 +64,9 @@ class PostprocessParams:
     multi_label: bool = False
     soft_nms: bool = False
     class_agnostic: bool = False  # NMS across classes: one box per object whatever its class
+    # Per-class thresholds (index: class id) when a request gives them; ``conf_threshold`` is then
+    # their lowest, the floor every candidate must pass before its class's own threshold.
+    class_conf: tuple[float, ...] | None = None
 
 
 def _allowed_columns(num_classes: int, class_ids: frozenset[int] | None) -> npt.NDArray[np.intp] | None:
@@ -222,6 +225,14 @@ _DECODERS = {
 }
 
 
+def above_class_conf(found: Detections, class_conf: tuple[float, ...]) -> Detections:
+    """The detections scoring above their own class's threshold (``class_conf[class_id]``)."""
+    thresholds = np.asarray(class_conf, np.float32)
+    known = found.class_id < len(thresholds)
+    floor = np.where(known, thresholds[np.minimum(found.class_id, len(thresholds) - 1)], np.inf)
+    return found[found.confidence > floor]
+
+
 def postprocess(
     raw: npt.NDArray[np.float32], layout: OutputLayout, params: PostprocessParams, input_hw: tuple[int, int]
 ) -> Detections:
@@ -232,6 +243,8 @@ def postprocess(
     ``YOLOX`` layout needs ``input_hw`` (its rows are offsets within grids of that size).
     """
     candidates = decode_yolox(raw, params, input_hw) if layout is OutputLayout.YOLOX else _DECODERS[layout](raw, params)
+    if params.class_conf is not None:
+        candidates = above_class_conf(candidates, params.class_conf)
     if layout is OutputLayout.END_TO_END:
         return candidates.sorted_by_confidence()[: params.max_detections]
     if params.soft_nms:

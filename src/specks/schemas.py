@@ -20,7 +20,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from .config import MAX_DETECTIONS, MAX_PASS_SCALES
+from .config import DEFAULT_CONF, MAX_DETECTIONS, MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError, clipped, shown
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
@@ -46,12 +46,24 @@ SliceModeField = Annotated[
 ]
 
 
+Confidence = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+MAX_CLASS_THRESHOLDS = 1000  # entries of a per-class ``conf`` object: more than any model's classes
+
+
 class DetectOptions(BaseModel):
     """Per-request detection options (everything but the image)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    conf: Annotated[float, Field(ge=0.0, le=1.0, strict=True, description="Minimum confidence, 0..1.")] = 0.25
+    conf: Annotated[
+        Confidence | Annotated[dict[str, Confidence], Field(min_length=1, max_length=MAX_CLASS_THRESHOLDS)],
+        Field(
+            description="Minimum confidence, 0..1: one number for every class, or an object of thresholds by "
+            'class name or id, "*" for the classes it does not name (e.g. {"person": 0.3, "car": 0.6, "*": 0.25}; '
+            'without "*", the rest keep the default). A box is kept when its best class\'s score clears that '
+            "class's threshold."
+        ),
+    ] = DEFAULT_CONF
     iou: Annotated[
         float | None,
         Field(ge=0.0, le=1.0, strict=True, description="NMS IoU threshold, 0..1 (default 0.45; 0.6 when sliced)."),

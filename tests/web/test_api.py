@@ -148,3 +148,30 @@ def test_server_slicing_settings_reach_the_detector(yolov5n_detector, tmp_path) 
     response = client.post("/predict", json={"image": b64(jpeg_bytes(1600, 1200))})
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "too_many_tiles"
+
+
+def test_per_class_conf_keeps_each_class_above_its_own_threshold(client) -> None:  # type: ignore[no-untyped-def]
+    photo = b64(require(COCO_TINY / "images" / "000000463730.jpg").read_bytes())  # 14 people, 8 others
+    everything = client.post("/predict", json={"image": photo, "conf": 0.05}).get_json()["detections"]
+    people = sorted(d["confidence"] for d in everything if d["label"] == "person")
+    assert len(people) >= 2 and any(d["label"] != "person" for d in everything)
+    cut = (people[0] + people[-1]) / 2  # between the weakest and the strongest person
+    people_strict = client.post("/predict", json={"image": photo, "conf": {"person": cut, "*": 0.05}}).get_json()
+    assert people_strict["detections"] == [
+        d for d in everything if d["label"] != "person" or d["confidence"] > cut
+    ]  # the same boxes, the weaker people left out
+    by_id = client.post("/predict", json={"image": photo, "conf": {"0": cut, "*": 0.05}}).get_json()
+    assert by_id["detections"] == people_strict["detections"]
+    no_rest = client.post("/predict", json={"image": photo, "conf": {"person": 0.05}}).get_json()["detections"]
+    assert all(d["confidence"] > 0.25 for d in no_rest if d["label"] != "person")  # the rest keep the default
+
+
+def test_per_class_conf_naming_an_unknown_class_is_a_400_listing_the_model_s(client) -> None:  # type: ignore[no-untyped-def]
+    photo = b64(jpeg_bytes(64, 48))
+    answer = client.post("/predict", json={"image": photo, "conf": {"unicorn": 0.5}})
+    assert answer.status_code == 400
+    error = answer.get_json()["error"]
+    assert error["field"] == "conf" and "person" in error["message"]
+    assert "unknown class name 'unicorn'" in error["message"]
+    out_of_range = client.post("/predict", json={"image": photo, "conf": {"person": 1.5}})
+    assert out_of_range.status_code == 400 and out_of_range.get_json()["error"]["field"] == "conf"

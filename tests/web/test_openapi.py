@@ -128,7 +128,6 @@ def test_request_schema_requires_only_the_image_and_refuses_unknown_fields() -> 
 @pytest.mark.parametrize(
     ("field", "kind", "minimum", "maximum"),
     [
-        ("conf", "number", 0, 1),
         ("iou", "number", 0, 1),
         ("max_det", "integer", 1, 10_000),
         ("imgsz", "integer", 32, 4096),
@@ -141,6 +140,15 @@ def test_request_schema_requires_only_the_image_and_refuses_unknown_fields() -> 
 def test_request_schema_carries_the_bounds(field: str, kind: str, minimum: float, maximum: float) -> None:
     schema = property_schema(build_openapi(Settings()), "PredictRequest", field)
     assert (schema["type"], schema["minimum"], schema["maximum"]) == (kind, minimum, maximum)
+
+
+def test_conf_is_a_number_or_an_object_of_per_class_numbers_each_0_to_1() -> None:
+    schema = property_schema(build_openapi(Settings()), "PredictRequest", "conf")
+    number, per_class = schema["anyOf"]
+    assert (number["type"], number["minimum"], number["maximum"]) == ("number", 0, 1)
+    value = per_class["additionalProperties"]
+    assert (per_class["type"], value["minimum"], value["maximum"]) == ("object", 0, 1)
+    assert schema["default"] == 0.25
 
 
 @pytest.mark.parametrize(
