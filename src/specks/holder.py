@@ -8,10 +8,14 @@ name no model. Liveness answers at once; readiness waits until every model is lo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 from .config import ModelSpec, Settings
 from .cores import process_core_share
@@ -22,6 +26,27 @@ from .served import served_models
 from .slots import FairSlots
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What ``GET /models`` says of a loaded model's file, so that an operator can tell a swap took.
+
+    sha256: hex digest of the file as loaded (empty when it cannot be read); loaded_at: UTC time of
+    the load, ISO 8601 (None for a model handed in already loaded).
+    """
+
+    sha256: str
+    loaded_at: str | None
+
+    @classmethod
+    def of(cls, path: str, *, loaded_at: str | None = "now") -> ModelFile:
+        try:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            digest = ""
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds") if loaded_at == "now" else loaded_at
+        return cls(digest, when)
 
 
 class ModelHolder:
@@ -47,6 +72,7 @@ class ModelHolder:
         self._failed_model: str | None = None  # the name of the model that failed to load
         self._error: str | None = None  # why, in the loader's words (may hold paths: not for clients)
         self._thread: threading.Thread | None = None
+        self._files: dict[str, ModelFile] = {}
         # Bounds memory: many I/O threads may hold requests, few decode and infer at once.
         self.prediction_slots = FairSlots(settings.predictions_per_worker)
         self.core_share = process_core_share()  # who else is busy, for adaptive threads (specks.cores)
@@ -148,5 +174,15 @@ class ModelHolder:
                 self._failed_model, self._error = spec.name, f"unexpected {type(exc).__name__}, see the server log"
                 log.exception("model %s failed to load", spec.name)
                 return
-            log.info("model %s ready in %.1f s", spec.name, time.perf_counter() - started)
+            self._files[spec.name] = ModelFile.of(detector.model.info.path)
+            log.info(
+                "model %s ready in %.1f s (sha256 %s)", spec.name, time.perf_counter() - started,
+                self._files[spec.name].sha256[:16],
+            )  # fmt: skip
         self._detectors = loaded
+
+    def model_file(self, name: str) -> ModelFile:
+        """The file a served model was loaded from: its sha256 and when (NotFoundError-free: a known name)."""
+        if name not in self._files:  # an injected detector (tests, benchmarks): described when first asked
+            self._files[name] = ModelFile.of(self.detectors()[name].model.info.path, loaded_at=None)
+        return self._files[name]

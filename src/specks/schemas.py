@@ -367,6 +367,8 @@ class ServedModel(BaseModel):
     num_classes: int
     names: list[str] = Field(description="Class names by class id.")
     profile: str | None = Field(description="The tuning profile applied to this model (none yet).")
+    sha256: str = Field(description="SHA-256 of the model file as this worker loaded it: tells whether a swap took.")
+    loaded_at: str | None = Field(description="When this worker loaded it (UTC, ISO 8601).")
 
 
 class ModelList(BaseModel):

@@ -365,7 +365,17 @@ class DetectionService:
             info = detector.model.info.to_dict()
             info.pop("providers", None)
             profile = detector.profile.describe() if detector.profile else None
-            models.append({**info, "name": name, "default": name == default, "profile": profile})
+            loaded = self.holder.model_file(name)
+            models.append(
+                {
+                    **info,
+                    "name": name,
+                    "default": name == default,
+                    "profile": profile,
+                    "sha256": loaded.sha256,
+                    "loaded_at": loaded.loaded_at,
+                }
+            )
         return {"default": default, "models": models}
 
     def ready_details(self) -> dict[str, Any]:

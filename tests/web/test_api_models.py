@@ -55,6 +55,20 @@ def test_models_lists_every_model_with_its_input_size_classes_and_profile(two_mo
     assert all("path" not in m and "providers" not in m for m in listing["models"])
 
 
+def test_models_says_which_file_each_worker_loaded_and_when(two_models: FlaskClient) -> None:
+    """What an operator checks after swapping a model file and reloading: did the new one take?"""
+    import hashlib
+    from datetime import datetime
+
+    from specks.models.default import EMBEDDED_DEFAULT_SHA256
+
+    v5, _, embedded = two_models.get("/models").get_json()["models"]
+    assert v5["sha256"] == hashlib.sha256(require(MODELS / "yolov5n.onnx").read_bytes()).hexdigest()
+    assert embedded["sha256"] == EMBEDDED_DEFAULT_SHA256
+    loaded_at = datetime.fromisoformat(v5["loaded_at"])
+    assert loaded_at.tzinfo is not None and (datetime.now(loaded_at.tzinfo) - loaded_at).total_seconds() < 3600
+
+
 def test_two_models_answer_the_same_image_differently(two_models: FlaskClient) -> None:
     answers = {
         name: two_models.post("/predict", json={"image": photo(), "model": name, "conf": 0.05}).get_json()
