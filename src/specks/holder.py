@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import last_good
 from .config import ModelSpec, Settings
 from .cores import process_core_share
 from .deadline import Deadline
@@ -162,7 +163,7 @@ class ModelHolder:
             started = time.perf_counter()
             try:
                 # Loading runs the model once on a blank input (the layout probe): each arrives warm.
-                detector = load_detector(settings, threads=threads, spec=spec)
+                detector = self._load_or_keep(spec, threads)
                 if wide_threads is not None:  # adaptive threads (specks.cores)
                     detector.model.widen(wide_threads, self.core_share)
                 loaded[spec.name] = detector
@@ -180,6 +181,23 @@ class ModelHolder:
                 self._files[spec.name].sha256[:16],
             )  # fmt: skip
         self._detectors = loaded
+
+    def _load_or_keep(self, spec: ModelSpec, threads: int) -> Detector:
+        """Load a served model; when its file fails to load, the last file that loaded under its name
+        (``specks.last_good``: a reload after a broken swap keeps the old model serving)."""
+        try:
+            detector = load_detector(self.settings, threads=threads, spec=spec)
+        except SpecksError as exc:
+            kept = last_good.kept_copy(spec.name)
+            if kept is None:
+                raise
+            log.error(
+                "model %s failed to load from %s: %s; serving the last file that loaded under that name instead",
+                spec.name, spec.path, exc.message,
+            )  # fmt: skip
+            return load_detector(self.settings, threads=threads, spec=ModelSpec(spec.name, str(kept)))
+        last_good.keep(spec.name, spec.path)
+        return detector
 
     def model_file(self, name: str) -> ModelFile:
         """The file a served model was loaded from: its sha256 and when (NotFoundError-free: a known name)."""

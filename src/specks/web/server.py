@@ -38,6 +38,7 @@ from prometheus_client import multiprocess, values
 
 from ..config import MULTIPROC_DIR_ENV, Settings
 from ..cores import prepare_core_share_dir
+from ..last_good import prepare_last_good_dir
 from ..logs import configure_logging
 from .connection import WATCHDOG, shut_read
 
@@ -309,7 +310,10 @@ def serve(settings: Settings) -> None:
         level = logging.DEBUG
     configure_logging(settings.observability.log_format, level)
     metrics_dir, created = prepare_metrics_dir() if settings.observability.metrics_enabled else (None, False)
-    core_share_dir = prepare_core_share_dir() if settings.wide_threads() is not None else None
+    # Sibling workers also use the lock files to leave new connections to an idle one (SpecksWorker).
+    sharing = settings.wide_threads() is not None or settings.resolved_workers() > 1
+    core_share_dir = prepare_core_share_dir() if sharing else None
+    last_good_dir = prepare_last_good_dir()
     master_pid = os.getpid()
     try:
         SpecksServer(settings).run()
@@ -320,3 +324,4 @@ def serve(settings: Settings) -> None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
             if core_share_dir is not None:
                 shutil.rmtree(core_share_dir, ignore_errors=True)
+            shutil.rmtree(last_good_dir, ignore_errors=True)
