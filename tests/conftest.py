@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from PIL import Image
 from specks.benchmark import ServerProcess as LiveServer
 from specks.benchmark import free_port  # noqa: F401 (tests import it from here)
 from specks.config import Limits, RuntimeOptions, Settings
+from specks.logs import LogFormat, build_handler
 from specks.models import load_model
 from specks.pipeline import Detector
 from specks.web import create_app
@@ -117,3 +120,17 @@ def live_server(cache_dir: Path) -> Iterator[LiveServer]:
 
 def coco_annotations(root: Path) -> dict:  # type: ignore[type-arg]
     return json.loads((require(root) / "annotations.coco.json").read_text())
+
+
+@contextlib.contextmanager
+def specks_log(log_format: LogFormat, caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
+    """Everything the ``specks`` loggers write in ``log_format`` while the block runs."""
+    stream = io.StringIO()
+    handler = build_handler(log_format, stream)
+    logger = logging.getLogger("specks")
+    caplog.set_level(logging.INFO, logger="specks")
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)

@@ -7,7 +7,6 @@ however large the input it quotes (issue 20, findings 6 and 7).
 from __future__ import annotations
 
 import io
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from conftest import app_for, jpeg_bytes
+from conftest import app_for, jpeg_bytes, specks_log
 from factories import b64
 from specks.config import Limits, Security
-from specks.logs import LogFormat, build_handler
+from specks.logs import LogFormat
 from specks.pipeline import Detector
 from specks.service import DetectionService
 from specks.web import forms
@@ -36,15 +35,8 @@ INFER = "/infer/object_detection"
 @pytest.fixture(params=list(LogFormat), ids=[f.value for f in LogFormat])
 def log_stream(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     """Everything the ``specks`` loggers write while the test runs, in each log format."""
-    stream = io.StringIO()
-    handler = build_handler(request.param, stream)
-    logger = logging.getLogger("specks")
-    caplog.set_level(logging.INFO, logger="specks")
-    logger.addHandler(handler)
-    try:
+    with specks_log(request.param, caplog) as stream:
         yield stream
-    finally:
-        logger.removeHandler(handler)
 
 
 def roboflow_image(size_bytes: int) -> dict[str, str]:

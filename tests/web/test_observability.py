@@ -21,11 +21,11 @@ from prometheus_client import REGISTRY, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MODELS, jpeg_bytes, live_server_for
+from conftest import MODELS, jpeg_bytes, live_server_for, specks_log
 from factories import b64
 from specks.config import Observability, Settings
 from specks.errors import ConfigError
-from specks.logs import LogFormat, build_handler, configure_logging, request_id_var
+from specks.logs import LogFormat, configure_logging, request_id_var
 from specks.pipeline import Detector
 from specks.web import create_app
 from specks.web.observability import request_id_from
@@ -235,15 +235,8 @@ def test_every_answer_carries_a_fresh_request_id(client: FlaskClient, monkeypatc
 @pytest.fixture()
 def json_log(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     """What the ``specks`` loggers write as JSON lines while the test runs."""
-    stream = io.StringIO()
-    handler = build_handler(LogFormat.JSON, stream)
-    logger = logging.getLogger("specks")
-    caplog.set_level(logging.INFO, logger="specks")
-    logger.addHandler(handler)
-    try:
+    with specks_log(LogFormat.JSON, caplog) as stream:
         yield stream
-    finally:
-        logger.removeHandler(handler)
 
 
 def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
