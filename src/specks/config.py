@@ -466,6 +466,7 @@ class Settings:
     observability: Observability = field(default_factory=Observability)
     compat: CompatAPIs = field(default_factory=CompatAPIs)
     cors: Cors = field(default_factory=Cors)
+    image_urls: tuple[str, ...] = ()  # URL prefixes images may be fetched from (specks.fetch); empty: off
 
     def __post_init__(self) -> None:
         _coerce_enum(self, "shared_runs", SharedRuns)
@@ -587,6 +588,7 @@ class Settings:
             slicing=slicing,
             compat=CompatAPIs(max_predictions=get("COMPAT_MAX_PREDICTIONS", int, CompatAPIs.max_predictions)),
             cors=Cors(allowed_origins=get("CORS_ORIGINS", _parse_list, Cors.allowed_origins)),
+            image_urls=get("IMAGE_URLS", _parse_list, cls.image_urls),
         )
 
 

@@ -13,6 +13,7 @@ to HTTP for every front-end.
     │   ├── InvalidJSONError            invalid_json             400
     │   ├── InvalidBase64Error          invalid_base64           400
     │   ├── ImageDecodeError            invalid_image            400
+    │   ├── InvalidImageUrlError        invalid_image_url        400  (a bad image URL, or its fetch failed)
     │   └── DatasetError                invalid_dataset          400  (specks train: unreadable or empty data)
     ├── UnsupportedMediaTypeError       unsupported_media_type   415
     ├── PayloadTooLargeError            payload_too_large        413
@@ -21,6 +22,8 @@ to HTTP for every front-end.
     │   ├── TooManyInputPixelsError     too_many_input_pixels    413
     │   └── BatchTooLargeError          batch_too_large          413
     ├── AuthenticationError             unauthorized             401
+    ├── ForbiddenError                  forbidden                403
+    │   └── ImageUrlForbiddenError      image_url_forbidden      403  (a URL the server does not fetch)
     ├── NotFoundError                   not_found                404
     ├── ModelError                      model_error              500
     │   ├── ModelLoadError              model_load_error         500
@@ -92,6 +95,12 @@ class DatasetError(InvalidRequestError):
     code = "invalid_dataset"
 
 
+class InvalidImageUrlError(InvalidRequestError):
+    """An image URL that is malformed, or whose fetch failed (status, content type, time)."""
+
+    code = "invalid_image_url"
+
+
 class UnsupportedMediaTypeError(SpecksError):
     """The body is not JSON (wrong Content-Type)."""
 
@@ -132,6 +141,18 @@ class AuthenticationError(SpecksError):
     """The API key is missing or wrong."""
 
     code = "unauthorized"
+
+
+class ForbiddenError(SpecksError):
+    """The request asks for something this server does not do for anyone (a rule, not a key)."""
+
+    code = "forbidden"
+
+
+class ImageUrlForbiddenError(ForbiddenError):
+    """An image URL this server does not fetch: URLs off, not under an allowed prefix, or a private address."""
+
+    code = "image_url_forbidden"
 
 
 class NotFoundError(SpecksError):

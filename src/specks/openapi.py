@@ -53,6 +53,7 @@ from .schemas import (
     PredictRequest,
     PredictResponse,
     ReadyResponse,
+    UrlPredictRequest,
 )
 
 OPENAPI_VERSION: Final = "3.1.1"
@@ -91,6 +92,11 @@ ERROR_RESPONSES: dict[str, tuple[int, str]] = {
         "is not valid base64 (`invalid_base64`) or not a decodable image (`invalid_image`).",
     ),
     "Unauthorized": (401, "No valid API key: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`."),
+    "Forbidden": (
+        403,
+        "An `image_url` this server does not fetch (`image_url_forbidden`): images by URL are off, the URL is "
+        "under no prefix of SPECKS_IMAGE_URLS, or its host is a private, loopback or link-local address.",
+    ),
     "NotFound": (404, "No model of that name is served (`not_found`, with `field`); the message lists those that are."),
     "PayloadTooLarge": (
         413,
@@ -157,7 +163,10 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
                 requestBody=RequestBody(
                     required=True,
                     content=_one_of(
-                        PredictRequest, BatchPredictRequest, example={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.25}
+                        PredictRequest,
+                        BatchPredictRequest,
+                        UrlPredictRequest,
+                        example={"image": EXAMPLE_IMAGE_BASE64, "conf": 0.25},
                     ),
                 ),
                 responses={
@@ -170,6 +179,7 @@ def _operations(include_metrics: bool) -> dict[str, tuple[str, Operation]]:
                     ),
                     **_errors(
                         "InvalidRequest",
+                        "Forbidden",
                         "NotFound",
                         "PayloadTooLarge",
                         "UnsupportedMediaType",

@@ -201,6 +201,22 @@ class PredictRequest(RequestOptions):
     ]
 
 
+class UrlPredictRequest(RequestOptions):
+    """Body of ``POST /predict`` for one image the server fetches (only from the prefixes SPECKS_IMAGE_URLS allows)."""
+
+    image_url: Annotated[
+        StrictStr,
+        Field(
+            min_length=1,
+            max_length=2048,
+            description=(
+                "An http(s) URL of the image, fetched by the server instead of sending it in 'image'. Off unless "
+                "the operator lists allowed URL prefixes in SPECKS_IMAGE_URLS (403 otherwise)."
+            ),
+        ),
+    ]
+
+
 class BatchPredictRequest(RequestOptions):
     """Body of ``POST /predict`` for a batch: several images, one set of options."""
 
@@ -248,8 +264,14 @@ def parse_predict_request(body: Any) -> PredictRequest:
         raise _first_error_message(exc, PredictRequest) from exc
 
 
-def parse_predict_body(body: Any) -> PredictRequest | BatchPredictRequest:
-    """A ``POST /predict`` body: one image (``image``) or a batch (``images``), never both."""
+def parse_predict_body(body: Any) -> PredictRequest | BatchPredictRequest | UrlPredictRequest:
+    """A ``POST /predict`` body: one image (``image``), a batch (``images``) or a URL (``image_url``), one of them."""
+    if isinstance(body, dict) and "image_url" in body:
+        if "image" in body or "images" in body:
+            raise InvalidFieldError(
+                "send one of 'image' (base64), 'images' (a batch) or 'image_url', not several", field="image_url"
+            )
+        return validate_fields(UrlPredictRequest, body)
     if isinstance(body, dict) and "images" in body:
         if "image" in body:
             raise InvalidFieldError(

@@ -26,6 +26,7 @@ from .batching import check_batch_bytes, check_batch_count, plan_batch, run_unit
 from .body import check_content_length, check_json_media_type, check_read_size, parse_json_body
 from .config import Settings
 from .deadline import Deadline
+from .fetch import UrlPolicy, fetch_image
 from .holder import ModelHolder
 from .imaging import decode_base64
 from .metrics import Metrics
@@ -34,6 +35,7 @@ from .schemas import (
     BatchPredictRequest,
     DetectOptions,
     PredictRequest,
+    UrlPredictRequest,
     encode_prediction,
     parse_predict_body,
     parse_predict_request,
@@ -52,6 +54,7 @@ HTTP_STATUS: dict[type[errors.SpecksError], int] = {
     errors.UnsupportedMediaTypeError: 415,
     errors.PayloadTooLargeError: 413,
     errors.AuthenticationError: 401,
+    errors.ForbiddenError: 403,
     errors.NotFoundError: 404,
     errors.ModelNotReadyError: 503,
     errors.DeadlineExceededError: 503,
@@ -140,8 +143,10 @@ class DetectionService:
         """A one-image ``POST /predict`` body -> PredictRequest: media type, JSON syntax and nesting, the schema."""
         return parse_predict_request(self.decode_json(raw, content_type=content_type))
 
-    def decode_predict_body(self, raw: bytes, *, content_type: str | None) -> PredictRequest | BatchPredictRequest:
-        """A ``POST /predict`` body: one image (``image``) or a batch (``images``), never both."""
+    def decode_predict_body(
+        self, raw: bytes, *, content_type: str | None
+    ) -> PredictRequest | BatchPredictRequest | UrlPredictRequest:
+        """A ``POST /predict`` body: one image (``image``), a batch (``images``) or ``image_url``, one of them."""
         return parse_predict_body(self.decode_json(raw, content_type=content_type))
 
     # -- predict -----------------------------------------------------------------------------
@@ -201,6 +206,11 @@ class DetectionService:
             return detector.predict_bytes(data, options, keep_image=visualize, deadline=deadline)
 
         return self._run(route, model, work, visualize=visualize, deadline=deadline)
+
+    def fetch_image(self, url: str) -> bytes:
+        """The image at ``url``, under SPECKS_IMAGE_URLS and the body limit (``specks.fetch``; 403 when off)."""
+        policy = UrlPolicy(self.settings.image_urls, max_bytes=self.settings.limits.max_body_bytes)
+        return fetch_image(url, policy)
 
     def deadline(self, *, client_gone: Callable[[], bool] | None = None) -> Deadline:
         """A request's deadline: SPECKS_REQUEST_TIMEOUT_S from now (``client_gone``: see ``specks.deadline``)."""
@@ -344,6 +354,12 @@ class DetectionService:
         deadline = self.deadline(client_gone=client_gone)
         request = self.decode_predict_body(raw, content_type=content_type)
         del raw
+        if isinstance(request, UrlPredictRequest):
+            data = self.fetch_image(request.image_url)  # before a slot is taken: the network is slow
+            answer = self.predict_bytes(
+                data, request, route=route, model=request.model, visualize=request.visualize, deadline=deadline
+            )
+            return self.encode_response(*answer)
         if isinstance(request, BatchPredictRequest):
             return self.encode_batch_response(*self.predict_batch(request, route=route, deadline=deadline))
         return self.encode_response(*self.predict(request, route=route, deadline=deadline))

@@ -93,13 +93,17 @@ def test_metrics_are_plain_text() -> None:
     assert set(content) == {"text/plain", "application/openmetrics-text"}
 
 
-def test_predict_takes_one_image_or_a_batch_and_answers_in_kind() -> None:
+def test_predict_takes_one_image_a_batch_or_a_url_and_answers_in_kind() -> None:
     document = build_openapi(Settings())
     operation = document["paths"]["/predict"]["post"]
     body = operation["requestBody"]
     assert body["required"] is True
     assert body["content"]["application/json"]["schema"] == {
-        "oneOf": [{"$ref": "#/components/schemas/PredictRequest"}, {"$ref": "#/components/schemas/BatchPredictRequest"}]
+        "oneOf": [
+            {"$ref": "#/components/schemas/PredictRequest"},
+            {"$ref": "#/components/schemas/BatchPredictRequest"},
+            {"$ref": "#/components/schemas/UrlPredictRequest"},
+        ]
     }
     ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {
@@ -183,7 +187,7 @@ def test_error_schema_is_the_envelope() -> None:
 @pytest.mark.parametrize(
     ("path", "method", "statuses"),
     [
-        ("/predict", "post", {"200", "400", "404", "413", "415", "500", "503"}),
+        ("/predict", "post", {"200", "400", "403", "404", "413", "415", "500", "503"}),
         ("/health", "get", {"200"}),
         ("/ready", "get", {"200", "503"}),
         ("/model", "get", {"200", "404", "500", "503"}),

@@ -219,11 +219,11 @@ def small_body_app(yolov5n_detector: Detector, cache_dir: Path) -> Flask:
 TEXT_FILE = b"hello, I am a text file\n"
 HOSTILE: list[tuple[str, Any, str, int, str]] = [
     # (id, JSON body or raw bytes, content type, status, words in the message)
-    ("image as a url", infer_body({"type": "url", "value": "http://cam/1.jpg"}), "application/json", 400,
-     "never fetches"),
+    ("image as a url", infer_body({"type": "url", "value": "http://cam/1.jpg"}), "application/json", 403,
+     "images by URL are off"),
     ("pickled numpy", infer_body({"type": "numpy", "value": "gASV"}), "application/json", 400, "type 'numpy'"),
     ("url in a batch", infer_body([image_ref(jpeg_bytes(32, 32)), {"type": "url", "value": "http://x/y.jpg"}]),
-     "application/json", 400, "never fetches"),
+     "application/json", 403, "images by URL are off"),
     ("no image", {"model_id": "coco/3", "api_key": None}, "application/json", 400, "'image' is required"),
     ("empty batch", infer_body([]), "application/json", 400, "'image'"),
     ("too many images", infer_body([image_ref(b"x")] * (MAX_BATCH_IMAGES + 1)), "application/json", 413,

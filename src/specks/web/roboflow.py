@@ -16,7 +16,8 @@ doubled leading slash as one, so they are the same routes.
   -> ``iou`` (absent: Specks' measured defaults), ``max_detections`` -> ``max_det``,
   ``class_filter`` -> ``classes``. Roboflow's preprocessing, active-learning and billing fields are
   ignored, as its server ignores fields it does not know. ``class_agnostic_nms`` -> ``agnostic_nms``.
-  Every image ``type`` but ``base64`` is refused: Specks never fetches a URL for a client.
+  ``"type": "url"`` is fetched only under SPECKS_IMAGE_URLS (``specks.fetch``; 403 otherwise); every
+  other ``type`` but ``base64`` is refused.
 - Answers: ``{"inference_id", "time" (seconds), "image": {"width", "height"}, "predictions":
   [{"x", "y" (box centre), "width", "height", "confidence", "class", "class_id", "detection_id"}],
   "model"}`` in pixels of the image as displayed; a list of them, in order, for a list of images.
@@ -27,6 +28,7 @@ doubled leading slash as one, so they are the same routes.
 
 from __future__ import annotations
 
+import base64
 import socket
 import uuid
 from typing import Any
@@ -85,7 +87,7 @@ def infer_object_detection() -> Response:
     route = request.url_rule.rule if request.url_rule is not None else request.path
     if isinstance(body.image, list):
         return json_response(infer_batch(service, body.image, options, route=route, model=model))
-    request_fields = {"image": base64_value(body.image), **options}
+    request_fields = {"image": base64_value(service, body.image), **options}
     prediction, detector = service.predict(
         parse_predict_request(request_fields), route=route, model=model, deadline=request_deadline(request)
     )
@@ -127,18 +129,21 @@ def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
     return options
 
 
-def base64_value(image: InferenceImage) -> str:
-    if image.type != "base64":
+def base64_value(service: DetectionService, image: InferenceImage) -> str:
+    """The image as base64: its value, or (``"type": "url"``) the image fetched under SPECKS_IMAGE_URLS."""
+    if image.type not in ("base64", "url"):
         raise InvalidFieldError(
-            f"'image': type {shown(image.type)} is not supported; Specks never fetches or unpickles images for a "
-            'client: send {"type": "base64", "value": "<base64 of the image file>"}',
+            f"'image': type {shown(image.type)} is not supported; Specks never unpickles images for a client: "
+            'send {"type": "base64", "value": "<base64 of the image file>"} (or "url" where the server allows it)',
             field="image",
         )
     if not isinstance(image.value, str):
         raise InvalidFieldError(
-            f"'image': the value must be the image file as base64 text (got {type(image.value).__name__})",
+            f"'image': the value must be the image file as base64 text, or a URL (got {type(image.value).__name__})",
             field="image",
         )
+    if image.type == "url":
+        return base64.b64encode(service.fetch_image(image.value)).decode("ascii")
     return image.value
 
 
@@ -151,7 +156,7 @@ def infer_batch(
     """A list of images, run as ``POST /predict`` runs a batch: the same image and byte limits
     (SPECKS_MAX_BATCH_IMAGES, SPECKS_MAX_BATCH_BYTES) and shared runs. Roboflow's server answers
     a batch with one error when any image fails: so does this, with the first image's that failed."""
-    values = [base64_value(image) for image in images]  # every image's type, before any work
+    values = [base64_value(service, image) for image in images]  # every image's type, before any work
     batch = validate_fields(BatchPredictRequest, {"images": values, **options})
     results, detector = service.predict_batch(batch, route=route, model=model, deadline=request_deadline(request))
     failed = [result for result in results if isinstance(result, SpecksError)]
