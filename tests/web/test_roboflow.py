@@ -375,7 +375,7 @@ def test_live_double_slash_paths_and_content_length(roboflow_server: LiveServer)
         ("GET", "//model/registry?api_key=None", b"", 200),
         ("POST", "//model/add", b'{"model_id": "coco/3", "api_key": null}', 200),
         ("POST", "//infer/object_detection", body, 200),
-        ("POST", "/infer/object_detection", url_body, 400),
+        ("POST", "/infer/object_detection", url_body, 403),  # images by URL are off by default
         ("GET", "/info", b"", 200),
     ]
     for method, path, payload, status in calls:
