@@ -41,13 +41,12 @@ class ModelFile:
     loaded_at: str | None
 
     @classmethod
-    def of(cls, path: str, *, loaded_at: str | None = "now") -> ModelFile:
+    def of(cls, path: str, *, loaded_now: bool = True) -> ModelFile:
         try:
             digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         except OSError:
             digest = ""
-        when = datetime.now(timezone.utc).isoformat(timespec="seconds") if loaded_at == "now" else loaded_at
-        return cls(digest, when)
+        return cls(digest, datetime.now(timezone.utc).isoformat(timespec="seconds") if loaded_now else None)
 
 
 class ModelHolder:
@@ -202,5 +201,5 @@ class ModelHolder:
     def model_file(self, name: str) -> ModelFile:
         """The file a served model was loaded from: its sha256 and when (NotFoundError-free: a known name)."""
         if name not in self._files:  # an injected detector (tests, benchmarks): described when first asked
-            self._files[name] = ModelFile.of(self.detectors()[name].model.info.path, loaded_at=None)
+            self._files[name] = ModelFile.of(self.detectors()[name].model.info.path, loaded_now=False)
         return self._files[name]

@@ -85,13 +85,6 @@ class FairSlots:
             if self._free == 1 and self.on_saturation is not None:
                 self.on_saturation(False)
 
-    def __enter__(self) -> FairSlots:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
     def _take_free(self) -> None:
         """Under the lock: take a free slot, telling ``on_saturation`` when it was the last."""
         self._free -= 1
