@@ -8,7 +8,7 @@
 #   docker run --rm -p 6060:6060 -e SPECKS_WORKERS=2 specks
 #   docker run --rm -p 6060:6060 -v $PWD/models:/models:ro -e SPECKS_MODEL=/models/det.onnx specks
 #
-# Configuration is the SPECKS_* environment variables (README "Configuration"); arguments after
+# Configuration is the SPECKS_* environment variables (docs/configuration.md, "Environment variables"); arguments after
 # the image name replace `serve`, e.g. `docker run --rm specks config`.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

@@ -367,8 +367,9 @@ def test_a_full_image_request_over_the_pixel_budget_is_told_to_lower_imgsz_not_t
     assert caught.value.message.endswith("(SPECKS_MAX_INPUT_PIXELS). Use a smaller 'imgsz'.")
 
 
-# The documented requests (README: options, small objects, tuned profiles, `specks tune`'s search) on
-# the images they are documented for, and on images up to the 40 MP image limit: each fits the default budget.
+# The documented requests (docs/api.md and docs/small-objects.md: options, small objects, tuned profiles,
+# `specks tune`'s search) on the images they are documented for, and on images up to the 40 MP image
+# limit: each fits the default budget.
 TUNE_HEAVIEST = {"slice": True, "tile_scale": 2.0, "scales": [1.0, 1.5], "flip": True}
 DOCUMENTED_REQUESTS = {
     "2000x1500 default, fixed": (STATIC, {}, (2000, 1500)),

@@ -184,7 +184,7 @@ class SlicingSettings:
     merge_threshold: float = 0.5
     max_tiles: int = 200
     # Every documented request and tuned profile fits, on any image up to the 40 MP image limit: the
-    # heaviest, the README's tuned `scales` [1, 1.25] on a 40 MP photo, runs 237 MP (`specks tune`'s
+    # heaviest, the tuned `scales` [1, 1.25] of docs/small-objects.md on a 40 MP photo, runs 237 MP (`specks tune`'s
     # heaviest trial, tile_scale 2 + scales [1, 1.5] + flip on a 2000x1500 photo, 133 MP; a default
     # sliced 40 MP image at most 105 MP). About 21 s of model time on 2 quiet cores: YOLOX-Nano and
     # yolov5n_dynamic run ~12 MP/s there (4.2-4.8 MP/s measured while the machine was shared).
@@ -335,7 +335,7 @@ class SharedRuns(str, enum.Enum):
     """Whether same-size images of a batch share one ``session.run`` (the model's batch axis).
 
     auto: only when the model runs on another provider than the CPU (measured on 2 CPU cores, a
-    shared run was no faster: README, "Batches: one run or one per image"); on; off.
+    shared run was no faster: docs/performance.md, "Batches: one run or one per image"); on; off.
     """
 
     AUTO = "auto"
@@ -434,7 +434,7 @@ class Settings:
                 costs about 10 KB of memory.
     predictions_per_worker: requests one worker decodes and runs at once; the rest wait (queue,
                 not fail), which bounds memory: each slot holds one full-resolution decode plus
-                one model run's activations (README "Memory"). One is the default: a worker's
+                one model run's activations (docs/performance.md, "Memory per model"). One is the default: a worker's
                 inference threads already fill its share of the cores.
     max_requests: a worker is replaced (gracefully) after about this many requests; 0 never.
     max_requests_jitter: each worker's limit gets a random 0..jitter added, so the workers

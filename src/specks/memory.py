@@ -89,5 +89,5 @@ def check_worker_memory(settings: Settings, estimate: WorkerMemoryEstimate) -> N
         raise ConfigError(
             f"this configuration is estimated at {estimate.describe()}, more than SPECKS_MAX_WORKER_MEMORY_MB "
             f"({limit_mb}). Serve fewer models, lower SPECKS_PREDICTIONS_PER_WORKER or SPECKS_MAX_IMAGE_PIXELS, "
-            "or raise the limit (README, 'Memory per model', says how the estimate is made)."
+            "or raise the limit (docs/performance.md, 'Memory per model', says how the estimate is made)."
         )

@@ -330,7 +330,7 @@ def _path_parameter(name: str, description: str) -> Parameter:
 
 
 def _compat_operations() -> dict[str, tuple[str, Operation]]:
-    """The main routes of the compatible APIs (README "Compatible APIs" has the rest)."""
+    """The main routes of the compatible APIs (docs/compatible-apis.md has the rest)."""
     model_parameter = _path_parameter("model", "A served model's name (see `GET /models`).")
     model_id_parameter = _path_parameter(
         "model_id", "A served model's name, or any other id (answered by the default model)."

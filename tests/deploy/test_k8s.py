@@ -162,8 +162,8 @@ def test_the_optional_secret_feeds_the_api_keys_file(pod: dict[str, Any], contai
     assert [p.parent.name for p in secret_files] == ["optional"]
 
 
-def test_the_readme_applies_what_is_here() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    applied = re.findall(r"kubectl apply -f (\S+)", readme)
+def test_the_deployment_page_applies_what_is_here() -> None:
+    page = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    applied = re.findall(r"kubectl apply -f (\S+)", page)
     assert "deploy/k8s/" in applied
     assert all((REPO_ROOT / path).exists() for path in applied), applied

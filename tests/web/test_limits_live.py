@@ -114,7 +114,7 @@ BURST_CONCURRENCY = 4
 MEMORY_GROWTH_LIMIT_MB = 50
 # yolov5n, 6000x4000 sliced requests, 2 at once per worker: ~220 MiB measured (was 1-2 GiB before
 # large buffers were returned to the OS and the letterboxer lost its memory arena). Every worker
-# also holds the embedded default, always served (about +120 MiB at rest, README "Memory per model").
+# also holds the embedded default, always served (about +120 MiB at rest, docs/performance.md, "Memory per model").
 WORKER_MEMORY_CEILING_MB = 720
 
 

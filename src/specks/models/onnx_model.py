@@ -93,7 +93,7 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.add_session_config_entry("session.force_spinning_stop", "1")
     # A memory pattern is a second, pre-planned block per input shape on top of the arena chunks
     # the first run left: yolov5n at 2560x2560 kept 930 MiB with it and 485 MiB without, at the
-    # same speed (README "Memory").
+    # same speed (docs/performance.md, "Memory per model").
     options.enable_mem_pattern = False
     return options
 
