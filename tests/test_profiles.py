@@ -24,6 +24,7 @@ from specks.profiles import (
     settings_of,
     sidecar_path,
 )
+from specks.regions import Region, RegionAnchor, RegionSet, RegionUnits
 from specks.schemas import DetectOptions
 from specks.slicing import SliceMode
 from specks.types import ImageSize
@@ -175,3 +176,32 @@ def test_profile_overrides_replace_only_the_fields_they_set() -> None:
     own = ModelOverrides(input_hw=(640, 640))
     merged = own.replaced_by(ModelOverrides(layout=OutputLayout.YOLOX))
     assert merged == ModelOverrides(layout=OutputLayout.YOLOX, input_hw=(640, 640))
+
+
+def test_a_profile_s_regions_load_save_and_show(tmp_path: Path) -> None:
+    road = {"points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], "units": "fraction", "exclude": False}
+    path = write(tmp_path / "cam.specks.json", {"regions": [road], "region_anchor": "center"})
+    profile = load_profile(path)
+    assert profile.regions == RegionSet(
+        (Region(((0, 0.5), (1, 0.5), (1, 1), (0, 1)), RegionUnits.FRACTION),), RegionAnchor.CENTER
+    )
+    assert profile.describe()["regions"] == [road] and profile.describe()["region_anchor"] == "center"
+    saved = tmp_path / "again.specks.json"
+    save_profile(profile, saved)
+    assert load_profile(saved).regions == profile.regions
+    assert "regions" not in ModelProfile().to_json()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"regions": [{"points": [[0, 0], [1, 1], [1, 0], [0, 1]]}]}, "'regions[0]' crosses itself"),
+        ({"regions": {"points": []}}, "'regions' should be"),
+        ({"region_anchor": "top"}, "'region_anchor' should be"),
+    ],
+)
+def test_bad_profile_regions_are_refused_naming_the_file(tmp_path: Path, body: Any, message: str) -> None:
+    path = write(tmp_path / "cam.specks.json", body)
+    with pytest.raises(ConfigError) as caught:
+        load_profile(path)
+    assert str(path) in caught.value.message and message in caught.value.message

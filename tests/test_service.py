@@ -22,6 +22,7 @@ from specks.imaging import DecodedImage
 from specks.metrics import Metrics
 from specks.pipeline import Prediction
 from specks.postprocess import OutputLayout
+from specks.regions import NO_REGIONS
 from specks.schemas import DetectOptions
 from specks.service import INTERNAL_ERROR_MESSAGE, DetectionService, encode_error, status_for
 from specks.slicing import SliceMode
@@ -51,6 +52,7 @@ class FakeDetector:
     def __init__(self, metrics: Metrics | None = None, slicing: SlicingSettings | None = None) -> None:
         self.model = FakeModel()
         self.slicing = slicing or SlicingSettings()
+        self.regions = NO_REGIONS
         self.profile = None
         self.metrics = metrics
         self.calls: list[tuple[Any, DetectOptions]] = []

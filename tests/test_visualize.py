@@ -1,4 +1,5 @@
-"""Annotated pictures: outlines where the boxes are, halos, labels off tiny boxes, JPEG round trip."""
+"""Annotated pictures: outlines where the boxes are, halos, labels off tiny boxes, JPEG round trip,
+and the request's regions under the boxes."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from specks.imaging import decode_image
+from specks.imaging import DecodedImage, decode_image
 from specks.pipeline import Prediction
+from specks.regions import Region, RegionAnchor, RegionPlan, RegionSet, plan_regions
 from specks.types import Detections, ImageSize
 from specks.visualize import (
     BLACK,
     PALETTE,
+    REGION_EXCLUDE_COLOR,
+    REGION_INCLUDE_COLOR,
     WHITE,
     DrawStyle,
     class_color,
     contrast_color,
     draw_detections,
+    draw_prediction,
     encode_jpeg_b64,
     place_labels,
     visualize_prediction,
@@ -125,3 +130,91 @@ def test_visualize_prediction_draws_in_displayed_pixels(scale: int) -> None:
 def test_visualize_prediction_needs_the_kept_image() -> None:
     with pytest.raises(ValueError, match="keep_image"):
         visualize_prediction(Prediction(Detections.empty(), ImageSize(10, 10)), NAMES)
+
+
+# -- regions -----------------------------------------------------------------------------------------
+
+TRIANGLE = ((10.0, 10.0), (90.0, 10.0), (90.0, 90.0))  # image pixels: top edge y=10, right edge x=90
+SQUARE = ((150.0, 40.0), (250.0, 40.0), (250.0, 140.0), (150.0, 140.0))
+SIZE = ImageSize(320, 240)  # grey()'s
+
+
+def region_plan(*regions: Region) -> RegionPlan:
+    plan = plan_regions(RegionSet(regions, RegionAnchor.BOTTOM_CENTER), SIZE)
+    assert plan is not None
+    return plan
+
+
+def prediction_of(rgb: np.ndarray, found: Detections, regions: RegionPlan | None, size: ImageSize) -> Prediction:
+    """A Prediction of an image of ``size`` whose kept pixels are ``rgb`` (smaller: a reduced-scale decode)."""
+    return Prediction(found, size, image=DecodedImage(rgb, size, "PNG"), regions=regions)
+
+
+def runs(pixels: np.ndarray) -> list[tuple[tuple[int, ...], int]]:
+    """(colour, count) of each run of equal pixels along a line of (N, 3) pixels."""
+    found: list[tuple[tuple[int, ...], int]] = []
+    for pixel in map(tuple, pixels.tolist()):
+        if found and found[-1][0] == pixel:
+            found[-1] = (pixel, found[-1][1] + 1)
+        else:
+            found.append((pixel, 1))
+    return found
+
+
+def test_regions_in_displayed_pixels_put_the_include_outline_on_the_polygon_edges() -> None:
+    plan = region_plan(Region(TRIANGLE))
+    picture = np.asarray(draw_prediction(prediction_of(grey(), Detections.empty(), plan, SIZE), NAMES))
+    line_px = DrawStyle.for_size(320, 240).region_line_px
+    halo = contrast_color(REGION_INCLUDE_COLOR)
+    # Across the top edge (y=10) and the right edge (x=90): grey, halo, the outline, halo, grey.
+    for across in (picture[4:16, 50], picture[50, 84:96]):
+        assert runs(across)[1:4] == [(halo, 1), (REGION_INCLUDE_COLOR, line_px), (halo, 1)]
+        assert runs(across)[0][0] == runs(across)[-1][0] == (GREY,) * 3  # the inside is left to be seen
+        assert 3 <= runs(across)[0][1] <= 5  # the 4-px band straddles the edge, 6 px into the window
+    assert (picture[150:, :] == GREY).all()  # everything away from the outline is untouched
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_an_exclude_region_is_dimmed_and_hatched_inside_and_outlined_in_its_own_colour(scale: int) -> None:
+    """Pixels decoded at a reduced scale get the region scaled down with them, like the boxes."""
+    plan = region_plan(Region(TRIANGLE), Region(SQUARE, exclude=True))
+    rgb = grey(320 // scale, 240 // scale)
+    plain = np.asarray(draw_prediction(prediction_of(rgb, Detections.empty(), None, SIZE), NAMES)).astype(int)
+    picture = np.asarray(draw_prediction(prediction_of(rgb, Detections.empty(), plan, SIZE), NAMES)).astype(int)
+    x1, y1, x2, y2 = (v // scale for v in (150, 40, 250, 140))
+    inside = picture[y1 + 4 : y2 - 4, x1 + 4 : x2 - 4]
+    assert (inside != plain[y1 + 4 : y2 - 4, x1 + 4 : x2 - 4]).any(axis=2).all()  # every pixel changed
+    assert np.median(inside) < GREY / 2  # dimmed ...
+    assert (inside > GREY).all(axis=2).any()  # ... and crossed by lighter stripes
+    halo = contrast_color(REGION_EXCLUDE_COLOR)
+    line_px = DrawStyle.for_size(*rgb.shape[1::-1]).region_line_px
+    across = runs(picture[(y1 + y2) // 2, x1 - 6 : x1 + 3])  # its left edge, from outside
+    assert across[:4] == [((GREY,) * 3, across[0][1]), (halo, 1), (REGION_EXCLUDE_COLOR, line_px), (halo, 1)]
+    assert across[4][0][0] < GREY / 2  # then the dimmed inside
+    assert (picture[y2 + 4 :, x1:x2] == GREY).all()  # nothing outside it is dimmed
+
+
+def test_boxes_are_drawn_over_the_regions() -> None:
+    style = DrawStyle.for_size(320, 240)
+    plan = region_plan(Region(TRIANGLE))
+    found = Detections.from_arrays([[40, 5, 60, 30]], [0.9], [1])  # its left side crosses the top edge
+    picture = np.asarray(draw_prediction(prediction_of(grey(), found, plan, SIZE), NAMES))
+    assert (picture[5:30, 40 - style.line_px] == class_color(1)).all()  # the ring's side, unbroken at y=10
+    assert (REGION_INCLUDE_COLOR, style.region_line_px) in runs(picture[4:16, 70])  # the region line beside it
+
+
+def test_without_regions_the_picture_is_the_detections_alone() -> None:
+    rgb = np.random.default_rng(7).integers(0, 256, (240, 320, 3), np.uint8)
+    found = Detections.from_arrays([[100, 80, 160, 140], [20, 20, 40, 60]], [0.9, 0.5], [1, 0])
+    drawn = np.asarray(draw_prediction(prediction_of(rgb, found, None, SIZE), NAMES))
+    assert (drawn == np.asarray(draw_detections(rgb, found, NAMES))).all()
+    with_regions = np.asarray(draw_prediction(prediction_of(rgb, found, region_plan(Region(TRIANGLE)), SIZE), NAMES))
+    assert (with_regions != drawn).any()  # the comparison can see a region
+
+
+def test_drawing_regions_leaves_the_kept_image_unchanged() -> None:
+    rgb = grey()
+    rgb.flags.writeable = False  # as decode_image hands it over
+    plan = region_plan(Region(TRIANGLE), Region(SQUARE, exclude=True))
+    draw_prediction(prediction_of(rgb, Detections.empty(), plan, SIZE), NAMES)
+    assert (rgb == GREY).all()

@@ -91,7 +91,7 @@ def plan_batch(
         except SpecksError as exc:
             refused[index] = exc
             continue
-        if plan.slicing is not None or not detector.model.info.dynamic_batch:
+        if plan.slicing is not None or plan.regions is not None or not detector.model.info.dynamic_batch:
             shared_by[index] = None
             continue
         shared_by[index] = size

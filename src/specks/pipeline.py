@@ -29,6 +29,7 @@ from .planning import MergePlan, PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .profiles import ModelProfile, find_profile
+from .regions import NO_REGIONS, RegionPlan
 from .schemas import DetectOptions
 from .served import served_models
 from .slicing import shift_detections
@@ -91,6 +92,7 @@ class Prediction:
     tile_count: tiles the image was sliced into (0: one full-image pass).
     image:      the decoded image at full resolution, as displayed, only when the caller asked to
                 keep it (``keep_image``, to draw on it); None otherwise, so nothing is held.
+    regions:    the regions of interest the detections were kept by (to draw them), or None.
     visualization_jpeg_b64: the annotated picture (``specks.visualize``) when one was asked for.
     """
 
@@ -99,6 +101,7 @@ class Prediction:
     timing_ms: dict[str, float] = field(default_factory=dict)
     tile_count: int = 0
     image: DecodedImage | None = field(default=None, repr=False, compare=False)
+    regions: RegionPlan | None = field(default=None, repr=False, compare=False)
     visualization_jpeg_b64: str | None = field(default=None, repr=False, compare=False)
 
 
@@ -122,6 +125,7 @@ class Detector:
         self.limits = limits or Limits()
         self.profile = profile
         self.slicing = profile.apply(slicing or SlicingSettings()) if profile else slicing or SlicingSettings()
+        self.regions = profile.regions if profile else NO_REGIONS
         preprocessing = model.info.preprocessing
         self.letterbox: Callable[[np.ndarray, LetterboxPlan], np.ndarray] = (
             OrtLetterboxer(model.threads, preprocessing)
@@ -131,7 +135,7 @@ class Detector:
 
     def plan(self, options: DetectOptions, image: ImageSize) -> RequestPlan:
         """What a request with these options runs on an image of this size (see ``planning``)."""
-        return plan_request(self.model.info, self.slicing, options, image)
+        return plan_request(self.model.info, self.slicing, options, image, default_regions=self.regions)
 
     # -- the pipeline ------------------------------------------------------------------------
     def predict_base64(
@@ -161,9 +165,23 @@ class Detector:
         with timer.stage("decode"):
             # A picture to draw on needs every pixel: no reduced-scale decode then.
             image = self.decode_for_input(data, size, None if keep_image else plan.decode_input_hw)
-        detections = self.detect_planned(image, plan, timer)
+        if plan.regions is None:
+            detections = self.detect_planned(image, plan, timer)
+        else:
+            detections = self.detect_in_regions(image, plan, plan.regions, timer)
         kept = image if keep_image else None
-        return Prediction(detections, image.size, timer.finish(), plan.tile_count, image=kept)
+        return Prediction(detections, image.size, timer.finish(), plan.tile_count, image=kept, regions=plan.regions)
+
+    def detect_in_regions(
+        self, image: DecodedImage, plan: RequestPlan, regions: RegionPlan, timer: StageTimer
+    ) -> Detections:
+        """A plan made for the regions' crop: the crop (exclude regions masked) through the model, then
+        the detections back in image pixels, only those the regions keep."""
+        with timer.stage("preprocess"):
+            work = regions.crop(image)
+        found = self.detect_planned(work, plan, timer)
+        with timer.stage("postprocess"):
+            return regions.filter(regions.to_image_frame(found))
 
     def detect_planned(self, image: DecodedImage, plan: RequestPlan, timer: StageTimer) -> Detections:
         """Every pass of a plan on a decoded image, fused when there are several -> original pixels."""
@@ -229,7 +247,7 @@ class Detector:
                 data, max_image_pixels=self.limits.max_image_pixels, max_jpeg_scans=self.limits.max_jpeg_scans
             )
         plan = self.plan(options, size)
-        if plan.slicing is not None or len(plan.passes) != 1:
+        if plan.slicing is not None or len(plan.passes) != 1 or plan.regions is not None:
             raise ValueError("predict_same_size runs one full-image pass per image; this plan has more")
         with timer.stage("decode"):
             image = self.decode_for_input(data, size, None if keep_image else plan.input_hw)

@@ -24,6 +24,7 @@ from .errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesErro
 from .models.names import COCO_ALIASES
 from .overlap import MatchMetric, MergeStrategy
 from .postprocess import PostprocessParams
+from .regions import NO_REGIONS, RegionPlan, RegionSet, plan_regions, stride_aligned_px
 from .slicing import SliceMode, tile_count, tile_grid
 from .types import ImageSize
 
@@ -138,6 +139,7 @@ class RequestPlan:
     passes: tuple[PassPlan, ...]
     postprocess: PostprocessParams
     merge: MergePlan
+    regions: RegionPlan | None = None
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -161,21 +163,36 @@ class RequestPlan:
     @property
     def decode_input_hw(self) -> tuple[int, int] | None:
         """The largest full-image input the image must cover when decoded; None: decode every pixel."""
-        if any(p.slicing is not None for p in self.passes):
+        if any(p.slicing is not None for p in self.passes) or (self.regions is not None and self.regions.crops):
             return None
         return max((p.input_hw for p in self.passes), key=lambda hw: hw[0] * hw[1])
 
 
 def plan_request(
-    model: ModelGeometry, defaults: SlicingSettings, options: DetectOptions, image: ImageSize
+    model: ModelGeometry,
+    defaults: SlicingSettings,
+    options: DetectOptions,
+    image: ImageSize,
+    *,
+    default_regions: RegionSet = NO_REGIONS,
 ) -> RequestPlan:
     """Resolve a request's options against the model and the server defaults (raises on bad values).
 
-    The request's cost is checked over all its passes: its tiles before any tile grid is made
-    (``check_tile_budget``), then its model-input pixels (``check_input_pixel_budget``).
+    With regions (the request's, else ``default_regions``: its model profile's), the passes run on
+    the part of the image they need (``RegionPlan.crop_xyxy``), but whether to slice is still
+    decided on the whole image: a sliced request keeps its tile scale, so its answer is the whole
+    image's inside the regions, faster; a full-image pass gives the model input to the crop, so the
+    objects in it get more input pixels in the same time. The request's cost is checked over all
+    its passes: its tiles before any tile grid is made (``check_tile_budget``), then its
+    model-input pixels (``check_input_pixel_budget``).
     """
     base_hw = resolve_input_hw(model, options.imgsz)
     sliced = wants_slicing(defaults, options, image, base_hw)
+    tile_scale = (options.tile_scale or defaults.tile_scale) if model.dynamic_hw else 1.0
+    align_px = stride_aligned_px(model.stride, tile_scale) if sliced else 1
+    regions = plan_regions(chosen_regions(options, default_regions), image, align_px=align_px)
+    if regions is not None:
+        image = regions.crop_size
     # A repeated scale would only repeat a pass.
     scales = tuple(dict.fromkeys(options.scales if options.scales is not None else defaults.scales))
     flip = defaults.flip if options.flip is None else options.flip
@@ -189,7 +206,16 @@ def plan_request(
             passes.append(PassPlan(plan.scale, True, plan.input_hw, plan.slicing))
     check_input_pixel_budget(model, passes, defaults, image)
     params = postprocess_params(model.names, defaults, options, sliced=sliced)
-    return RequestPlan(tuple(passes), params, merge_plan(defaults, options))
+    return RequestPlan(tuple(passes), params, merge_plan(defaults, options), regions)
+
+
+def chosen_regions(options: DetectOptions, defaults: RegionSet) -> RegionSet:
+    """The request's regions and anchor, each falling back to ``defaults`` when the request omits it."""
+    regions = options.region_list()
+    return RegionSet(
+        defaults.regions if regions is None else regions,
+        options.region_anchor or defaults.anchor,
+    )
 
 
 def merge_plan(defaults: SlicingSettings, options: DetectOptions) -> MergePlan:

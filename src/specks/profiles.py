@@ -8,12 +8,16 @@ A profile is what ``specks tune`` writes and what ``serve``, ``eval`` and ``pred
       "layout": "yolox",                                   (optional)
       "preprocessing": {"channel_order": "bgr", ...},      (optional)
       "input_hw": [640, 640],                              (optional)
+      "regions": [{"points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], "units": "fraction"}],  (optional)
+      "region_anchor": "bottom_center",                    (optional)
       "metadata": {"dataset": "...", "held_out": {...}}    (optional, informational)
     }
 
 ``slicing`` may name any of ``PROFILE_SLICING_FIELDS`` (a subset of ``config.SlicingSettings``);
-the fields it leaves out keep the server's setting. Unknown fields are refused, at every level,
-with a message naming the file and the field.
+the fields it leaves out keep the server's setting. ``regions`` and ``region_anchor`` are a fixed
+camera's regions of interest, checked as a request's are (``schemas.RegionModel``); a request's
+own regions replace them. Unknown fields are refused, at every level, with a message naming the
+file and the field.
 
 Precedence of a small-object setting, highest first: the request's option, then the model's
 profile, then the ``SPECKS_*`` environment, then Specks' built-in default.
@@ -34,14 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from .config import SlicingSettings
-from .errors import ConfigError
+from .errors import ConfigError, InvalidFieldError
 from .models.overrides import NO_OVERRIDES, ModelOverrides
 from .postprocess import OutputLayout
 from .preprocess import ChannelOrder, Placement, Preprocessing
+from .regions import NO_REGIONS, RegionSet
+from .schemas import parse_detect_options
 
 PROFILE_VERSION = 1
 PROFILE_SUFFIX = ".specks.json"
-TOP_LEVEL_FIELDS = ("specks_profile", "slicing", "layout", "preprocessing", "input_hw", "metadata")
+TOP_LEVEL_FIELDS = (
+    "specks_profile", "slicing", "layout", "preprocessing", "input_hw", "regions", "region_anchor", "metadata",
+)  # fmt: skip
 # SlicingSettings fields a profile may set. max_tiles and max_tile_input_px are server limits, not
 # per-model choices, so they stay with the server (SPECKS_MAX_TILES, SPECKS_MAX_TILE_INPUT).
 PROFILE_SLICING_FIELDS = (
@@ -60,6 +68,7 @@ class ModelProfile:
 
     slicing:   SlicingSettings fields the profile sets, by name (values already checked).
     overrides: layout / preprocessing / input size declared for the model.
+    regions:   the model's default regions of interest and anchor (a fixed camera's).
     metadata:  what ``specks tune`` measured (free-form JSON object, shown, never acted on).
     source:    the file it was read from (None for a profile built in memory).
     """
@@ -68,6 +77,7 @@ class ModelProfile:
     overrides: ModelOverrides = NO_OVERRIDES
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    regions: RegionSet = NO_REGIONS
 
     def apply(self, base: SlicingSettings) -> SlicingSettings:
         """``base`` (the server's settings) with this profile's fields in their place."""
@@ -79,6 +89,7 @@ class ModelProfile:
             "file": self.source.name if self.source is not None else None,
             "slicing": slicing_to_json(self.slicing),
             **overrides_to_json(self.overrides),
+            **regions_to_json(self.regions),
             "metadata": dict(self.metadata),
         }
 
@@ -86,6 +97,7 @@ class ModelProfile:
         """The profile file's content."""
         body: dict[str, Any] = {"specks_profile": PROFILE_VERSION, "slicing": slicing_to_json(self.slicing)}
         body.update(overrides_to_json(self.overrides))
+        body.update(regions_to_json(self.regions))
         if self.metadata:
             body["metadata"] = dict(self.metadata)
         return body
@@ -123,7 +135,20 @@ def parse_profile(body: object, *, source: Path | None = None) -> ModelProfile:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ConfigError(f"{where}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
-    return ModelProfile(slicing, overrides, metadata, source)
+    regions = parse_regions(body.get("regions"), body.get("region_anchor"), where)
+    return ModelProfile(slicing, overrides, metadata, source, regions)
+
+
+def parse_regions(raw: object, anchor: object, where: str) -> RegionSet:
+    """A profile's regions and anchor, checked exactly as a request's (ConfigError naming the file)."""
+    if raw is None and anchor is None:
+        return NO_REGIONS
+    given = {"regions": raw or []} | ({} if anchor is None else {"region_anchor": anchor})
+    try:
+        options = parse_detect_options(given)
+    except InvalidFieldError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from exc
+    return RegionSet(options.region_list() or (), options.region_anchor or NO_REGIONS.anchor)
 
 
 def parse_slicing(raw: object, where: str) -> dict[str, Any]:
@@ -233,6 +258,13 @@ def overrides_to_json(overrides: ModelOverrides) -> dict[str, Any]:
     if overrides.input_hw is not None:
         body["input_hw"] = list(overrides.input_hw)
     return body
+
+
+def regions_to_json(regions: RegionSet) -> dict[str, Any]:
+    """A profile's regions as its file holds them; nothing when it has none."""
+    if regions == NO_REGIONS:
+        return {}
+    return {"regions": [r.to_json() for r in regions.regions], "region_anchor": regions.anchor.value}
 
 
 def save_profile(profile: ModelProfile, path: Path) -> None:

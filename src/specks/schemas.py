@@ -18,11 +18,13 @@ from pydantic import (
     StrictStr,
     ValidationError,
     WithJsonSchema,
+    field_validator,
 )
 
 from .config import DEFAULT_CONF, MAX_DETECTIONS, MAX_PASS_SCALES
 from .errors import InvalidFieldError, InvalidRequestError, clipped, shown
 from .overlap import MatchMetric, MergeStrategy
+from .regions import MAX_REGION_POINTS, MAX_REGIONS, Region, RegionAnchor, RegionUnits, check_points
 from .slicing import SliceMode
 
 ClassSelector = StrictInt | StrictStr
@@ -48,6 +50,41 @@ SliceModeField = Annotated[
 
 Confidence = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 MAX_CLASS_THRESHOLDS = 1000  # entries of a per-class ``conf`` object: more than any model's classes
+Coordinate = Annotated[float, Field(strict=True)]
+
+
+class RegionModel(BaseModel):
+    """One region of interest: a polygon detections must (or, with ``exclude``, must not) be anchored in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    points: Annotated[
+        list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]],
+        Field(
+            min_length=3,
+            max_length=MAX_REGION_POINTS + 1,
+            description=(
+                "The polygon's corners [x, y] in order around its outline (at least 3; it closes itself). "
+                "Parts past the image edge are clipped."
+            ),
+        ),
+    ]
+    units: Annotated[
+        RegionUnits,
+        Field(
+            description=(
+                '"px": pixels of the image as displayed (after EXIF orientation), from its top-left corner; '
+                '"fraction": fractions 0..1 of its width and height (the same region for any image size).'
+            )
+        ),
+    ] = RegionUnits.PX
+    exclude: Annotated[
+        StrictBool,
+        Field(description="Drop what is anchored inside (and mask its pixels) instead of keeping only that."),
+    ] = False
+
+    def to_region(self) -> Region:
+        return Region(tuple((x, y) for x, y in self.points), self.units, self.exclude)
 
 
 class DetectOptions(BaseModel):
@@ -167,6 +204,42 @@ class DetectOptions(BaseModel):
         StrictBool | None,
         Field(description="Decay the scores of overlapping boxes instead of dropping them (crowds)."),
     ] = None
+    regions: Annotated[
+        list[RegionModel] | None,
+        Field(
+            max_length=MAX_REGIONS,
+            description=(
+                "Regions of interest: a detection is answered when its anchor point lies inside an include "
+                "region and inside no exclude region (only exclude regions: the whole image minus them). The "
+                "image is cropped to the include regions (with a margin) before it runs, so a small region "
+                "is also faster. Omitted: the model profile's regions, if any; [] means the whole image."
+            ),
+        ),
+    ] = None
+    region_anchor: Annotated[
+        RegionAnchor | None,
+        Field(
+            description=(
+                'The point of a box tested against the regions: "bottom_center" (default: where an object '
+                'stands, as zones are drawn on the ground) or "center".'
+            )
+        ),
+    ] = None
+
+    @field_validator("regions")
+    @classmethod
+    def _check_region_shapes(cls, regions: list[RegionModel] | None) -> list[RegionModel] | None:
+        """Each polygon's geometry (InvalidFieldError naming ``regions[i]``, which pydantic lets through)."""
+        if regions is None:
+            return None
+        return [
+            region.model_copy(update={"points": [list(p) for p in check_points(region.points, region.units, where)]})
+            for where, region in zip((f"regions[{i}]" for i in range(len(regions))), regions, strict=True)
+        ]
+
+    def region_list(self) -> tuple[Region, ...] | None:
+        """The request's regions as the core's ``Region`` values (None: not given)."""
+        return None if self.regions is None else tuple(r.to_region() for r in self.regions)
 
 
 class RequestOptions(DetectOptions):
@@ -237,9 +310,13 @@ def _first_error_message(exc: ValidationError, model: type[BaseModel]) -> Invali
     errors = exc.errors(include_url=False)
     name = str(errors[0]["loc"][0]) if errors[0]["loc"] else None
     field = None if name is None else clipped(name)  # an unknown field's name is client input
+    where = _where(errors[0]["loc"]) if name in PATH_NAMED_FIELDS else field
     kind = errors[0]["type"]
     if kind == "missing":
-        message = f"'{field}' is required"
+        message = f"'{where}' is required"
+    elif kind == "extra_forbidden" and len(errors[0]["loc"]) > 1 and name in PATH_NAMED_FIELDS:
+        allowed = ", ".join(PATH_NAMED_FIELDS[name].model_fields)
+        message = f"unknown field '{where}'; allowed fields of each item: {allowed}"
     elif kind == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))
         message = f"unknown field {shown(name)}; allowed fields: {allowed}"
@@ -248,8 +325,20 @@ def _first_error_message(exc: ValidationError, model: type[BaseModel]) -> Invali
         reasons = " or ".join(dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in same_field))
         got = errors[0].get("input")
         got_text = shown(got) if not isinstance(got, str) or len(got) < 60 else f"a string of {len(got)} characters"
-        message = f"'{field}' should be {reasons} (got {got_text})"
+        message = f"'{where}' should be {reasons} (got {got_text})"
     return InvalidFieldError(message, field=field)
+
+
+# Fields whose errors name the item at fault ('regions[2].points[0]'), not only the field.
+PATH_NAMED_FIELDS: dict[str, type[BaseModel]] = {"regions": RegionModel}
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a path: ('regions', 2, 'points') -> 'regions[2].points'."""
+    path = str(loc[0])
+    for part in loc[1:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{clipped(str(part), 64)}"
+    return path
 
 
 def parse_predict_request(body: Any) -> PredictRequest:

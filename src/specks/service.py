@@ -31,6 +31,7 @@ from .holder import ModelHolder
 from .imaging import decode_base64
 from .metrics import Metrics
 from .pipeline import Detector, Prediction
+from .regions import NO_REGIONS
 from .schemas import (
     BatchPredictRequest,
     DetectOptions,
@@ -406,6 +407,7 @@ class DetectionService:
         yet, the server's.
         """
         slicing = detector.slicing if detector is not None else self.settings.slicing
+        regions = detector.regions if detector is not None else NO_REGIONS
         options = DetectOptions().model_dump(mode="json")
         options.update(
             model=detector.model.info.name if detector is not None else self.holder.default_name,
@@ -421,6 +423,8 @@ class DetectionService:
             scales=list(slicing.scales),
             flip=slicing.flip,
             soft_nms=slicing.soft_nms,
+            regions=[r.to_json() for r in regions.regions],
+            region_anchor=regions.anchor.value,
         )
         return options
 

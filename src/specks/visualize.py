@@ -8,7 +8,10 @@ Made to stay legible on small objects (drone photos with people a few pixels tal
 - each label ("car 0.87") goes where it covers the fewest boxes: above or below its own box, left-
   or right-aligned, and inside it only when the box is much larger than the label; the most
   confident detections choose first;
-- class colours come from a fixed palette (class id modulo its length), the same on every image.
+- class colours come from a fixed palette (class id modulo its length), the same on every image;
+- a request's regions (``regions.RegionPlan``) are drawn under the boxes: include polygons as a
+  white line between two black ones (no class has white), exclude polygons as a black line between
+  two white ones with their inside dimmed and hatched, as the model saw nothing there.
 
 No web framework here: ``draw_detections`` takes a decoded image (``imaging.DecodedImage.rgb``)
 and ``Detections`` in that image's pixels; ``visualize_prediction`` does it for a ``Prediction``
@@ -28,6 +31,7 @@ import pybase64
 import simplejpeg
 from PIL import Image, ImageDraw, ImageFont
 
+from .regions import RegionPlan, polygon_mask
 from .types import Detections
 
 if TYPE_CHECKING:
@@ -63,6 +67,15 @@ WHITE: RGB = (255, 255, 255)
 JPEG_QUALITY = 90
 # A label may sit inside a box only when the box is this many times the label's area.
 INSIDE_AREA_RATIO = 6.0
+# Regions: include outlines white, exclude outlines black (the palette has neither), each between
+# two lines of the other. An exclude region's inside keeps EXCLUDE_DIM_FACTOR of its brightness,
+# crossed every HATCH_PERIOD_LINES region line widths by a diagonal stripe, one box line wide, half
+# way to white: dark enough that the boxes over it still stand out.
+REGION_INCLUDE_COLOR: RGB = WHITE
+REGION_EXCLUDE_COLOR: RGB = BLACK
+EXCLUDE_DIM_FACTOR = 0.45
+HATCH_PERIOD_LINES = 5
+HATCH_WHITE_SHARE = 0.5
 
 
 def class_color(class_id: int) -> RGB:
@@ -83,16 +96,20 @@ class DrawStyle:
     halo_px: int
     font_px: int
     pad_px: int
+    region_line_px: int = 2  # a region's outline, between its two halo lines
 
     @classmethod
     def for_size(cls, width: int, height: int) -> DrawStyle:
-        """Thin lines and small text that grow slowly with the picture (1 px and 11 px at 640, 2 and 22 at 2000)."""
+        """Thin lines and small text that grow slowly with the picture (1 px and 11 px at 640, 2 and 22 at 2000);
+        region outlines twice the box outline's width."""
         longest = max(width, height)
+        line_px = max(1, round(longest / 1200))
         return cls(
-            line_px=max(1, round(longest / 1200)),
+            line_px=line_px,
             halo_px=1,
             font_px=min(48, max(11, round(longest * 0.011))),
             pad_px=max(1, round(longest / 1000)),
+            region_line_px=2 * line_px,
         )
 
 
@@ -231,11 +248,75 @@ def encode_jpeg_b64(picture: Image.Image, *, quality: int = JPEG_QUALITY) -> str
     return pybase64.b64encode(encode_jpeg(picture, quality=quality)).decode("ascii")
 
 
+def draw_regions(
+    rgb: npt.NDArray[np.uint8],
+    include_px: Sequence[npt.NDArray[np.float64]],
+    exclude_px: Sequence[npt.NDArray[np.float64]],
+    *,
+    style: DrawStyle | None = None,
+) -> npt.NDArray[np.uint8]:
+    """A copy of ``rgb`` with the regions drawn: exclude insides dimmed and hatched, then exclude
+    outlines, then include outlines on top (``rgb`` itself is not changed).
+
+    rgb:                    (H, W, 3) uint8, the image as displayed.
+    include_px, exclude_px: polygons as (N, 2) float64 x, y in pixels of ``rgb`` (edges, not
+                            centres: the pixel at column 0 spans x 0..1), as ``RegionPlan`` has them.
+    """
+    height, width = rgb.shape[:2]
+    style = style or DrawStyle.for_size(width, height)
+    picture = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if exclude_px:
+        inside = Image.fromarray(polygon_mask(width, height, list(exclude_px)))
+        picture.paste(hatched(picture, style), (0, 0), mask=inside)
+    draw = ImageDraw.Draw(picture)
+    for polygon in exclude_px:
+        _draw_region_outline(draw, polygon, REGION_EXCLUDE_COLOR, style)
+    for polygon in include_px:
+        _draw_region_outline(draw, polygon, REGION_INCLUDE_COLOR, style)
+    return np.asarray(picture)
+
+
+def hatched(picture: Image.Image, style: DrawStyle) -> Image.Image:
+    """The whole ``picture`` dimmed to EXCLUDE_DIM_FACTOR, crossed by diagonal stripes (top-right to
+    bottom-left), ``line_px`` wide, of the dimmed pixels taken HATCH_WHITE_SHARE of the way to white.
+
+    Pillow's lookup tables and composite: ~0.3 s for a 12 MP photo, where the same in NumPy took ~0.8 s.
+    """
+    dimmed = picture.point([round(v * EXCLUDE_DIM_FACTOR) for v in range(256)] * 3)
+    lighter = dimmed.point([round(v + (255 - v) * HATCH_WHITE_SHARE) for v in range(256)] * 3)
+    width, height = picture.size
+    diagonal = np.arange(height, dtype=np.int32)[:, None] + np.arange(width, dtype=np.int32)
+    stripes = diagonal % (HATCH_PERIOD_LINES * style.region_line_px) < style.line_px
+    return Image.composite(lighter, dimmed, Image.fromarray(stripes))
+
+
+def _draw_region_outline(
+    draw: ImageDraw.ImageDraw, polygon: npt.NDArray[np.float64], color: RGB, style: DrawStyle
+) -> None:
+    """A closed line along the polygon's edges, ``region_line_px`` wide, with a ``halo_px`` line of
+    the contrasting colour on both sides."""
+    # Pillow puts pixel centres on whole numbers; the polygon's frame puts them on halves.
+    points = [(float(x) - 0.5, float(y) - 0.5) for x, y in polygon]
+    closed = [*points, points[0]]
+    banded_px = style.region_line_px + 2 * style.halo_px
+    draw.line(closed, fill=contrast_color(color), width=banded_px, joint="curve")
+    draw.line(closed, fill=color, width=style.region_line_px, joint="curve")
+
+
+def regions_in_array_px(
+    plan: RegionPlan, scale_xy: tuple[float, float]
+) -> tuple[list[npt.NDArray[np.float64]], list[npt.NDArray[np.float64]]]:
+    """The plan's include and exclude polygons, (N, 2) float64, moved from image pixels to the pixels
+    of an array decoded at ``scale_xy`` image pixels per array pixel (``DecodedImage.scale_xy``)."""
+    scale = np.asarray(scale_xy, np.float64)
+    return [p / scale for p in plan.include_px], [p / scale for p in plan.exclude_px]
+
+
 def draw_prediction(prediction: Prediction, names: Sequence[str]) -> Image.Image:
-    """The picture of a Prediction's image with its detections drawn.
+    """The picture of a Prediction's image with its regions (when it has any) and detections drawn.
 
     The Prediction must have been made with ``keep_image=True`` (its ``image`` holds the pixels);
-    its detections are in displayed original pixels, scaled here if the pixels are smaller.
+    its detections and regions are in displayed original pixels, scaled here if the pixels are smaller.
     """
     image = prediction.image
     if image is None:
@@ -245,7 +326,11 @@ def draw_prediction(prediction: Prediction, names: Sequence[str]) -> Image.Image
     if (scale_x, scale_y) != (1.0, 1.0):
         xyxy = detections.xyxy / np.array([scale_x, scale_y, scale_x, scale_y], np.float32)
         detections = Detections(xyxy.astype(np.float32), detections.confidence, detections.class_id)
-    return draw_detections(image.rgb, detections, names)
+    rgb = image.rgb
+    if prediction.regions is not None:
+        include_px, exclude_px = regions_in_array_px(prediction.regions, image.scale_xy)
+        rgb = draw_regions(rgb, include_px, exclude_px)
+    return draw_detections(rgb, detections, names)
 
 
 def visualize_prediction(prediction: Prediction, names: Sequence[str]) -> str:

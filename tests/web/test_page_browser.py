@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
 from chromium import chromium_context
 from conftest import COCO_TINY, MODELS, REPO_ROOT, SHARED, LiveServer, live_server_for, require, serving
+from specks.regions import inside_polygon
 from specks.web.auth import MISSING_KEY_MESSAGE
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -520,3 +522,168 @@ def test_the_page_makes_no_request_outside_the_server(visit: Visit, tmp_path: Pa
     urls = [r.url for r in visit.requests]
     assert visit.origin + "/" in urls and visit.origin + "/page/page.js" in urls
     assert visit.outside_requests() == []
+
+
+# -- regions drawn on the image ----------------------------------------------------------------------
+
+QUARTER = [(0.05, 0.35), (0.55, 0.35), (0.55, 0.85), (0.05, 0.85)]  # fractions: a quarter of the photo
+TRIANGLE = [(0.3, 0.45), (0.8, 0.45), (0.55, 0.8)]  # over the parked cars in the middle of the street
+
+
+def screen_point(visit: Visit, fraction: tuple[float, float]) -> tuple[float, float]:
+    """Where a point given in fractions of the displayed image is on the screen."""
+    photo = visit.page.locator("#photo").bounding_box()
+    assert photo is not None
+    return photo["x"] + fraction[0] * photo["width"], photo["y"] + fraction[1] * photo["height"]
+
+
+def click_corners(visit: Visit, corners: list[tuple[float, float]]) -> None:
+    """Start drawing and click each corner (the photo scrolled to the middle of the window first)."""
+    visit.page.locator("#region-draw").click()
+    visit.page.locator("#photo").evaluate("photo => photo.scrollIntoView({block: 'center'})")
+    for corner in corners:
+        visit.page.mouse.click(*screen_point(visit, corner))
+
+
+def assert_points_are_the_clicks(visit: Visit, points: list[list[float]], corners: list[tuple[float, float]]) -> None:
+    """Sent points are the clicks, in fractions of the displayed image to 4 decimals (a click lands on a
+    whole screen pixel, so within a pixel of where it was aimed)."""
+    photo = visit.page.locator("#photo").bounding_box()
+    assert photo is not None
+    assert len(points) == len(corners)
+    for (x, y), (aimed_x, aimed_y) in zip(points, corners, strict=True):
+        assert round(x, 4) == x and round(y, 4) == y
+        assert x == pytest.approx(aimed_x, abs=1.5 / photo["width"])
+        assert y == pytest.approx(aimed_y, abs=1.5 / photo["height"])
+
+
+def anchors_inside(detections: list[dict[str, Any]], points: list[list[float]], image: dict[str, int]) -> list[bool]:
+    """Whether each detection's bottom centre lies in the polygon given in fractions of ``image``."""
+    polygon = np.asarray(points, np.float64) * (image["width"], image["height"])
+    bottoms = np.array([[(d["box"]["x1"] + d["box"]["x2"]) / 2, d["box"]["y2"]] for d in detections], np.float64)
+    return inside_polygon(bottoms.reshape(-1, 2), polygon).tolist()
+
+
+def test_a_drawn_region_is_sent_in_fractions_and_only_boxes_standing_in_it_come_back(
+    visit: Visit, tmp_path: Path
+) -> None:
+    page = visit.page
+    everything = load(visit, STREET)["body"]
+    click_corners(visit, QUARTER)
+    shown = wait_for_answer(visit, lambda: page.mouse.click(*screen_point(visit, QUARTER[0])))  # the first closes
+    sent = shown["sent"]
+    assert set(sent) == {"image", "regions"}  # no region_anchor: it is the default
+    [region] = sent["regions"]
+    assert region["units"] == "fraction" and region.get("exclude", False) is False
+    assert_points_are_the_clicks(visit, region["points"], QUARTER)
+
+    answer = shown["body"]
+    assert shown["status"] == 200
+    assert 0 < len(answer["detections"]) < len(everything["detections"])
+    assert all(anchors_inside(answer["detections"], region["points"], answer["image"]))
+    assert not all(anchors_inside(everything["detections"], region["points"], answer["image"]))
+    assert page.locator("#overlay .box").count() == len(answer["detections"])
+    assert_table_matches(visit, api_predict(visit.origin, sent).json()["detections"])
+    assert_boxes_drawn_where_the_api_says(visit, answer)
+
+    drawn = page.locator("#region-shapes .region.include .region-line").bounding_box()  # where it was clicked
+    top_left, bottom_right = screen_point(visit, QUARTER[0]), screen_point(visit, QUARTER[2])
+    assert drawn is not None
+    assert drawn["x"] == pytest.approx(top_left[0], abs=2) and drawn["y"] == pytest.approx(top_left[1], abs=2)
+    assert drawn["x"] + drawn["width"] == pytest.approx(bottom_right[0], abs=2)
+    assert drawn["y"] + drawn["height"] == pytest.approx(bottom_right[1], abs=2)
+    assert "1 region" in (page.locator("#region-summary").text_content() or "")
+    screenshot(visit, "page-regions-desktop.png", full_page=False)
+
+    curl = page.eval_on_selector("#curl", "e => e.textContent")
+    python = page.eval_on_selector("#python", "e => e.textContent")
+    assert '"regions"' in curl and '"regions"' in python
+    shutil.copy(STREET, tmp_path / STREET.name)
+    from_curl = subprocess.run(["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    from_python = subprocess.run(
+        [sys.executable, "-c", python], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert from_curl.returncode == 0 and from_python.returncode == 0, from_curl.stderr + from_python.stderr
+    assert json.loads(from_curl.stdout)["detections"] == answer["detections"]  # the very regions that were sent
+    assert from_python.stdout.strip() == str(answer["detections"])
+
+
+def test_an_exclude_region_is_sent_with_exclude_true_and_leaves_out_the_boxes_standing_in_it(visit: Visit) -> None:
+    page = visit.page
+    everything = load(visit, STREET)["body"]
+    page.locator("#region-exclude").check()
+    click_corners(visit, TRIANGLE)
+    shown = wait_for_answer(visit, lambda: page.keyboard.press("Enter"))
+    [region] = shown["sent"]["regions"]
+    assert region["exclude"] is True and region["units"] == "fraction"
+    assert_points_are_the_clicks(visit, region["points"], TRIANGLE)
+    answer = shown["body"]
+    assert any(anchors_inside(everything["detections"], region["points"], answer["image"]))  # some were there
+    assert answer["detections"] and not any(anchors_inside(answer["detections"], region["points"], answer["image"]))
+    assert page.locator("#region-shapes .region.exclude .region-hatch").count() == 1
+    assert page.locator("#region-shapes .region.include").count() == 0
+    screenshot(visit, "page-regions-exclude-desktop.png", full_page=False)
+
+
+def test_double_click_closes_escape_cancels_clear_removes_and_the_anchor_is_sent_when_changed(visit: Visit) -> None:
+    page = visit.page
+    load(visit, STREET)
+    click_corners(visit, QUARTER[:3])
+    shown = wait_for_answer(visit, lambda: page.mouse.dblclick(*screen_point(visit, QUARTER[3])))
+    [region] = shown["sent"]["regions"]
+    assert_points_are_the_clicks(visit, region["points"], QUARTER)  # the double-click adds its corner once
+    assert page.locator("#zoom").input_value() == "1"  # clicks that draw do not zoom
+
+    sent_before = len(visit.predict_bodies())
+    assert page.locator("#region-hint").is_hidden()
+    click_corners(visit, TRIANGLE[:2])
+    assert page.locator("#region-shapes .region.draft").count() == 1
+    assert page.locator("#region-hint").is_visible()  # how to draw, while drawing
+    assert "2 corners" in (page.locator("#region-summary").text_content() or "")
+    page.keyboard.press("Escape")  # cancels the polygon in progress, keeps the closed one
+    assert page.locator("#region-shapes .region.draft").count() == 0
+    assert page.locator("#region-hint").is_hidden()
+    assert page.locator("#region-shapes .region").count() == 1
+    page.locator("#stage").click()  # no longer drawing: a click zooms again
+    assert page.locator("#zoom").input_value() == "4"
+    assert len(visit.predict_bodies()) == sent_before
+
+    shown = wait_for_answer(visit, lambda: page.locator("#region-anchor").select_option("center"))
+    assert shown["sent"]["region_anchor"] == "center" and len(shown["sent"]["regions"]) == 1
+    shown = wait_for_answer(visit, lambda: page.locator("#region-clear").click())
+    assert "regions" not in shown["sent"]
+    assert page.locator("#region-shapes .region").count() == 0
+    assert page.locator("#region-clear").is_disabled()
+    shown = wait_for_answer(visit, lambda: page.locator("#region-anchor").select_option("bottom_center"))
+    assert shown["sent"] == {"image": b64_of(STREET)}
+
+
+def test_a_polygon_that_crosses_itself_shows_the_servers_message(visit: Visit) -> None:
+    page = visit.page
+    load(visit, STREET)
+    click_corners(visit, [(0.1, 0.1), (0.5, 0.5), (0.5, 0.1), (0.1, 0.5)])  # a bow tie
+    shown = wait_for_answer(visit, lambda: page.keyboard.press("Enter"))
+    expected = api_predict(visit.origin, shown["sent"])
+    assert shown["status"] == expected.status_code == 400
+    assert expected.json()["error"]["code"] == "invalid_field"
+    assert page.locator("#error .error-message").text_content() == expected.json()["error"]["message"]
+    assert "crosses itself" in expected.json()["error"]["message"]
+    assert page.locator("#region-shapes .region").count() == 1  # still shown, to be cleared
+
+
+def test_a_region_can_be_drawn_with_the_keyboard(visit: Visit) -> None:
+    page = visit.page
+    load(visit, STREET)
+    page.locator("#region-draw").focus()
+    page.keyboard.press("Enter")  # starts drawing and puts the focus on the image, the cross at its centre
+    assert page.evaluate("() => document.activeElement.id") == "stage"
+    assert page.locator("#region-shapes .region-cursor").count() == 1
+    page.keyboard.press("Space")  # (0.5, 0.5)
+    for _ in range(2):
+        page.keyboard.press("Shift+ArrowRight")  # 0.05 each
+    page.keyboard.press("Space")  # (0.6, 0.5)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Space")  # (0.6, 0.51)
+    shown = wait_for_answer(visit, lambda: page.keyboard.press("Enter"))
+    assert shown["sent"]["regions"] == [{"points": [[0.5, 0.5], [0.6, 0.5], [0.6, 0.51]], "units": "fraction"}]
+    assert page.evaluate("() => document.activeElement.id") == "region-draw"  # back where drawing began

@@ -5,12 +5,22 @@
   "use strict";
 
   // DetectOptions' defaults (schemas.py), used until GET /model says the server's own.
-  const SCHEMA_DEFAULTS = { conf: 0.25, slice: "auto", tile: null, overlap: null, classes: null };
+  const SCHEMA_DEFAULTS = {
+    conf: 0.25, slice: "auto", tile: null, overlap: null, classes: null, region_anchor: "bottom_center",
+  };
   const KEY_STORAGE = "specks.apiKey";
   const MODEL_RETRY_MS = 2000;
   const WIDE_SCREEN = "(min-width: 600px)";
   const TAG_BELOW_RATIO = 0.04; // a box this close to the top edge gets its label underneath
   const TAG_LEFT_RATIO = 0.9; // a box starting this far right ends its label at its right edge
+  // Drawing regions: points are fractions of the displayed image, rounded as they are sent.
+  const FRACTION_DIGITS = 4;
+  const CLOSE_RADIUS_PX = 12; // a click this near the first corner closes the polygon
+  const SAME_POINT_PX = 4; // a click this near the last corner adds nothing (the 2nd click of a double-click)
+  const KEY_STEP_FRACTION = 0.01; // an arrow key moves the cross this much (Shift: 5 times)
+  const CORNER_RADIUS_PX = 4;
+  const HATCH_PERIOD_PX = 12; // the exclude hatching's stripes, in screen pixels
+  const CLICK_AFTER_CLOSE_MS = 500; // the second click of a double-click that closed a region does not zoom
   // Distinct, saturated colours; a class keeps its colour (class_id modulo the list).
   const PALETTE = [
     "#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#ff2dd4", "#00e5ff", "#ff9500", "#a2ff00",
@@ -26,6 +36,7 @@
     overlap: el("overlap"),
     classes: el("classes"),
     model: el("model"),
+    regionAnchor: el("region-anchor"),
   };
 
   const state = {
@@ -37,6 +48,9 @@
     lastAnswer: null,
     defaultsShown: false, // the controls show the server's defaults (from GET /model)
     zoom: 1,
+    regions: [], // drawn polygons: { points: [[x, y], ...] in fractions of the displayed image, exclude }
+    draft: null, // the polygon being drawn: { points, exclude, cursor: [x, y] or null }
+    closedAt: -Infinity, // performance.now() when the last region was closed
   };
 
   // -- talking to the server ----------------------------------------------------------------
@@ -141,6 +155,7 @@
     setInitial(controls.tile, d.tile === null || d.tile === undefined ? "" : d.tile);
     setInitial(controls.overlap, d.overlap === null || d.overlap === undefined ? "" : d.overlap);
     setInitial(controls.classes, Array.isArray(d.classes) ? d.classes.join(", ") : "");
+    setInitial(controls.regionAnchor, d.region_anchor === "center" ? "center" : "bottom_center");
     showConf();
   }
 
@@ -180,6 +195,8 @@
       if (classes.length > 0) options.classes = classes;
     }
     if (!el("model-field").hidden && changed(controls.model)) options.model = controls.model.value;
+    if (state.regions.length > 0) options.regions = state.regions.map(regionOption);
+    if (changed(controls.regionAnchor)) options.region_anchor = controls.regionAnchor.value;
     return options;
   }
 
@@ -210,6 +227,7 @@
     photo.src = state.objectUrl;
     el("overlay").replaceChildren();
     el("viewer").hidden = false;
+    stopDrawing(); // the regions stay: the next photo of the same camera needs the same ones
     setZoom(1);
     await predict();
   }
@@ -427,6 +445,10 @@
     if (value === true) return "True";
     if (value === false) return "False";
     if (Array.isArray(value)) return "[" + value.map(pythonLiteral).join(", ") + "]";
+    if (typeof value === "object") {
+      const items = Object.keys(value).map((key) => JSON.stringify(key) + ": " + pythonLiteral(value[key]));
+      return "{" + items.join(", ") + "}";
+    }
     return JSON.stringify(value); // numbers, and strings (a JSON string is a Python string)
   }
 
@@ -458,6 +480,230 @@
       "response = requests.post(" + JSON.stringify(url) + ", data=json.dumps(payload),\n" +
       "                         headers=" + pyHeaders + ")\n" +
       "print(response.json()[\"detections\"])";
+  }
+
+  // -- regions: polygons drawn on the image ---------------------------------------------------
+  // Points are kept and sent as fractions of the displayed image ("units": "fraction"), so they
+  // do not depend on the size it is shown at, its zoom or its EXIF orientation.
+
+  function regionOption(region) {
+    const option = { points: region.points, units: "fraction" };
+    if (region.exclude) option.exclude = true; // include is the API's default
+    return option;
+  }
+
+  function excludeChosen() {
+    return el("region-exclude").checked;
+  }
+
+  function roundFraction(value) {
+    const factor = Math.pow(10, FRACTION_DIGITS);
+    return Math.round(Math.min(1, Math.max(0, value)) * factor) / factor;
+  }
+
+  // The pointer's position as [x, y] fractions of the displayed image.
+  function pointOf(event) {
+    const rect = el("photo").getBoundingClientRect();
+    const x = (event.clientX - rect.left) / rect.width;
+    const y = (event.clientY - rect.top) / rect.height;
+    return [roundFraction(x), roundFraction(y)];
+  }
+
+  // Distance in screen pixels between two points given in fractions.
+  function distancePx(a, b) {
+    const rect = el("photo").getBoundingClientRect();
+    return Math.hypot((a[0] - b[0]) * rect.width, (a[1] - b[1]) * rect.height);
+  }
+
+  // Start a polygon; from the keyboard, with the cross in the middle of the image.
+  function startDrawing(fromKeyboard) {
+    const stage = el("stage");
+    state.draft = { points: [], exclude: excludeChosen(), cursor: fromKeyboard ? [0.5, 0.5] : null };
+    stage.classList.add("drawing");
+    stage.tabIndex = 0;
+    stage.setAttribute("role", "application");
+    stage.setAttribute(
+      "aria-label",
+      "Image: the arrow keys move the cross, Space adds a corner, Backspace removes the last one, " +
+        "Enter closes the region, Escape cancels"
+    );
+    stage.focus({ preventScroll: true });
+    showRegions();
+  }
+
+  function stopDrawing() {
+    const stage = el("stage");
+    const hadFocus = document.activeElement === stage;
+    state.draft = null;
+    stage.classList.remove("drawing");
+    stage.removeAttribute("tabindex");
+    stage.removeAttribute("role");
+    stage.removeAttribute("aria-label");
+    if (hadFocus) el("region-draw").focus();
+    showRegions();
+  }
+
+  // Add a corner; a click on the first corner closes the polygon, one on the last adds nothing.
+  function addCorner(point) {
+    const points = state.draft.points;
+    if (points.length >= 3 && distancePx(point, points[0]) <= CLOSE_RADIUS_PX) {
+      closeRegion();
+      return;
+    }
+    if (points.length > 0 && distancePx(point, points[points.length - 1]) <= SAME_POINT_PX) return;
+    points.push(point);
+    showRegions();
+  }
+
+  // Close the polygon being drawn and run the request; with fewer than 3 corners it stays open.
+  function closeRegion() {
+    const draft = state.draft;
+    if (!draft || draft.points.length < 3) return;
+    state.regions.push({ points: draft.points, exclude: draft.exclude });
+    state.closedAt = performance.now();
+    stopDrawing();
+    predict();
+  }
+
+  // The draw button: start a polygon, close it, or (with fewer than 3 corners) give it up.
+  function onDrawButton(event) {
+    if (!state.draft) startDrawing(event.detail === 0); // a click from Enter or Space has no pointer
+    else if (state.draft.points.length >= 3) closeRegion();
+    else stopDrawing();
+  }
+
+  function clearRegions() {
+    const had = state.regions.length > 0;
+    state.regions = [];
+    stopDrawing();
+    if (had) predict();
+  }
+
+  function moveCursor(key, fast) {
+    const draft = state.draft;
+    const last = draft.points[draft.points.length - 1];
+    const cursor = draft.cursor || (last ? last.slice() : [0.5, 0.5]);
+    const step = KEY_STEP_FRACTION * (fast ? 5 : 1);
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    draft.cursor = [roundFraction(cursor[0] + moves[key][0]), roundFraction(cursor[1] + moves[key][1])];
+    showRegions();
+  }
+
+  // Keys while drawing: Escape anywhere; the others only on the image (a focused button keeps its Enter).
+  function onDrawingKey(event) {
+    if (!state.draft) return;
+    if (event.key === "Escape") {
+      event.preventDefault();
+      stopDrawing();
+      return;
+    }
+    if (event.target !== el("stage")) return;
+    if (event.key === "Enter") {
+      closeRegion();
+    } else if (event.key === " ") {
+      addCorner(state.draft.cursor || [0.5, 0.5]);
+    } else if (event.key === "Backspace") {
+      state.draft.points.pop();
+      showRegions();
+    } else if (event.key.startsWith("Arrow")) {
+      moveCursor(event.key, event.shiftKey);
+    } else {
+      return;
+    }
+    event.preventDefault();
+  }
+
+  // -- regions: drawing them in the SVG over the image (units: the image's pixels) -------------
+
+  function svgElement(name, className, attributes) {
+    const node = document.createElementNS(el("regions").namespaceURI, name);
+    node.setAttribute("class", className);
+    Object.keys(attributes || {}).forEach((key) => node.setAttribute(key, String(attributes[key])));
+    return node;
+  }
+
+  function pointsAttribute(points, width, height) {
+    return points.map((p) => p[0] * width + "," + p[1] * height).join(" ");
+  }
+
+  function regionGroup(region, width, height) {
+    const kind = region.exclude ? "exclude" : "include";
+    const group = svgElement("g", "region " + kind);
+    const points = pointsAttribute(region.points, width, height);
+    if (region.exclude) {
+      group.append(svgElement("polygon", "region-dim", { points: points }));
+      group.append(svgElement("polygon", "region-hatch", { points: points }));
+    }
+    group.append(svgElement("polygon", "region-halo", { points: points }));
+    group.append(svgElement("polygon", "region-line", { points: points }));
+    return group;
+  }
+
+  // The polygon being drawn: its corners so far, a line on to the cross, and a ring on the cross.
+  function draftGroup(draft, width, height, unitsPerPx) {
+    const kind = draft.exclude ? "exclude" : "include";
+    const group = svgElement("g", "region draft " + kind);
+    const line = draft.cursor ? draft.points.concat([draft.cursor]) : draft.points;
+    const points = pointsAttribute(line, width, height);
+    group.append(svgElement("polyline", "region-halo", { points: points }));
+    group.append(svgElement("polyline", "region-line", { points: points }));
+    draft.points.forEach((p, index) => {
+      const first = index === 0 && draft.points.length >= 3; // click it to close
+      const radius = (first ? CLOSE_RADIUS_PX / 2 : CORNER_RADIUS_PX) * unitsPerPx;
+      const corner = { cx: p[0] * width, cy: p[1] * height, r: radius };
+      group.append(svgElement("circle", "region-corner" + (first ? " first" : ""), corner));
+    });
+    if (draft.cursor) {
+      const [x, y] = draft.cursor;
+      const ring = { cx: x * width, cy: y * height, r: 2 * CORNER_RADIUS_PX * unitsPerPx };
+      group.append(svgElement("circle", "region-cursor", ring));
+    }
+    return group;
+  }
+
+  // Draw the regions and the draft over the image, and say where things stand.
+  function showRegions() {
+    const photo = el("photo");
+    const width = photo.naturalWidth || 1;
+    const height = photo.naturalHeight || 1;
+    const shownWidth = photo.getBoundingClientRect().width;
+    const unitsPerPx = shownWidth > 0 ? width / shownWidth : 1;
+    el("regions").setAttribute("viewBox", "0 0 " + width + " " + height);
+    const period = HATCH_PERIOD_PX * unitsPerPx;
+    const pattern = el("exclude-hatch");
+    pattern.setAttribute("width", String(period));
+    pattern.setAttribute("height", String(period));
+    el("hatch-line").setAttribute("width", String(period / 6));
+    el("hatch-line").setAttribute("height", String(period));
+    const shapes = el("region-shapes");
+    shapes.replaceChildren();
+    state.regions.forEach((region) => shapes.append(regionGroup(region, width, height)));
+    if (state.draft) shapes.append(draftGroup(state.draft, width, height, unitsPerPx));
+    showRegionState();
+  }
+
+  function showRegionState() {
+    const draft = state.draft;
+    const closable = draft && draft.points.length >= 3;
+    el("region-draw").textContent = !draft ? "Draw a region" : closable ? "Close the region" : "Cancel";
+    el("region-clear").disabled = state.regions.length === 0 && !draft;
+    el("region-summary").textContent = draft ? draftSummary(draft) : regionsSummary();
+    el("region-hint").hidden = !draft; // how to draw, while drawing (the group's description meanwhile)
+  }
+
+  function draftSummary(draft) {
+    const count = draft.points.length;
+    const next = count >= 3 ? "close it to run the request" : "at least 3 are needed";
+    const corners = count + (count === 1 ? " corner" : " corners");
+    return "Drawing an " + (draft.exclude ? "exclude" : "include") + " region: " + corners + "; " + next + ".";
+  }
+
+  function regionsSummary() {
+    const count = state.regions.length;
+    if (count === 0) return ""; // the whole image, as without the feature
+    const excluded = state.regions.filter((r) => r.exclude).length;
+    const counts = (count === 1 ? "1 region" : count + " regions") + ": " + (count - excluded) + " include, ";
+    return counts + excluded + " exclude. Only boxes standing in an include region and in no exclude one are answered.";
   }
 
   // -- status, errors, copying ----------------------------------------------------------------
@@ -514,6 +760,7 @@
     stage.style.setProperty("--zoom", String(zoom));
     stage.classList.toggle("zoomed", zoom > 1);
     el("zoom").value = String(zoom);
+    showRegions(); // corner markers keep their screen size
     if (focus && before.width > 0) {
       // Keep the clicked point of the image under the pointer.
       const fx = (focus.x - before.left) / before.width;
@@ -529,6 +776,31 @@
 
   function firstFile(list) {
     return list && list.length > 0 ? list[0] : null;
+  }
+
+  function wireRegions() {
+    const stage = el("stage");
+    el("region-draw").addEventListener("click", onDrawButton);
+    el("region-clear").addEventListener("click", clearRegions);
+    document.querySelectorAll("input[name='region-kind']").forEach((radio) =>
+      radio.addEventListener("change", () => {
+        if (state.draft) state.draft.exclude = excludeChosen(); // the kind is the next polygon's
+        showRegions();
+      })
+    );
+    stage.addEventListener("dblclick", () => state.draft && closeRegion());
+    stage.addEventListener("pointermove", (event) => {
+      if (!state.draft) return;
+      state.draft.cursor = pointOf(event);
+      showRegions();
+    });
+    stage.addEventListener("pointerleave", () => {
+      if (!state.draft || !state.draft.cursor) return;
+      state.draft.cursor = null;
+      showRegions();
+    });
+    document.addEventListener("keydown", onDrawingKey);
+    window.addEventListener("resize", showRegions);
   }
 
   function wire() {
@@ -568,9 +840,15 @@
 
     el("zoom").addEventListener("change", () => setZoom(Number(el("zoom").value)));
     el("stage").addEventListener("click", (event) => {
+      if (state.draft) {
+        addCorner(pointOf(event));
+        return;
+      }
+      if (event.detail > 1 && performance.now() - state.closedAt < CLICK_AFTER_CLOSE_MS) return;
       const next = state.zoom > 1 ? 1 : 4;
       setZoom(next, { x: event.clientX, y: event.clientY });
     });
+    wireRegions();
     const showTags = el("show-tags");
     showTags.checked = window.matchMedia(WIDE_SCREEN).matches; // labels crowd a phone-width image
     el("overlay").classList.toggle("no-tags", !showTags.checked);
@@ -580,6 +858,7 @@
       if (!state.lastAnswer && photo.naturalHeight > 0) {
         el("stage").style.setProperty("--aspect", String(photo.naturalWidth / photo.naturalHeight));
       }
+      showRegions(); // now that the image has its size
     });
     el("photo").addEventListener("error", (event) => {
       // Not an image the browser can show; the server's answer says why.
@@ -592,5 +871,6 @@
 
   wire();
   applyDefaults();
+  showRegions();
   loadServerInfo();
 })();
