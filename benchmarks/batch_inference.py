@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from specks.config import Settings
+from specks.options import DetectOptions
 from specks.pipeline import Detector, Prediction, load_detector
-from specks.schemas import DetectOptions
 
 
 def same_size_images(folder: Path, size_wh: tuple[int, int], count: int) -> list[bytes]:

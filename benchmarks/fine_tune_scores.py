@@ -17,8 +17,8 @@ from pathlib import Path
 
 from specks.config import Settings
 from specks.evaluation import CocoDataset, evaluate, format_table
+from specks.options import parse_detect_options
 from specks.pipeline import Detector, load_detector
-from specks.schemas import parse_detect_options
 
 OPTIONS = parse_detect_options({"conf": 0.01, "max_det": 500})
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from specks.config import Settings
 from specks.evaluation import CocoDataset, evaluate
+from specks.options import parse_detect_options
 from specks.pipeline import Detector, load_detector
 from specks.quantization import EVAL_CONF, EVAL_MAX_DETS, QuantizeRequest, quantize_model
-from specks.schemas import parse_detect_options
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"visdrone": SHARED / "visdrone_dev10", "coco": SHARED / "coco_val2017_tiny50"}

@@ -25,9 +25,9 @@ import numpy as np
 
 from specks.config import ModelSpec, Settings
 from specks.evaluation import CocoDataset, detections_to_coco, model_to_dataset_categories, score_coco
+from specks.options import DetectOptions, parse_detect_options
 from specks.pipeline import Detector, Prediction, load_detector
 from specks.regions import RegionPlan
-from specks.schemas import DetectOptions, parse_detect_options
 from specks.types import Detections
 
 # Region shapes in fractions of the image: a centred quarter, a road-like trapezoid along the

@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from specks.config import ModelSpec, Settings
 from specks.evaluation import CocoDataset, model_to_dataset_categories
+from specks.options import DetectOptions
 from specks.pipeline import load_detector
-from specks.schemas import DetectOptions
 
 SCORE_BINS = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)

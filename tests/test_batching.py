@@ -18,8 +18,8 @@ from specks.batching import (
 )
 from specks.config import Limits, SharedRuns
 from specks.errors import BatchTooLargeError, ImageDecodeError, SpecksError
+from specks.options import DetectOptions
 from specks.pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
-from specks.schemas import DetectOptions
 
 BROKEN = b"\xff\xd8 not a jpeg"
 

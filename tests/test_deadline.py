@@ -51,7 +51,7 @@ def test_the_stage_timer_checks_the_deadline_as_each_stage_starts() -> None:
 
 
 def test_a_detector_stops_a_sliced_request_between_tiles(default_detector: Detector) -> None:
-    from specks.schemas import DetectOptions
+    from specks.options import DetectOptions
     from specks.slicing import SliceMode
 
     detector = default_detector

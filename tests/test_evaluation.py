@@ -22,8 +22,8 @@ from specks.evaluation import (
     score_coco,
 )
 from specks.models.names import COCO80_NAMES
+from specks.options import DetectOptions
 from specks.pipeline import Prediction
-from specks.schemas import DetectOptions
 from specks.types import Detections, ImageSize
 
 

@@ -13,11 +13,11 @@ from factories import encode, exif_rotated_jpeg
 from specks import postprocess as postprocess_module
 from specks.errors import InvalidFieldError
 from specks.imaging import decode_image
+from specks.options import DetectOptions
 from specks.overlap import iou_matrix
 from specks.pipeline import Detector
 from specks.planning import resolve_input_hw
 from specks.postprocess import PostprocessParams, postprocess
-from specks.schemas import DetectOptions
 
 COCO_TO_MODEL = {1: 0, 3: 2}  # person, car
 

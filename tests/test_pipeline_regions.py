@@ -6,13 +6,12 @@ import numpy as np
 
 from conftest import VISDRONE, jpeg_bytes, require
 from specks.batching import plan_batch
-from specks.config import SlicingSettings
+from specks.options import DetectOptions, SlicingSettings, parse_detect_options
 from specks.overlap import iou_matrix
 from specks.pipeline import Detector
 from specks.planning import plan_request
 from specks.profiles import ModelProfile
 from specks.regions import Region, RegionAnchor, RegionSet, RegionUnits
-from specks.schemas import DetectOptions, parse_detect_options
 from specks.types import Detections, ImageSize
 
 QUARTER = {"points": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]], "units": "fraction"}

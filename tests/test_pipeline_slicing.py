@@ -12,11 +12,11 @@ import specks.pipeline
 from conftest import VISDRONE, coco_annotations, jpeg_bytes, require
 from factories import b64, huge_bilevel_png
 from specks.batching import plan_batch
-from specks.config import Limits, Settings, SlicingSettings
+from specks.config import Limits, Settings
 from specks.errors import ImageTooLargeError, TooManyInputPixelsError, TooManyTilesError
+from specks.options import DetectOptions, SlicingSettings
 from specks.overlap import MatchMetric, MergeStrategy, iou_matrix
 from specks.pipeline import Detector
-from specks.schemas import DetectOptions
 from specks.types import Detections, ImageSize
 from specks.web import create_app
 from test_overlap import assert_same_detections, reference_merge

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from specks.config import SlicingSettings
 from specks.errors import InvalidFieldError, PayloadTooLargeError, TooManyInputPixelsError, TooManyTilesError
 from specks.models.names import COCO80_NAMES as COCO80
+from specks.options import DetectOptions, SlicingSettings
 from specks.overlap import MatchMetric, MergeStrategy
 from specks.planning import (
     plan_request,
@@ -19,7 +19,6 @@ from specks.planning import (
     tile_input_hw,
 )
 from specks.preprocess import plan_letterbox
-from specks.schemas import DetectOptions
 from specks.slicing import SliceMode
 from specks.types import ImageSize
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from specks.config import Settings, SlicingSettings
+from specks.config import Settings
 from specks.errors import ConfigError
 from specks.models.overrides import ModelOverrides
+from specks.options import DetectOptions, SlicingSettings
 from specks.overlap import MergeStrategy
 from specks.planning import plan_request
 from specks.postprocess import OutputLayout
@@ -25,7 +26,6 @@ from specks.profiles import (
     sidecar_path,
 )
 from specks.regions import Region, RegionAnchor, RegionSet, RegionUnits
-from specks.schemas import DetectOptions
 from specks.slicing import SliceMode
 from specks.types import ImageSize
 

@@ -19,11 +19,11 @@ from specks.errors import ConfigError
 from specks.models import load_model
 from specks.models.default import embedded_default_path
 from specks.models.quantize import CalibrationFeed, QuantRecipe, StridedReader, float_graph, float_node_names
+from specks.options import parse_detect_options
 from specks.overlap import iou_matrix
 from specks.pipeline import Detector
 from specks.postprocess import OutputLayout
 from specks.quantization import QuantizeRequest, card_paths, quantize_model
-from specks.schemas import parse_detect_options
 
 # Two images to calibrate on and two held out: enough to exercise every step in a few seconds.
 IMAGE_COUNT = 4

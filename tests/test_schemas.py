@@ -8,15 +8,9 @@ from typing import Any
 import pytest
 
 from specks.errors import InvalidFieldError, InvalidRequestError
+from specks.options import DetectOptions, parse_detect_options
 from specks.postprocess import OutputLayout
-from specks.schemas import (
-    DetectOptions,
-    PredictRequest,
-    PredictResponse,
-    encode_prediction,
-    parse_detect_options,
-    parse_predict_request,
-)
+from specks.schemas import PredictRequest, PredictResponse, encode_prediction, parse_predict_request
 from specks.types import Detections, ImageSize
 
 IMAGE = "aGVsbG8="

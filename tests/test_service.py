@@ -15,15 +15,15 @@ from prometheus_client import CollectorRegistry
 
 from factories import b64
 from specks import errors
-from specks.config import Limits, Settings, SlicingSettings
+from specks.config import Limits, Settings
 from specks.deadline import Deadline
 from specks.holder import ModelHolder
 from specks.imaging import DecodedImage
 from specks.metrics import Metrics
+from specks.options import DetectOptions, SlicingSettings
 from specks.pipeline import Prediction
 from specks.postprocess import OutputLayout
 from specks.regions import NO_REGIONS
-from specks.schemas import DetectOptions
 from specks.service import INTERNAL_ERROR_MESSAGE, DetectionService, encode_error, status_for
 from specks.slicing import SliceMode
 from specks.types import Detections, ImageSize

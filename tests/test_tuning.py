@@ -15,14 +15,13 @@ from conftest import COCO_TINY, MODELS, coco_annotations, live_server_for, requi
 from factories import b64
 from specks import tuning
 from specks.cli import main
-from specks.config import SlicingSettings
 from specks.errors import InvalidRequestError
 from specks.evaluation import CocoDataset
+from specks.options import DetectOptions, SlicingSettings
 from specks.overlap import MergeStrategy
 from specks.pipeline import Detector
 from specks.planning import plan_request
 from specks.profiles import load_profile
-from specks.schemas import DetectOptions
 from specks.slicing import SliceMode
 from specks.tuning import Score, Trial, TuneConfig, greedy_search, keep_tuned, max_evaluations, search_axes
 from specks.types import ImageSize

@@ -21,8 +21,8 @@ from .config import Limits, SharedRuns
 from .deadline import Deadline
 from .errors import BatchTooLargeError, ClientGoneError, DeadlineExceededError, SpecksError
 from .imaging import read_image_size
+from .options import DetectOptions
 from .pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
-from .schemas import DetectOptions
 from .types import ImageSize
 
 T = TypeVar("T")

@@ -370,8 +370,8 @@ def bare_rate_per_s(run: Callable[[], object], seconds: float) -> float:
 
 def model_inputs_of_request(settings: Settings, image_bytes: bytes, threads: int) -> tuple[Any, list[Any]]:
     """The model and every input tensor a seed-style request (server defaults) runs it on."""
+    from .options import DetectOptions
     from .pipeline import load_detector
-    from .schemas import DetectOptions
 
     detector = load_detector(settings, threads=threads)
     model, tensors = detector.model, []

@@ -20,8 +20,8 @@ from .logs import LogFormat, configure_logging
 from .mosaic import DEFAULT_SCALES, MosaicSpec, build_mosaics, mosaic_cache_dir
 
 if TYPE_CHECKING:
+    from .options import DetectOptions
     from .preprocess import Preprocessing
-    from .schemas import DetectOptions
     from .web.ray_config import RayDeployment
 
 
@@ -577,8 +577,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .batching import predict_in_windows, shared_run_pixels
+    from .options import parse_detect_options
     from .pipeline import load_detector
-    from .schemas import parse_detect_options
 
     settings = settings_from_args(args)
     options = _detect_fields(args)
@@ -666,7 +666,7 @@ class PredictOutput:
 
 def _eval_configs(args: argparse.Namespace) -> dict[str, DetectOptions]:
     """Column label -> DetectOptions: one run, or full image and sliced for ``--slice compare``."""
-    from .schemas import parse_detect_options
+    from .options import parse_detect_options
 
     base = _detect_fields(args)
     if args.slice == SLICE_COMPARE:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from .config import MAX_DETECTIONS
+from .options import MAX_DETECTIONS
 
 # -- DeepStack / CodeProject.AI ------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ CLI flags override the environment by building a new value with ``dataclasses.re
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import re
@@ -17,6 +16,7 @@ from typing import TypeVar
 from .errors import ConfigError
 from .jpeg_scans import MAX_JPEG_SCANS
 from .logs import LogFormat
+from .options import MAX_DETECTIONS, SlicingSettings, coerce_enum
 from .overlap import MatchMetric, MergeStrategy
 from .slicing import SliceMode
 
@@ -25,15 +25,6 @@ ENV_PREFIX = "SPECKS_"
 # (set by `specks serve`; /metrics then adds up every worker).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
-# The largest max_det a request may ask for (schemas.DetectOptions).
-MAX_DETECTIONS = 10_000
-# Most passes (input scales) one request may fuse; each costs a model pass (two with flip).
-MAX_PASS_SCALES = 4
-# A request's confidence threshold when it gives none (schemas.DetectOptions.conf), and the key of a
-# per-class ``conf`` object that sets it for the classes the object does not name.
-DEFAULT_CONF = 0.25
-CONF_FOR_THE_REST = "*"
-
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -142,92 +133,6 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class SlicingSettings:
-    """Server-wide defaults for sliced (tiled) inference; requests may override each one.
-
-    mode:             slice when the image is clearly larger than the model input (auto), always, never.
-    tile_px:          tile side in image pixels; 0 picks it from the model: its input size for
-                      fixed-size models, max_tile_input_px / tile_scale for dynamic-size ones.
-    tile_scale:       model-input pixels per image pixel inside a tile on dynamic-size models
-                      (> 1 enlarges small objects).
-    max_tile_input_px: largest model input side a tile may use on dynamic-size models.
-    overlap_ratio:    overlap of neighbouring tiles as a fraction of the tile side.
-    full_image_pass:  also run the whole image once (finds objects too big for a tile).
-    merge:            keep the best box (NMS) or grow it over its group (NMM).
-    merge_metric:     IoU, or intersection over the smaller box (IoS).
-    merge_threshold:  overlap above which two detections of one class are the same object.
-    max_tiles:        most tiles one request may cost, every pass (scales, flips) together; more is
-                      refused with 413.
-    max_input_pixels_per_request: most model-input pixels one request may run, every tile, pass,
-                      flip and full-image pass together (each run's input height x width); more is
-                      refused with 413. It bounds the model time of a request where ``max_tiles``
-                      alone allows 200 tiles of 2560x2560.
-    iou_threshold:    NMS IoU inside each tile in small-object mode (crowds need a higher one).
-    multi_label:      in small-object mode a box may carry several classes above the threshold.
-    scales:           input scale factors of the passes fused per request (1.0: the plan as is;
-                      e.g. (1.0, 1.5) adds an enlarged pass). Applies to every request.
-    flip:             also run each pass on the mirrored image (test-time augmentation).
-    soft_nms:         decay overlapping boxes' scores instead of dropping them (crowds).
-
-    The ranges match the per-request options (``schemas.DetectOptions``), so a server default
-    is never a value a request could not send.
-    """
-
-    mode: SliceMode = SliceMode.AUTO
-    tile_px: int = 0
-    tile_scale: float = 1.0
-    max_tile_input_px: int = 2560
-    overlap_ratio: float = 0.2
-    full_image_pass: bool = True
-    merge: MergeStrategy = MergeStrategy.NMS
-    merge_metric: MatchMetric = MatchMetric.IOU
-    merge_threshold: float = 0.5
-    max_tiles: int = 200
-    # Every documented request and tuned profile fits, on any image up to the 40 MP image limit: the
-    # heaviest, the tuned `scales` [1, 1.25] of docs/small-objects.md on a 40 MP photo, runs 237 MP (`specks tune`'s
-    # heaviest trial, tile_scale 2 + scales [1, 1.5] + flip on a 2000x1500 photo, 133 MP; a default
-    # sliced 40 MP image at most 105 MP). About 21 s of model time on 2 quiet cores: YOLOX-Nano and
-    # yolov5n_dynamic run ~12 MP/s there (4.2-4.8 MP/s measured while the machine was shared).
-    max_input_pixels_per_request: int = 256_000_000
-    iou_threshold: float = 0.6
-    multi_label: bool = True
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    soft_nms: bool = False
-
-    def __post_init__(self) -> None:
-        # Names are parsed once, here, so the rest of Specks only sees enums.
-        _coerce_enum(self, "mode", SliceMode.parse)
-        _coerce_enum(self, "merge", MergeStrategy)
-        _coerce_enum(self, "merge_metric", MatchMetric)
-        checks = [
-            (isinstance(self.mode, SliceMode), "mode must be auto, on or off", self.mode),
-            (self.tile_px == 0 or 64 <= self.tile_px <= 4096, "tile_px must be 0 or 64..4096", self.tile_px),
-            (0.25 <= self.tile_scale <= 4.0, "tile_scale must be within 0.25..4", self.tile_scale),
-            (64 <= self.max_tile_input_px <= 8192, "max_tile_input_px must be within 64..8192", self.max_tile_input_px),
-            (0 <= self.overlap_ratio <= 0.75, "overlap_ratio must be within 0..0.75", self.overlap_ratio),
-            (isinstance(self.merge, MergeStrategy), "merge must be nms or nmm", self.merge),
-            (isinstance(self.merge_metric, MatchMetric), "merge_metric must be iou or ios", self.merge_metric),
-            (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
-            (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
-            (
-                self.max_input_pixels_per_request >= 1,
-                "max_input_pixels_per_request must be >= 1",
-                self.max_input_pixels_per_request,
-            ),
-            (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
-            (
-                1 <= len(self.scales) <= MAX_PASS_SCALES and all(0.25 <= s <= 4 for s in self.scales),
-                f"scales must be 1..{MAX_PASS_SCALES} factors within 0.25..4",
-                self.scales,
-            ),
-        ]
-        for ok, message, value in checks:
-            if not ok:
-                raise ConfigError(f"slicing: {message}, got {value!r}")
-
-
-@dataclass(frozen=True)
 class Security:
     """Optional API keys.
 
@@ -324,7 +229,7 @@ class Observability:
     metrics_enabled: bool = True
 
     def __post_init__(self) -> None:
-        _coerce_enum(self, "log_format", LogFormat)
+        coerce_enum(self, "log_format", LogFormat)
         if not isinstance(self.log_format, LogFormat):
             raise ConfigError(f"log_format must be json or text, got {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -395,14 +300,6 @@ def parse_model_specs(text: str) -> tuple[ModelSpec, ...]:
 parse_model_specs.__name__ = "list of NAME=PATH models (e.g. a=/p/a.onnx,b=/p/b.onnx)"
 
 
-def _coerce_enum(settings: object, name: str, parse: Callable[[str], enum.Enum]) -> None:
-    """Replace a setting given by name (``"nmm"``) with its enum member; an unknown name stays for the check."""
-    value = getattr(settings, name)
-    if isinstance(value, str) and not isinstance(value, enum.Enum):
-        with contextlib.suppress(ValueError):
-            object.__setattr__(settings, name, parse(value.strip().lower()))
-
-
 def read_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     """Keys from SPECKS_API_KEYS (comma-separated) and SPECKS_API_KEYS_FILE (one per line, # comments)."""
     keys = list(_parse_list(env.get(ENV_PREFIX + "API_KEYS", "")))
@@ -469,7 +366,7 @@ class Settings:
     image_urls: tuple[str, ...] = ()  # URL prefixes images may be fetched from (specks.fetch); empty: off
 
     def __post_init__(self) -> None:
-        _coerce_enum(self, "shared_runs", SharedRuns)
+        coerce_enum(self, "shared_runs", SharedRuns)
         if not isinstance(self.shared_runs, SharedRuns):
             raise ConfigError(f"shared_runs must be auto, on or off, got {self.shared_runs!r}")
         for name in ("request_timeout_s", "graceful_timeout_s", "io_threads", "predictions_per_worker"):

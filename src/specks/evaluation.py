@@ -25,8 +25,8 @@ from .models.names import canonical_names
 from .types import Detections
 
 if TYPE_CHECKING:
+    from .options import DetectOptions
     from .pipeline import Detector
-    from .schemas import DetectOptions
 
 ANNOTATIONS_FILE = "annotations.coco.json"
 METRIC_NAMES = (

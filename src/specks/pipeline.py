@@ -17,20 +17,20 @@ import numpy as np
 import numpy.typing as npt
 
 from .boxes import clip_xyxy
-from .config import Limits, ModelSpec, Settings, SlicingSettings
+from .config import Limits, ModelSpec, Settings
 from .deadline import Deadline
 from .errors import SpecksError
 from .imaging import DecodedImage, decode_base64, decode_image, read_image_size
 from .models import load_model
 from .models.letterboxer import OrtLetterboxer
 from .models.onnx_model import OnnxModel
+from .options import DetectOptions, SlicingSettings
 from .overlap import merge_detections
 from .planning import MergePlan, PassPlan, RequestPlan, SlicePlan, plan_request
 from .postprocess import PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, letterbox, plan_letterbox
 from .profiles import ModelProfile, find_profile
 from .regions import NO_REGIONS, RegionPlan
-from .schemas import DetectOptions
 from .served import served_models
 from .slicing import shift_detections
 from .types import Detections, ImageSize

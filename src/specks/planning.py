@@ -14,22 +14,19 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .config import CONF_FOR_THE_REST, DEFAULT_CONF, SlicingSettings
 from .errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesError, shown
 from .models.names import COCO_ALIASES
+from .options import CONF_FOR_THE_REST, DEFAULT_CONF, DetectOptions, SlicingSettings
 from .overlap import MatchMetric, MergeStrategy
 from .postprocess import PostprocessParams
 from .regions import NO_REGIONS, RegionPlan, RegionSet, plan_regions, stride_aligned_px
 from .slicing import SliceMode, tile_count, tile_grid
 from .types import ImageSize
-
-if TYPE_CHECKING:
-    from .schemas import DetectOptions
 
 # NMS IoU of plain full-image requests (YOLOv5's detect default).
 FULL_IMAGE_IOU = 0.45

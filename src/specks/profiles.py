@@ -13,9 +13,9 @@ A profile is what ``specks tune`` writes and what ``serve``, ``eval`` and ``pred
       "metadata": {"dataset": "...", "held_out": {...}}    (optional, informational)
     }
 
-``slicing`` may name any of ``PROFILE_SLICING_FIELDS`` (a subset of ``config.SlicingSettings``);
+``slicing`` may name any of ``PROFILE_SLICING_FIELDS`` (a subset of ``options.SlicingSettings``);
 the fields it leaves out keep the server's setting. ``regions`` and ``region_anchor`` are a fixed
-camera's regions of interest, checked as a request's are (``schemas.RegionModel``); a request's
+camera's regions of interest, checked as a request's are (``options.RegionModel``); a request's
 own regions replace them. Unknown fields are refused, at every level, with a message naming the
 file and the field.
 
@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SlicingSettings
 from .errors import ConfigError, InvalidFieldError
 from .models.overrides import NO_OVERRIDES, ModelOverrides
+from .options import SlicingSettings, parse_detect_options
 from .postprocess import OutputLayout
 from .preprocess import ChannelOrder, Placement, Preprocessing
 from .regions import NO_REGIONS, RegionSet
-from .schemas import parse_detect_options
 
 PROFILE_VERSION = 1
 PROFILE_SUFFIX = ".specks.json"

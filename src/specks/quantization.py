@@ -29,9 +29,9 @@ from .errors import AccuracyDropError, ConfigError
 from .evaluation import CocoDataset, evaluate
 from .models.onnx_model import OnnxModel
 from .models.quantize import DEFAULT_RECIPE, CalibrationFeed, QuantRecipe, float_graph, quantize_graph
+from .options import DetectOptions, parse_detect_options
 from .pipeline import Detector, load_detector
 from .profiles import save_profile, sidecar_path
-from .schemas import DetectOptions, parse_detect_options
 from .tuning import split_dataset
 
 # Scored as `specks eval` scores by default: every detection down to 0.001, up to 500 per image

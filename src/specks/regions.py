@@ -11,7 +11,7 @@ bounding box, widened by a margin so that an object whose anchor is inside is no
 crop, before any slicing or full-image pass; the exclude regions' pixels are painted over with the
 letterbox grey. A region a quarter of the frame therefore costs about a quarter of the time.
 
-Everything here is plain NumPy and Pillow on numbers already parsed: ``schemas.RegionModel``
+Everything here is plain NumPy and Pillow on numbers already parsed: ``options.RegionModel``
 checks a request's JSON, ``check_points`` the geometry, and both raise ``InvalidFieldError``
 naming the region.
 """

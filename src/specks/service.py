@@ -30,11 +30,11 @@ from .fetch import UrlPolicy, fetch_image
 from .holder import ModelHolder
 from .imaging import decode_base64
 from .metrics import Metrics
+from .options import DetectOptions
 from .pipeline import Detector, Prediction
 from .regions import NO_REGIONS
 from .schemas import (
     BatchPredictRequest,
-    DetectOptions,
     PredictRequest,
     UrlPredictRequest,
     encode_prediction,

@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from . import __version__
-from .config import SlicingSettings
 from .errors import InvalidRequestError, TooManyInputPixelsError, TooManyTilesError
 from .evaluation import CocoDataset, detections_to_coco, model_to_dataset_categories, score_coco
 from .imaging import DecodedImage, read_image_size
+from .options import DetectOptions, SlicingSettings
 from .overlap import MergeStrategy
 from .planning import plan_request
 from .profiles import ModelProfile, settings_of
-from .schemas import DetectOptions
 from .slicing import SliceMode
 from .types import ImageSize
 

@@ -16,10 +16,10 @@ from specks.errors import ModelLoadError
 from specks.evaluation import CocoDataset, evaluate
 from specks.models import default, prepare_model
 from specks.models.default import THERMAL_MODEL_NAME, THERMAL_MODEL_SHA256, thermal_model_path
+from specks.options import parse_detect_options
 from specks.pipeline import Detector, load_detector
 from specks.postprocess import OutputLayout
 from specks.preprocess import BGR_RAW_TOP_LEFT
-from specks.schemas import parse_detect_options
 from specks.web import create_app
 
 THERMAL_CLASSES = ("person", "car", "bicycle", "other_vehicle")

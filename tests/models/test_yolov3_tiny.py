@@ -15,10 +15,10 @@ from specks.models import load_model, prepare_model, resolve_model_files, yolov3
 from specks.models.darknet import convert_darknet_cached, parse_cfg
 from specks.models.onnx_model import OnnxModel
 from specks.models.yolov3_tiny import DarknetFiles, corrected_tiny_cfg, yolov3_tiny_files
+from specks.options import DetectOptions
 from specks.pipeline import Detector, load_detector
 from specks.postprocess import OutputLayout
 from specks.preprocess import RGB_UNIT_CENTERED
-from specks.schemas import DetectOptions
 
 COCO_PERSON, COCO_CAR = 1, 3
 

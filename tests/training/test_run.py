@@ -17,8 +17,8 @@ torch = pytest.importorskip("torch")
 from factories import write_shapes_dataset  # noqa: E402
 from specks.config import Settings  # noqa: E402
 from specks.errors import DatasetError, TrainingError  # noqa: E402
+from specks.options import parse_detect_options  # noqa: E402
 from specks.pipeline import load_detector  # noqa: E402
-from specks.schemas import parse_detect_options  # noqa: E402
 from specks.training import trainer as trainer_module  # noqa: E402
 from specks.training.batches import Augmentation  # noqa: E402
 from specks.training.checkpoints import load_checkpoint  # noqa: E402

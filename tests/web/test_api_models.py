@@ -15,7 +15,7 @@ from factories import b64
 from specks.config import ModelSpec, Settings
 from specks.errors import NotFoundError
 from specks.models import DEFAULT_MODEL_NAME
-from specks.schemas import DetectOptions
+from specks.options import DetectOptions
 from specks.web import create_app
 from specks.web.routes import current_service
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Settings
 from ..evaluation import CocoDataset, evaluate
-from ..schemas import parse_detect_options
+from ..options import parse_detect_options
 from .datasets import TrainingSet
 
 # What every validation scores at: eval's scoring settings (a low floor so AP sees the whole

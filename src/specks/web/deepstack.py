@@ -30,8 +30,8 @@ from werkzeug.datastructures import MultiDict
 
 from .. import __version__
 from ..errors import InvalidFieldError, shown
+from ..options import DetectOptions
 from ..pipeline import Detector, Prediction
-from ..schemas import DetectOptions
 from ..service import DetectionService, ErrorAnswer
 from .auth import KeySource, accepts_key_in, check_body_key, check_key_in_body
 from .errors import answer_errors_in_own_body

@@ -107,7 +107,7 @@ def check_model(holder: ModelHolder) -> None:
     is busy the model is evidently serving, and a probe queued behind those requests could time
     out and get a working replica killed.
     """
-    from ..schemas import DetectOptions
+    from ..options import DetectOptions
     from ..slicing import SliceMode
 
     if holder.load_failure is not None:  # the operator's view (Serve's status) gets the whole reason

@@ -31,8 +31,9 @@ from werkzeug.datastructures import MultiDict
 
 from .. import __version__
 from ..errors import InvalidFieldError, shown
+from ..options import DetectOptions
 from ..pipeline import Detector, Prediction
-from ..schemas import DetectOptions, model_summary
+from ..schemas import model_summary
 from ..service import ErrorAnswer
 from .errors import answer_errors_in_own_body
 from .forms import read_form, uploaded_file
