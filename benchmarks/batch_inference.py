@@ -26,8 +26,9 @@ import numpy as np
 from PIL import Image
 
 from specks.config import Settings
-from specks.options import DetectOptions
-from specks.pipeline import Detector, Prediction, load_detector
+from specks.core.options import DetectOptions
+from specks.core.pipeline import Detector, Prediction
+from specks.service.loading import load_detector
 
 
 def same_size_images(folder: Path, size_wh: tuple[int, int], count: int) -> list[bytes]:

@@ -7,7 +7,7 @@
     base64 in the JSON body, so HTTP, base64 and JPEG decoding are all inside the time. Slicing
     options given on this command line (--slice, --tile, ...) go into the request body.
 (c) Specks with ``"slice": false`` (one full-image pass), for reference.
-All three are scored with ``specks.evaluation.score_coco`` at the same maxDets.
+All three are scored with ``specks.tools.evaluation.score_coco`` at the same maxDets.
 
 Run from the repository root, with the ``bench`` extra installed (``pip install -e '.[bench]'``):
 
@@ -49,11 +49,13 @@ from sahi.slicing import get_slice_bboxes
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 from tqdm import tqdm
 
-from specks.benchmark import ServerProcess, post_predict
 from specks.cli import _slice_args, slice_options
 from specks.config import Settings, cpu_count
+from specks.core.names import parse_names_metadata
+from specks.core.types import Detections
 from specks.errors import SpecksError
-from specks.evaluation import (
+from specks.tools.benchmark import post_predict
+from specks.tools.evaluation import (
     CocoDataset,
     detections_to_coco,
     format_table,
@@ -61,8 +63,7 @@ from specks.evaluation import (
     model_to_dataset_categories,
     score_coco,
 )
-from specks.models.names import parse_names_metadata
-from specks.types import Detections
+from specks.tools.server_process import ServerProcess
 
 FloatArray = npt.NDArray[np.float32]
 TABLE_COLUMNS = ("AP50", "AP", "AP_small", "AR_small", "seconds_per_image")

@@ -16,9 +16,10 @@ import dataclasses
 from pathlib import Path
 
 from specks.config import Settings
-from specks.evaluation import CocoDataset, evaluate, format_table
-from specks.options import parse_detect_options
-from specks.pipeline import Detector, load_detector
+from specks.core.options import parse_detect_options
+from specks.core.pipeline import Detector
+from specks.service.loading import load_detector
+from specks.tools.evaluation import CocoDataset, evaluate, format_table
 
 OPTIONS = parse_detect_options({"conf": 0.01, "max_det": 500})
 

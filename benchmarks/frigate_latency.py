@@ -28,9 +28,9 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from specks.benchmark import ServerProcess
 from specks.config import Settings
-from specks.pipeline import load_detector
+from specks.service.loading import load_detector
+from specks.tools.server_process import ServerProcess
 
 FRIGATE_TIMEOUT_S = 0.1
 DEFAULT_IMAGE = Path("../shared/data/coco_val2017_tiny50/images/000000085329.jpg")

@@ -24,16 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from specks.benchmark import (
-    BareModel,
-    ServerProcess,
-    bare_rate_per_s,
-    full_image_body,
-    image_or_synthetic,
-    post_predict,
-)
 from specks.config import Settings, cpu_count
-from specks.loadtest import run_load
+from specks.tools.benchmark import BareModel, bare_rate_per_s, full_image_body, image_or_synthetic, post_predict
+from specks.tools.loadtest import run_load
+from specks.tools.server_process import ServerProcess
 
 
 def parse_layout(text: str) -> tuple[str, dict[str, str]]:

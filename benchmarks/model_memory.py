@@ -12,11 +12,11 @@ Pillow, ONNX Runtime), then reads its own VmRSS:
              runs 640-pixel tiles in batches).
 
 The model's cost is ``loaded - base`` at rest and ``sliced - base`` once the ONNX Runtime arena has
-grown for the largest input it was given. ``specks.memory`` estimates a worker from these figures.
+grown for the largest input it was given. ``specks.service.memory`` estimates a worker from these figures.
 
 ``--worker`` instead starts one real ``specks serve`` worker serving every model given (as
 m1=..., m2=..., plus the embedded default, always served), sends each model one full-image and
-one default request, and compares the worker's RSS with ``specks.memory``'s estimate.
+one default request, and compares the worker's RSS with ``specks.service.memory``'s estimate.
 
     .venv/bin/python benchmarks/model_memory.py \
         --image ../shared/data/visdrone_dev10/images/9999999_00023_d_0000001.jpg \
@@ -43,10 +43,10 @@ def rss_mb():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
 
-import specks.web.app, specks.models.onnx_model, specks.visualize  # what a worker imports
+import specks.web.app, specks.models.onnx_model, specks.core.visualize  # what a worker imports
 from specks.config import Settings
-from specks.pipeline import load_detector
-from specks.schemas import DetectOptions
+from specks.core.options import DetectOptions
+from specks.service.loading import load_detector
 
 spec, image, threads = sys.argv[1], Path(sys.argv[2]).read_bytes(), int(sys.argv[3])
 figures = {"base": rss_mb()}
@@ -81,12 +81,12 @@ def measure_worker(specs: list[str], image: Path) -> dict[str, object]:
 
     import orjson
 
-    from specks.benchmark import ServerProcess, post_predict
     from specks.config import ModelSpec, Settings
-    from specks.loadtest import child_pids, rss_mb
-    from specks.memory import estimate_worker_memory
     from specks.models import prepare_model
-    from specks.served import served_models
+    from specks.service.memory import estimate_worker_memory
+    from specks.service.served import served_models
+    from specks.tools.benchmark import post_predict
+    from specks.tools.server_process import ServerProcess, child_pids, rss_mb
 
     settings = Settings(models=tuple(ModelSpec(f"m{i + 1}", spec) for i, spec in enumerate(specs)))
     served = served_models(settings)

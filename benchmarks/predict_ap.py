@@ -23,10 +23,10 @@ from typing import Any
 
 import requests
 
-from specks.benchmark import ServerProcess
 from specks.config import Settings
-from specks.evaluation import CocoDataset, score_coco
 from specks.models import DEFAULT_MODEL_NAME
+from specks.tools.evaluation import CocoDataset, score_coco
+from specks.tools.server_process import ServerProcess
 
 
 def coco_results(image_id: int, answer: dict[str, Any], category_by_name: dict[str, int]) -> list[dict[str, Any]]:

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from specks.config import Settings
-from specks.evaluation import CocoDataset, evaluate
-from specks.options import parse_detect_options
-from specks.pipeline import Detector, load_detector
-from specks.quantization import EVAL_CONF, EVAL_MAX_DETS, QuantizeRequest, quantize_model
+from specks.core.options import parse_detect_options
+from specks.core.pipeline import Detector
+from specks.service.loading import load_detector
+from specks.tools.evaluation import CocoDataset, evaluate
+from specks.tools.quantization import EVAL_CONF, EVAL_MAX_DETS, QuantizeRequest, quantize_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {"visdrone": SHARED / "visdrone_dev10", "coco": SHARED / "coco_val2017_tiny50"}

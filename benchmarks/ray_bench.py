@@ -37,9 +37,10 @@ import orjson
 import ray
 from ray import serve
 
-from specks.benchmark import ServerProcess, free_port, image_or_synthetic, post_predict
 from specks.config import Settings
-from specks.loadtest import predict_body, run_load
+from specks.tools.benchmark import image_or_synthetic, post_predict
+from specks.tools.loadtest import predict_body, run_load
+from specks.tools.server_process import ServerProcess, free_port
 from specks.web.ray_config import RayDeployment, Scaling, replica_environ
 from specks.web.ray_serve import bind
 

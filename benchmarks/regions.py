@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from specks.config import ModelSpec, Settings
-from specks.evaluation import CocoDataset, detections_to_coco, model_to_dataset_categories, score_coco
-from specks.options import DetectOptions, parse_detect_options
-from specks.pipeline import Detector, Prediction, load_detector
-from specks.regions import RegionPlan
-from specks.types import Detections
+from specks.core.options import DetectOptions, parse_detect_options
+from specks.core.pipeline import Detector, Prediction
+from specks.core.regions import RegionPlan
+from specks.core.types import Detections
+from specks.service.loading import load_detector
+from specks.tools.evaluation import CocoDataset, detections_to_coco, model_to_dataset_categories, score_coco
 
 # Region shapes in fractions of the image: a centred quarter, a road-like trapezoid along the
 # bottom, and a mask over the top third (the sky or a treeline) with nothing included.

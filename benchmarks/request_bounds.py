@@ -39,9 +39,8 @@ import numpy as np
 import requests
 from PIL import Image
 
-from specks.benchmark import ServerProcess
 from specks.config import Settings
-from specks.loadtest import child_pids, rss_mb
+from specks.tools.server_process import ServerProcess, child_pids, rss_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from factories import scan_bomb  # noqa: E402  (the tests' generator, so both probe the same file)

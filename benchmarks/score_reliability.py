@@ -1,6 +1,6 @@
 """Whether a model's confidences mean what they say: precision per score bin, and P / R / F1 per threshold.
 
-Runs the model (``specks.pipeline``, the server's default slicing) on a COCO-format folder at conf
+Runs the model (``specks.core.pipeline``, the server's default slicing) on a COCO-format folder at conf
 0.01, matches each detection to an unmatched ground-truth box of its category at IoU >= 0.5 (best
 score first, as COCO does), and prints, per score bin, how many detections fall in it and what
 share of them are right; then precision, recall and F1 at several thresholds. A model whose bins
@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from specks.config import ModelSpec, Settings
-from specks.evaluation import CocoDataset, model_to_dataset_categories
-from specks.options import DetectOptions
-from specks.pipeline import load_detector
+from specks.core.options import DetectOptions
+from specks.service.loading import load_detector
+from specks.tools.evaluation import CocoDataset, model_to_dataset_categories
 
 SCORE_BINS = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from specks.core.names import COCO80_NAMES
 from specks.models.default import embedded_default_path
-from specks.models.names import COCO80_NAMES
-from specks.training.batches import Augmentation, draw_batch
-from specks.training.datasets import read_dataset
-from specks.training.graph import load_yolox_graph
-from specks.training.trainer import TrainConfig, new_state, train_step
+from specks.tools.training.batches import Augmentation, draw_batch
+from specks.tools.training.datasets import read_dataset
+from specks.tools.training.graph import load_yolox_graph
+from specks.tools.training.trainer import TrainConfig, new_state, train_step
 
 WARMUP_STEPS = 2
 

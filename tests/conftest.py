@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from specks.benchmark import ServerProcess as LiveServer
-from specks.benchmark import free_port  # noqa: F401 (tests import it from here)
 from specks.config import Limits, RuntimeOptions, Settings
+from specks.core.pipeline import Detector
 from specks.logs import LogFormat, build_handler
 from specks.models import load_model
-from specks.pipeline import Detector
+from specks.models.letterboxer import ort_detector
+from specks.tools.server_process import ServerProcess as LiveServer
+from specks.tools.server_process import free_port  # noqa: F401 (tests import it from here)
 from specks.web import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _detector(spec: str | None, cache_dir: Path) -> Detector:
     model = load_model(spec, runtime=RuntimeOptions(), threads=2, cache_dir=cache_dir)
-    return Detector(model, Limits())
+    return ort_detector(model, Limits())
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from specks.core.preprocess import ChannelOrder, Placement, Preprocessing
+
 
 def encode(image: Image.Image, fmt: str, **save_args: object) -> bytes:
     buffer = io.BytesIO()
@@ -143,3 +145,31 @@ def scan_bomb(total_scans: int, size_wh: tuple[int, int] = (64, 64)) -> bytes:
     table = segment(0xC4, bytes([0x11, 0, 0, 0, len(eob_symbols)] + [0] * 12) + eob_symbols)  # AC table 1
     scan = segment(0xDA, bytes([1, 1, 0x01, 1, 63, 0x00])) + _eob_run_data(blocks)  # component 1, AC table 1
     return base[:-2] + table + scan * repeats + b"\xff\xd9"
+
+
+# A 6x2 image into a 4x6 input: scale 1 (no resampling), so every element can be written by hand.
+SMALL_RGB = np.array(
+    [
+        [[10, 20, 30], [40, 50, 60], [70, 80, 90], [100, 110, 120], [130, 140, 150], [160, 170, 180]],
+        [[1, 2, 3], [4, 5, 6], [7, 8, 9], [11, 12, 13], [14, 15, 16], [17, 18, 19]],
+    ],
+    np.uint8,
+)
+
+
+def hand_made_tensor(preprocessing: Preprocessing) -> np.ndarray:
+    """The (1, 3, 4, 6) input SMALL_RGB should give, written out element by element."""
+    pad_rows = {Placement.TOP_LEFT: (2, 3), Placement.CENTER: (0, 3)}[preprocessing.placement]
+    image_rows = {Placement.TOP_LEFT: (0, 1), Placement.CENTER: (1, 2)}[preprocessing.placement]
+    channels = [0, 1, 2] if preprocessing.channel_order is ChannelOrder.RGB else [2, 1, 0]
+    expected = np.zeros((1, 3, 4, 6), np.float32)
+    for slot, channel in enumerate(channels):
+        for row in range(4):
+            for column in range(6):
+                if row in image_rows:
+                    value = float(SMALL_RGB[image_rows.index(row), column, channel])
+                else:
+                    assert row in pad_rows
+                    value = float(preprocessing.pad_value)
+                expected[0, slot, row, column] = value * preprocessing.value_scale
+    return expected

@@ -11,10 +11,10 @@ import pytest
 
 from specks import config
 from specks.config import Limits, ModelSpec, RuntimeOptions, Settings, SharedRuns, parse_model_arg
+from specks.core.overlap import MatchMetric, MergeStrategy
+from specks.core.slicing import SliceMode
 from specks.errors import ConfigError
 from specks.logs import LogFormat
-from specks.overlap import MatchMetric, MergeStrategy
-from specks.slicing import SliceMode
 
 
 def test_from_env_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

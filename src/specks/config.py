@@ -13,12 +13,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
+from .core.imaging import MAX_IMAGE_PIXELS
+from .core.jpeg_scans import MAX_JPEG_SCANS
+from .core.options import MAX_DETECTIONS, SlicingSettings, coerce_enum
+from .core.overlap import MatchMetric, MergeStrategy
+from .core.slicing import SliceMode
 from .errors import ConfigError
-from .jpeg_scans import MAX_JPEG_SCANS
 from .logs import LogFormat
-from .options import MAX_DETECTIONS, SlicingSettings, coerce_enum
-from .overlap import MatchMetric, MergeStrategy
-from .slicing import SliceMode
 
 ENV_PREFIX = "SPECKS_"
 # prometheus_client's multi-process mode: the directory where each process writes its metrics
@@ -84,7 +85,7 @@ class RuntimeOptions:
     providers:         execution providers by short name (cpu, cuda, openvino, ...), in order of preference.
     intra_op_threads:  threads one inference may use; 0 means "cores / workers".
     adaptive_threads:  with intra_op_threads 0 and several workers, a run may use every core while
-                       no other inference is in progress in any worker (``specks.cores``).
+                       no other inference is in progress in any worker (``specks.service.cores``).
     """
 
     providers: tuple[str, ...] = ("cpu",)
@@ -110,13 +111,13 @@ class Limits:
     max_batch_images: most images in one batch request (``"images": [...]``).
     max_batch_bytes:  most image bytes (after base64) in one batch request, all images together.
     max_jpeg_scans:   most scans (progressive passes) a JPEG may have; each is a full pass over
-                      the image (``specks.jpeg_scans`` has the measurements).
+                      the image (``specks.core.jpeg_scans`` has the measurements).
     read_timeout_s:   seconds a client may take to send a request's line and headers; a body gets
                       this plus its length at ``min_upload_bytes_per_s`` (``web.connection``).
     min_upload_bytes_per_s: the slowest upload waited for (32 KiB/s: a phone's 256 kbit/s uplink).
     """
 
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     max_body_bytes: int = 20 * MiB
     max_json_depth: int = 32
     max_batch_images: int = 32
@@ -321,7 +322,7 @@ class Settings:
                 file name and answering requests that name no model; None: the first of ``models``,
                 else the embedded default (YOLOX-Nano).
     models:     further models, each under its own name; the embedded default is always served too.
-    profile:    a model profile (JSON, see ``specks.profiles``); None uses ``<model file>.specks.json``
+    profile:    a model profile (JSON, see ``specks.models.profiles``); None uses ``<model file>.specks.json``
                 beside the model when there is one.
     workers:    server processes, each with its own model; 0 means one per core.
     io_threads: threads per worker for network I/O: a request holds one while its headers and body
@@ -363,7 +364,7 @@ class Settings:
     observability: Observability = field(default_factory=Observability)
     compat: CompatAPIs = field(default_factory=CompatAPIs)
     cors: Cors = field(default_factory=Cors)
-    image_urls: tuple[str, ...] = ()  # URL prefixes images may be fetched from (specks.fetch); empty: off
+    image_urls: tuple[str, ...] = ()  # URL prefixes images may be fetched from (specks.service.fetch); empty: off
 
     def __post_init__(self) -> None:
         coerce_enum(self, "shared_runs", SharedRuns)

@@ -13,12 +13,12 @@ import pytest
 
 from conftest import MODELS, REPO_ROOT
 from specks.config import RuntimeOptions
+from specks.core.pipeline import Detector
+from specks.core.postprocess import OutputLayout
+from specks.core.preprocess import BGR_RAW_TOP_LEFT
 from specks.errors import ModelLoadError
 from specks.models import default, load_model, prepare_model
 from specks.models.default import EMBEDDED_DEFAULT_SHA256, embedded_default_path, verify_sha256
-from specks.pipeline import Detector
-from specks.postprocess import OutputLayout
-from specks.preprocess import BGR_RAW_TOP_LEFT
 
 RELEASE_SHA256 = "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d"  # YOLOX 0.1.1rc0 asset
 DATA_FILES = (

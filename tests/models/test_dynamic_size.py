@@ -7,8 +7,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import MODELS, require
+from specks.core.postprocess import OutputLayout
 from specks.models.dynamic_size import expected_output_shape, grid_rows_at, second_probe_hw, with_symbolic_hw
-from specks.postprocess import OutputLayout
 
 
 def dims(value: onnx.ValueInfoProto) -> list[int | str]:

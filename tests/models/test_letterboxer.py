@@ -1,12 +1,12 @@
-"""The ONNX Runtime letterboxer agrees with the Pillow + numpy reference in specks.preprocess."""
+"""The ONNX Runtime letterboxer agrees with the Pillow + numpy reference in specks.core.preprocess."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from specks.models.letterboxer import OrtLetterboxer
-from specks.preprocess import (
+from factories import SMALL_RGB, hand_made_tensor
+from specks.core.preprocess import (
     BGR_RAW_TOP_LEFT,
     PAD_VALUE,
     RGB_UNIT_CENTERED,
@@ -17,7 +17,7 @@ from specks.preprocess import (
     plan_letterbox,
     reduce_rgb,
 )
-from test_preprocess import SMALL_RGB, hand_made_tensor
+from specks.models.letterboxer import OrtLetterboxer
 
 
 @pytest.fixture(scope="module")

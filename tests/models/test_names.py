@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from specks.core.names import COCO80_NAMES, canonical_names, parse_names_metadata, resolve_names
 from specks.errors import ModelLoadError
-from specks.models.names import COCO80_NAMES, canonical_names, parse_names_metadata, resolve_names
 
 PLACEHOLDER_DICT = str({i: str(i) for i in range(80)})  # what Ultralytics writes when it knew no names
 

@@ -13,10 +13,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MODELS  # noqa: E402
 from specks.config import RuntimeOptions
-from specks.cores import CoreShare
+from specks.core.names import COCO80_NAMES
+from specks.core.postprocess import OutputLayout, PostprocessParams, postprocess, yolox_grid
+from specks.core.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Placement, letterbox, plan_letterbox
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from specks.models import load_model, prepare_model, resolve_model_files
-from specks.models.names import COCO80_NAMES
 from specks.models.onnx_model import (
     ARENA_KEEP_INPUT_PIXELS,
     WIDE_MAX_INPUT_PIXELS,
@@ -28,8 +29,7 @@ from specks.models.onnx_model import (
     size_agnostic_session,
 )
 from specks.models.overrides import ModelOverrides
-from specks.postprocess import OutputLayout, PostprocessParams, postprocess, yolox_grid
-from specks.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Placement, letterbox, plan_letterbox
+from specks.service.cores import CoreShare
 
 YOLOV5N = "yolov5n.onnx"
 YOLOV5N_DYNAMIC = "yolov5n_dynamic.onnx"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from specks.core.postprocess import OutputLayout
 from specks.errors import ConfigError
 from specks.models.overrides import NO_OVERRIDES, ModelOverrides
-from specks.postprocess import OutputLayout
 
 
 def test_no_overrides_override_nothing() -> None:

@@ -12,14 +12,15 @@ import pytest
 
 from conftest import HIT_UAV_VAL, require
 from specks.config import Settings
+from specks.core.options import parse_detect_options
+from specks.core.pipeline import Detector
+from specks.core.postprocess import OutputLayout
+from specks.core.preprocess import BGR_RAW_TOP_LEFT
 from specks.errors import ModelLoadError
-from specks.evaluation import CocoDataset, evaluate
 from specks.models import default, prepare_model
 from specks.models.default import THERMAL_MODEL_NAME, THERMAL_MODEL_SHA256, thermal_model_path
-from specks.options import parse_detect_options
-from specks.pipeline import Detector, load_detector
-from specks.postprocess import OutputLayout
-from specks.preprocess import BGR_RAW_TOP_LEFT
+from specks.service.loading import load_detector
+from specks.tools.evaluation import CocoDataset, evaluate
 from specks.web import create_app
 
 THERMAL_CLASSES = ("person", "car", "bicycle", "other_vehicle")

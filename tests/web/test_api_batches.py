@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 from conftest import COCO_TINY, require
 from factories import b64
 from specks.config import Limits, Settings
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
+from specks.models.letterboxer import ort_detector
 from specks.web import create_app
 
 PHOTOS = ["000000085329.jpg", "000000037777.jpg", "000000006818.jpg"]
@@ -26,7 +27,7 @@ def photo(name: str) -> str:
 def limited(yolov5n_dynamic_detector: Detector, cache_dir: Path) -> Iterator[FlaskClient]:
     """A server allowing batches of 3 images and 150 000 image bytes."""
     limits = Limits(max_batch_images=3, max_batch_bytes=150_000, max_image_pixels=1_000_000)
-    detector = Detector(yolov5n_dynamic_detector.model, limits)  # the same session under these limits
+    detector = ort_detector(yolov5n_dynamic_detector.model, limits)  # the same session under these limits
     app = create_app(Settings(cache_dir=cache_dir, limits=limits), detector=detector)
     yield app.test_client()
 

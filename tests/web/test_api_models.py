@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from conftest import COCO_TINY, MODELS, require
 from factories import b64
 from specks.config import ModelSpec, Settings
+from specks.core.options import DetectOptions
 from specks.errors import NotFoundError
 from specks.models import DEFAULT_MODEL_NAME
-from specks.options import DetectOptions
 from specks.web import create_app
 from specks.web.routes import current_service
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from conftest import COCO_TINY, jpeg_bytes, require
 from factories import b64
-from specks.regions import RegionAnchor, anchor_points, inside_polygon
+from specks.core.regions import RegionAnchor, anchor_points, inside_polygon
 
 CROWD_PHOTO = "000000463730.jpg"  # 640x426: 14 people and 8 other objects across the frame
 LEFT_HALF = {"points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]], "units": "fraction"}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import COCO_TINY, require
 from factories import b64, exif_rotated_jpeg
-from specks.visualize import class_color
+from specks.core.visualize import class_color
 
 PERSON_PHOTO = "000000085329.jpg"
 

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from conftest import app_for, jpeg_bytes
 from factories import b64
 from specks.config import Security, Settings
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
 from specks.web import create_app
 from specks.web.auth import INVALID_KEY_MESSAGE, MISSING_KEY_MESSAGE, KeySource, accepts_key_in, field_key
 

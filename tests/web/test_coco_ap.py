@@ -6,8 +6,8 @@ import pytest
 
 from conftest import COCO_TINY, require
 from factories import b64
-from specks.evaluation import CocoDataset, score_coco
-from specks.models.names import COCO80_NAMES
+from specks.core.names import COCO80_NAMES
+from specks.tools.evaluation import CocoDataset, score_coco
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from conftest import jpeg_bytes
 from factories import b64
 from specks.config import Cors, Security, Settings
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
 from specks.web import create_app
 
 APP_ORIGIN = "http://localhost:3000"

@@ -22,7 +22,7 @@ from PIL import Image
 from conftest import COCO_TINY, MODELS, LiveServer, app_for, jpeg_bytes, live_server_for, require, serving
 from factories import b64
 from specks.config import CompatAPIs, Limits, Settings
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
 from specks.web import create_app
 from specks.web.deepstack import DEFAULT_MIN_CONFIDENCE, parse_min_confidence
 

@@ -20,9 +20,9 @@ from flask.testing import FlaskClient
 from conftest import app_for, jpeg_bytes, specks_log
 from factories import b64
 from specks.config import Limits, Security
+from specks.core.pipeline import Detector
 from specks.logs import LogFormat
-from specks.pipeline import Detector
-from specks.service import DetectionService
+from specks.service.service import DetectionService
 from specks.web import forms
 from specks.web.errors import gunicorn_error_page
 

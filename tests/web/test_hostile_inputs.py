@@ -143,7 +143,7 @@ def test_routing_errors_are_json(client, method, path, status, code) -> None:  #
 
 
 def test_unexpected_errors_are_generic_500(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from specks.pipeline import Detector
+    from specks.core.pipeline import Detector
 
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret internal detail")

@@ -15,8 +15,8 @@ import requests
 
 from conftest import LiveServer, jpeg_bytes
 from factories import b64, huge_bilevel_png
-from specks.benchmark import wait_until_steadily_ready
-from specks.loadtest import child_pids, predict_body, rss_mb, run_load
+from specks.tools.loadtest import predict_body, run_load
+from specks.tools.server_process import child_pids, rss_mb, wait_until_steadily_ready
 
 JSON = {"Content-type": "application/json"}
 

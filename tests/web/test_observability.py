@@ -24,9 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import MODELS, jpeg_bytes, live_server_for, specks_log
 from factories import b64
 from specks.config import Observability, Settings
+from specks.core.pipeline import Detector
 from specks.errors import ConfigError
 from specks.logs import LogFormat, configure_logging, request_id_var
-from specks.pipeline import Detector
 from specks.web import create_app
 from specks.web.observability import request_id_from
 from specks.web.server import GunicornLogger, child_exit, gunicorn_options, prepare_metrics_dir

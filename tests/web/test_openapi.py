@@ -1,4 +1,4 @@
-"""The OpenAPI document (specks.openapi) and the docs served by the app (/openapi.json, /docs)."""
+"""The OpenAPI document (specks.web.openapi) and the docs served by the app (/openapi.json, /docs)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from openapi_spec_validator import validate
 import specks.web.docs
 from specks import __version__
 from specks.config import Observability, Security, Settings
-from specks.openapi import EXAMPLE_IMAGE_BASE64, build_openapi
-from specks.pipeline import Detector
-from specks.schemas import PredictRequest
+from specks.core.pipeline import Detector
 from specks.web import create_app
+from specks.web.openapi import EXAMPLE_IMAGE_BASE64, build_openapi
+from specks.web.schemas import PredictRequest
 
 KEYS = Security(api_keys=("k3y",))
 OPERATIONS = {

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from conftest import REPO_ROOT
 from specks.config import Security, Settings
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
 from specks.web import create_app
 from specks.web.page import CONTENT_SECURITY_POLICY, PAGE_DIR, prefers_page
 

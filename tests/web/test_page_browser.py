@@ -28,7 +28,7 @@ import requests
 
 from chromium import chromium_context
 from conftest import COCO_TINY, MODELS, REPO_ROOT, SHARED, LiveServer, live_server_for, require, serving
-from specks.regions import inside_polygon
+from specks.core.regions import inside_polygon
 from specks.web.auth import MISSING_KEY_MESSAGE
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -27,21 +27,15 @@ from flask import Flask
 from conftest import COCO_TINY, MODELS, free_port, jpeg_bytes, require
 from factories import b64
 from specks.config import Settings
+from specks.core.pipeline import Detector
 from specks.errors import InferenceError, ModelNotReadyError
-from specks.holder import ModelHolder
-from specks.pipeline import Detector
+from specks.service.holder import ModelHolder
 from specks.web import create_app
 
 ray = pytest.importorskip("ray", reason="needs the ray extra (make dev installs it)")
 serve = pytest.importorskip("ray.serve")
 
-from specks.web.ray_config import (  # noqa: E402 (after the importorskip)
-    APP_NAME,
-    DEPLOYMENT_NAME,
-    RayDeployment,
-    Scaling,
-    replica_environ,
-)
+from specks.web.ray_config import APP_NAME, DEPLOYMENT_NAME, RayDeployment, Scaling, replica_environ  # noqa: E402 (after the importorskip)
 from specks.web.ray_serve import (  # noqa: E402
     REPLICA_HEADER,
     SpecksDeployment,

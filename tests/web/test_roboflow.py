@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from conftest import COCO_TINY, MODELS, LiveServer, jpeg_bytes, live_server_for, require, serving
 from factories import b64
 from specks.config import Limits, Settings
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
 from specks.web import create_app
 from specks.web.roboflow import DEFAULT_CONFIDENCE
 

@@ -20,7 +20,7 @@ import schemathesis
 
 from conftest import LiveServer
 from specks.config import Settings
-from specks.openapi import build_openapi
+from specks.web.openapi import build_openapi
 
 MAX_EXAMPLES = 40
 SEED = 20240611

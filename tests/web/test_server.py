@@ -20,8 +20,9 @@ import requests
 from conftest import MODELS, LiveServer, jpeg_bytes, live_server_for, require
 from factories import b64
 from specks.config import Settings
-from specks.holder import ModelHolder
-from specks.loadtest import LoadReport, RequestRecord, child_pids, predict_body, run_load
+from specks.service.holder import ModelHolder
+from specks.tools.loadtest import LoadReport, RequestRecord, predict_body, run_load
+from specks.tools.server_process import child_pids
 from specks.web import server as server_module
 from specks.web.server import SpecksServer, SpecksWorker, wait_for_model
 
@@ -30,9 +31,9 @@ MASTER_STEPS = """
 import sys
 from pathlib import Path
 from specks.cli import build_parser, settings_from_args
-from specks.memory import check_worker_memory, estimate_worker_memory
+from specks.service.memory import check_worker_memory, estimate_worker_memory
 from specks.models import prepare_model
-from specks.served import served_models
+from specks.service.served import served_models
 from specks.web.server import SpecksServer, prepare_metrics_dir
 
 args = build_parser().parse_args(["serve", "--model", sys.argv[1], "--model", "second=" + sys.argv[1]])

@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 
 from conftest import COCO_TINY, MODELS, LiveServer, app_for, jpeg_bytes, live_server_for, require, serving
 from factories import b64
-from specks.compat_schemas import HubResponse
 from specks.config import Security
-from specks.pipeline import Detector
+from specks.core.pipeline import Detector
+from specks.web.compat_schemas import HubResponse
 
 PERSON_PHOTO = "000000085329.jpg"  # 640x449, one person
 BUSY_PHOTO = "000000296649.jpg"  # 640x427, many objects

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..postprocess import GRID_HEADS, OutputLayout, anchor_points
+from ..core.postprocess import GRID_HEADS, OutputLayout, anchor_points
 
 
 def with_symbolic_hw(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,6 +1,6 @@
 """Letterboxing on ONNX Runtime: resize, reorder channels, scale and pad in one multi-threaded call.
 
-Same result as ``specks.preprocess.letterbox`` (Pillow + numpy) within rounding, several
+Same result as ``specks.core.preprocess.letterbox`` (Pillow + numpy) within rounding, several
 times faster on large images: ONNX Runtime's Resize runs on all intra-op threads and
 writes the float tensor directly, with no intermediate uint8 resize or transpose copy.
 The graph is built for one model's ``Preprocessing`` (channel order, value scale, pad value);
@@ -14,8 +14,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from ..preprocess import RGB_UNIT_CENTERED, ChannelOrder, LetterboxPlan, Preprocessing, letterbox, reduce_rgb
-from .onnx_model import session_options
+from ..core.imaging import ImageLimits
+from ..core.options import SlicingSettings
+from ..core.pipeline import Detector, ProfileDefaults
+from ..core.preprocess import RGB_UNIT_CENTERED, ChannelOrder, LetterboxPlan, Preprocessing, letterbox, reduce_rgb
+from .onnx_model import OnnxModel, session_options
 
 _OPSET = 18  # Resize with the antialias attribute
 # Shrinking below this scale gets an antialiasing low-pass (as Pillow's resize does); milder
@@ -96,3 +99,15 @@ class OrtLetterboxer:
         shrink = min(content_w / rgb.shape[1], content_h / rgb.shape[0])
         tensor: npt.NDArray[np.float32] = self._sessions[shrink < ANTIALIAS_BELOW_SCALE].run(None, feed)[0]
         return tensor
+
+
+def ort_detector(
+    model: OnnxModel,
+    limits: ImageLimits | None = None,
+    slicing: SlicingSettings | None = None,
+    *,
+    profile: ProfileDefaults | None = None,
+) -> Detector[OnnxModel]:
+    """A ``Detector`` for ``model`` whose letterbox runs in ONNX Runtime, as the server's does."""
+    letterboxer = OrtLetterboxer(model.threads, model.info.preprocessing)
+    return Detector(model, limits, slicing, profile=profile, letterbox=letterboxer)

@@ -9,17 +9,17 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from ..config import RuntimeOptions
-from ..cores import CoreShare
+from ..core.names import literal_or_none, resolve_names
+from ..core.postprocess import GRID_HEADS, YOLOX_STRIDES, OutputLayout, anchor_points, yolox_grid
+from ..core.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Preprocessing
 from ..errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
-from ..postprocess import GRID_HEADS, YOLOX_STRIDES, OutputLayout, anchor_points, yolox_grid
-from ..preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Preprocessing
-from .names import literal_or_none, resolve_names
 from .overrides import NO_OVERRIDES, ModelOverrides
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,12 @@ def probe_run(session: ort.InferenceSession, input_hw: tuple[int, int]) -> npt.N
     return output
 
 
+class OthersBusy(Protocol):
+    """Whether another worker's prediction is in progress (the server's ``service.cores.CoreShare``)."""
+
+    def others_busy(self) -> bool: ...
+
+
 class OnnxModel:
     """A detection model ready to run: an InferenceSession plus what it expects.
 
@@ -226,7 +232,7 @@ class OnnxModel:
         self.graph = graph  # what the session was built from (the size-agnostic rewrite, if any)
         # Adaptive threads (``widen``): a second session on every core, for runs nothing else shares.
         self.wide_session: ort.InferenceSession | None = None
-        self.core_share: CoreShare | None = None
+        self.core_share: OthersBusy | None = None
 
     @classmethod
     def load(
@@ -281,9 +287,9 @@ class OnnxModel:
         """What a further session on this model's graph opens: its file's path, or its bytes."""
         return str(self.graph) if isinstance(self.graph, Path) else self.graph
 
-    def widen(self, threads: int, share: CoreShare) -> None:
+    def widen(self, threads: int, share: OthersBusy) -> None:
         """Add a session on ``threads`` threads that runs take while ``share`` says no other request is
-        in progress (``specks.cores``); runs over ``WIDE_MAX_INPUT_PIXELS`` stay on the narrow one."""
+        in progress (``specks.service.cores``); runs over ``WIDE_MAX_INPUT_PIXELS`` stay on the narrow one."""
         graph = self._graph_source()
         if graph is None or threads <= self.threads:
             return

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.postprocess import OutputLayout
+from ..core.preprocess import Preprocessing
 from ..errors import ConfigError
-from ..postprocess import OutputLayout
-from ..preprocess import Preprocessing
 
 
 @dataclass(frozen=True)

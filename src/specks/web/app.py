@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from flask import Flask
 
 from ..config import Settings
-from ..holder import ModelHolder
-from ..metrics import process_metrics
-from ..pipeline import Detector
-from ..service import DetectionService
+from ..core.pipeline import Detector
+from ..service.holder import ModelHolder
+from ..service.metrics import process_metrics
+from ..service.service import DetectionService
 from .auth import register_auth
 from .cors import register_cors
 from .deepstack import deepstack

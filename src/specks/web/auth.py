@@ -45,7 +45,7 @@ from werkzeug.datastructures import Headers
 
 from ..config import Settings
 from ..errors import AuthenticationError
-from ..service import encode_error
+from ..service.service import encode_error
 from .body_key import body_key
 from .errors import answer_response
 from .page import is_page_request

@@ -26,8 +26,8 @@ import urllib.parse
 import orjson
 from werkzeug.http import parse_options_header
 
-from ..body import is_json_media_type
 from ..errors import AuthenticationError
+from ..service.body import is_json_media_type
 
 # The longest key a body may carry, as written in it (keys are short; a long one is refused unread).
 MAX_KEY_BYTES = 4096

@@ -29,10 +29,10 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
+from ..core.options import DetectOptions
+from ..core.pipeline import Detector, Prediction
 from ..errors import InvalidFieldError, shown
-from ..options import DetectOptions
-from ..pipeline import Detector, Prediction
-from ..service import DetectionService, ErrorAnswer
+from ..service.service import DetectionService, ErrorAnswer
 from .auth import KeySource, accepts_key_in, check_body_key, check_key_in_body
 from .errors import answer_errors_in_own_body
 from .forms import form_from_body, uploaded_file

@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, send_file, url
 from swagger_ui_bundle import swagger_ui_path
 
 from ..config import Settings
-from ..openapi import build_openapi
+from .openapi import build_openapi
 
 SWAGGER_UI_DIR = Path(swagger_ui_path)
 

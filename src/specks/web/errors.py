@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
-from ..service import INTERNAL_ERROR_MESSAGE, ErrorAnswer, encode_error
+from ..service.service import INTERNAL_ERROR_MESSAGE, ErrorAnswer, encode_error
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Every response carries an ``X-Request-ID`` header: the client's own id when it i
 log record made while the request is served (``specks.logs.request_id_var``), and each
 request ends with one access-log line on the ``specks.access`` logger.
 
-Metrics: ``GET /metrics`` serves ``specks.metrics`` (Prometheus text or OpenMetrics by the
+Metrics: ``GET /metrics`` serves ``specks.service.metrics`` (Prometheus text or OpenMetrics by the
 ``Accept`` header). This module counts requests by route, method and status and times them;
 the detection stages, tiles and images in flight are recorded by ``service.DetectionService``
 for every detection route.
@@ -23,7 +23,7 @@ from flask import Flask, Response, current_app, g, request
 
 from ..config import Settings
 from ..logs import request_id_var
-from ..metrics import Metrics, process_metrics, render_metrics
+from ..service.metrics import Metrics, process_metrics, render_metrics
 from .routes import current_service
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -44,7 +44,7 @@ from .ray_config import APP_NAME, DEPLOYMENT_NAME, ROUTE_PREFIX, HttpOptions, Ra
 from .routes import current_service_of
 
 if TYPE_CHECKING:
-    from ..holder import ModelHolder
+    from ..service.holder import ModelHolder
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def check_model(holder: ModelHolder) -> None:
     is busy the model is evidently serving, and a probe queued behind those requests could time
     out and get a working replica killed.
     """
-    from ..options import DetectOptions
-    from ..slicing import SliceMode
+    from ..core.options import DetectOptions
+    from ..core.slicing import SliceMode
 
     if holder.load_failure is not None:  # the operator's view (Serve's status) gets the whole reason
         raise ModelNotReadyError(holder.load_failure)

@@ -16,7 +16,7 @@ doubled leading slash as one, so they are the same routes.
   -> ``iou`` (absent: Specks' measured defaults), ``max_detections`` -> ``max_det``,
   ``class_filter`` -> ``classes``. Roboflow's preprocessing, active-learning and billing fields are
   ignored, as its server ignores fields it does not know. ``class_agnostic_nms`` -> ``agnostic_nms``.
-  ``"type": "url"`` is fetched only under SPECKS_IMAGE_URLS (``specks.fetch``; 403 otherwise); every
+  ``"type": "url"`` is fetched only under SPECKS_IMAGE_URLS (``specks.service.fetch``; 403 otherwise); every
   other ``type`` but ``base64`` is refused.
 - Answers: ``{"inference_id", "time" (seconds), "image": {"width", "height"}, "predictions":
   [{"x", "y" (box centre), "width", "height", "confidence", "class", "class_id", "detection_id"}],
@@ -36,15 +36,15 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from .. import __version__
-from ..batching import check_batch_count
-from ..compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
+from ..core.pipeline import Detector, Prediction
 from ..errors import InvalidFieldError, InvalidRequestError, SpecksError, shown
-from ..pipeline import Detector, Prediction
-from ..schemas import BatchPredictRequest, model_summary, parse_predict_request, validate_fields
-from ..service import DetectionService, ErrorAnswer
+from ..service.batching import check_batch_count
+from ..service.service import DetectionService, ErrorAnswer
 from .auth import KeySource, accepts_key_in, check_key_in_body
+from .compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
 from .errors import answer_errors_in_own_body
 from .routes import body_reader, current_service, json_response, request_deadline
+from .schemas import BatchPredictRequest, model_summary, parse_predict_request, validate_fields
 
 roboflow = Blueprint("roboflow", __name__)
 

@@ -9,8 +9,8 @@ import orjson
 from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from .. import __version__
-from ..deadline import Deadline
-from ..service import DetectionService
+from ..core.deadline import Deadline
+from ..service.service import DetectionService
 from .connection import body_read_s, client_gone_probe, deadline_read
 from .errors import error_response
 from .page import page_response, prefers_page
@@ -53,7 +53,7 @@ def body_reader(flask_request: Request) -> Callable[[int], bytes]:
 
 
 def client_gone(flask_request: Request) -> Callable[[], bool] | None:
-    """A probe that tells the work to stop once the client has closed its connection (``specks.deadline``),
+    """A probe that tells the work to stop once the client has closed its connection (``specks.core.deadline``),
     when the server exposes the socket (gunicorn does)."""
     return client_gone_probe(flask_request.environ.get("gunicorn.socket"))
 

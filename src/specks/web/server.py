@@ -37,13 +37,13 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess, values
 
 from ..config import MULTIPROC_DIR_ENV, Settings
-from ..cores import prepare_core_share_dir
-from ..last_good import prepare_last_good_dir
 from ..logs import configure_logging
+from ..service.cores import prepare_core_share_dir
+from ..service.last_good import prepare_last_good_dir
 from .connection import WATCHDOG, shut_read
 
 if TYPE_CHECKING:
-    from ..holder import ModelHolder
+    from ..service.holder import ModelHolder
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
+from ..core.options import DetectOptions
+from ..core.pipeline import Detector, Prediction
 from ..errors import InvalidFieldError, shown
-from ..options import DetectOptions
-from ..pipeline import Detector, Prediction
-from ..schemas import model_summary
-from ..service import ErrorAnswer
+from ..service.service import ErrorAnswer
 from .errors import answer_errors_in_own_body
 from .forms import read_form, uploaded_file
 from .routes import current_service, json_response, request_deadline
+from .schemas import model_summary
 
 ultralytics_hub = Blueprint("ultralytics_hub", __name__)
 

@@ -1,0 +1,7 @@
+"""``python -m specks``: the ``specks`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

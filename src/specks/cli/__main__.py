@@ -1,0 +1,7 @@
+"""``python -m specks.cli``: the ``specks`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

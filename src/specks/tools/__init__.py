@@ -1,0 +1,1 @@
+"""Offline work: evaluation, tuning, benchmarks, load tests, quantization, training."""
