@@ -57,7 +57,7 @@ run-ray: ray
 	$(BIN)/specks serve --engine ray --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 test: dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: dev
 	$(BIN)/ruff check src tests benchmarks
