@@ -49,7 +49,7 @@ from sahi.slicing import get_slice_bboxes
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 from tqdm import tqdm
 
-from specks.cli import _slice_args, slice_options
+from specks.cli.args import add_slice_args, slice_options
 from specks.config import Settings, cpu_count
 from specks.core.names import parse_names_metadata
 from specks.core.types import Detections
@@ -452,7 +452,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--threads", type=int, help="ONNX Runtime threads, for SAHI and the server alike (default: cores)")
     add("--limit", type=int, help="only the first N images")
     add("--json", action="store_true", help="print JSON")
-    _slice_args(parser)  # the same slicing flags as `specks predict`, sent to the Specks run only
+    add_slice_args(parser)  # the same slicing flags as `specks predict`, sent to the Specks run only
     return parser.parse_args(argv)
 
 

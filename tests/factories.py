@@ -1,4 +1,4 @@
-"""Small factories for test images and request bodies."""
+"""Small factories for test images and request bodies, and an IoU matrix to score detections by."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from specks.core.boxes import areas
 from specks.core.preprocess import ChannelOrder, Placement, Preprocessing
 
 
@@ -173,3 +174,16 @@ def hand_made_tensor(preprocessing: Preprocessing) -> np.ndarray:
                     value = float(preprocessing.pad_value)
                 expected[0, slot, row, column] = value * preprocessing.value_scale
     return expected
+
+
+def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in (N, 4) with every box in (M, 4) -> (N, M) float32.
+
+    Boxes are x1, y1, x2, y2 float32 in one frame. The service never needs all pairs (``overlap.overlaps``
+    takes one box against many); tests match found boxes to expected ones with it.
+    """
+    top_left = np.maximum(a_xyxy[:, None, :2], b_xyxy[None, :, :2])
+    bottom_right = np.minimum(a_xyxy[:, None, 2:], b_xyxy[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    union = areas(a_xyxy)[:, None] + areas(b_xyxy)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)

@@ -27,12 +27,6 @@ LAYERS = (
     ("specks.tools",),  # offline work: evaluation, tuning, benchmarks, training
     ("specks.cli", "specks.__main__"),  # the command line
 )
-# Wrong-way imports not yet removed, each with the step of the layout issue that removes it. The
-# test fails when one disappears too, so this list only ever says what is still to do.
-KNOWN_UPWARD = {
-    ("specks.service.service", "specks.web.schemas"): "the service still reads and writes the JSON bodies "
-    "(issue 19, step 3: one door that takes image bytes and options)",
-}
 # Third-party libraries only some layers may import (the core runs anywhere: no web, no runtime).
 ONLY_IN = {
     "flask": ("specks.web",),
@@ -149,11 +143,8 @@ def cycles(imports: list[Import]) -> list[list[str]]:
 
 # -- the package as it is ---------------------------------------------------------------------------
 def test_no_module_imports_a_layer_above_its_own() -> None:
-    found = upward(package_imports())
-    unexpected = sorted(found - set(KNOWN_UPWARD))
-    assert not unexpected, "imports pointing up the layers: " + ", ".join(f"{m} -> {t}" for m, t in unexpected)
-    gone = sorted(set(KNOWN_UPWARD) - found)
-    assert not gone, f"these are fixed: remove them from KNOWN_UPWARD: {gone}"
+    found = sorted(upward(package_imports()))
+    assert not found, "imports pointing up the layers: " + ", ".join(f"{m} -> {t}" for m, t in found)
 
 
 def test_there_is_no_import_cycle() -> None:

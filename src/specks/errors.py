@@ -4,10 +4,10 @@ Every failure a caller can cause or meet is a ``SpecksError``. Library errors
 (binascii, Pillow, onnxruntime, onnx) are translated where they happen and
 re-raised ``from`` the original, so the web layer and the CLI each catch one type.
 This module imports nothing beyond the standard library: HTTP status codes live in
-``specks.service.service`` (``HTTP_STATUS``, ``encode_error``), the single place that maps this tree
+``specks.web.errors`` (``HTTP_STATUS``, ``encode_error``), the single place that maps this tree
 to HTTP for every front-end.
 
-    SpecksError                         code             (HTTP, see service.HTTP_STATUS)
+    SpecksError                         code             (HTTP, see web.errors.HTTP_STATUS)
     ├── InvalidRequestError             invalid_request          400
     │   ├── InvalidFieldError           invalid_field            400
     │   ├── InvalidJSONError            invalid_json             400

@@ -238,9 +238,9 @@ def test_compare_is_an_eval_mode_only(capsys: pytest.CaptureFixture[str]) -> Non
     ],
 )
 def test_iou_flags_leave_the_mode_defaults_when_absent(flags: list[str], expected: dict[str, Any]) -> None:
-    from specks.cli import _iou_options
+    from specks.cli.args import iou_options
 
-    assert _iou_options(build_parser().parse_args(["predict", "x.jpg", *flags])) == expected
+    assert iou_options(build_parser().parse_args(["predict", "x.jpg", *flags])) == expected
 
 
 # -- serve --engine ray and ray-config ----------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factories import iou_matrix
 from specks.core import overlap as overlap_module
 from specks.core.overlap import (
     SOFT_NMS_SIGMA,
@@ -12,7 +13,6 @@ from specks.core.overlap import (
     MergeStrategy,
     batched_nms,
     batched_soft_nms,
-    iou_matrix,
     merge_detections,
     nms,
     overlaps,

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import COCO_TINY, VISDRONE, coco_annotations, jpeg_bytes, require
-from factories import encode, exif_rotated_jpeg
+from factories import encode, exif_rotated_jpeg, iou_matrix
 from specks.core import postprocess as postprocess_module
 from specks.core.imaging import decode_image
 from specks.core.options import DetectOptions
-from specks.core.overlap import iou_matrix
 from specks.core.pipeline import Detector
 from specks.core.planning import resolve_input_hw
 from specks.core.postprocess import PostprocessParams, postprocess

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import VISDRONE, jpeg_bytes, require
+from factories import iou_matrix
 from specks.core.options import DetectOptions, SlicingSettings, parse_detect_options
-from specks.core.overlap import iou_matrix
 from specks.core.pipeline import Detector
 from specks.core.planning import plan_request
 from specks.core.regions import Region, RegionAnchor, RegionSet, RegionUnits

@@ -11,10 +11,10 @@ from test_overlap import assert_same_detections, reference_merge
 
 import specks.core.pipeline
 from conftest import VISDRONE, coco_annotations, jpeg_bytes, require
-from factories import b64, huge_bilevel_png
+from factories import b64, huge_bilevel_png, iou_matrix
 from specks.config import Limits, Settings
 from specks.core.options import DetectOptions, SlicingSettings
-from specks.core.overlap import MatchMetric, MergeStrategy, iou_matrix
+from specks.core.overlap import MatchMetric, MergeStrategy
 from specks.core.pipeline import Detector
 from specks.core.types import Detections, ImageSize
 from specks.errors import ImageTooLargeError, TooManyInputPixelsError, TooManyTilesError
@@ -225,7 +225,7 @@ class WholeTileModel:
 
     def __init__(self) -> None:
         from specks.core.postprocess import OutputLayout
-        from specks.models.onnx_model import ModelInfo
+        from specks.models.inspection import ModelInfo
 
         self.info = ModelInfo(
             name="stub",

@@ -11,7 +11,7 @@ from specks.core import postprocess as postprocess_module
 from specks.core.postprocess import YOLOX_STRIDES, OutputLayout, PostprocessParams, postprocess, yolox_grid
 from specks.core.types import Detections
 from specks.errors import InferenceError, UnsupportedModelError
-from specks.models.onnx_model import detect_layout
+from specks.models.inspection import detect_layout
 
 NUM_CLASSES = 3
 INPUT_HW = (640, 640)  # the input size the synthetic outputs come from

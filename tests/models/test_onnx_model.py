@@ -14,17 +14,16 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import MODELS  # noqa: E402
 from specks.config import RuntimeOptions
 from specks.core.names import COCO80_NAMES
-from specks.core.postprocess import OutputLayout, PostprocessParams, postprocess, yolox_grid
+from specks.core.postprocess import OutputLayout, PostprocessParams, anchor_points, postprocess, yolox_grid
 from specks.core.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, Placement, letterbox, plan_letterbox
 from specks.errors import ConfigError, InferenceError, ModelLoadError, UnsupportedModelError
 from specks.models import load_model, prepare_model, resolve_model_files
+from specks.models.inspection import detect_layout
 from specks.models.onnx_model import (
     ARENA_KEEP_INPUT_PIXELS,
     WIDE_MAX_INPUT_PIXELS,
     OnnxModel,
     _run_options,
-    anchor_points,
-    detect_layout,
     session_options,
     size_agnostic_session,
 )

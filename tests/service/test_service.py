@@ -1,84 +1,24 @@
-"""The service core without a web framework or a model file: decode, predict, encode, errors."""
+"""The service's door without a web framework or a model file: image bytes and options in, a Prediction out."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from factories import b64
+from fakes import FakeDetector, FakeInfo, FakeModel
 from specks import errors
 from specks.config import Limits, Settings
 from specks.core.deadline import Deadline
-from specks.core.imaging import DecodedImage
 from specks.core.options import DetectOptions, SlicingSettings
 from specks.core.pipeline import Prediction
-from specks.core.postprocess import OutputLayout
-from specks.core.regions import NO_REGIONS
 from specks.core.slicing import SliceMode
-from specks.core.types import Detections, ImageSize
 from specks.service.holder import ModelHolder
 from specks.service.metrics import Metrics
-from specks.service.service import INTERNAL_ERROR_MESSAGE, DetectionService, encode_error, status_for
-
-
-@dataclass(frozen=True)
-class FakeInfo:
-    names: tuple[str, ...] = ("person", "car")
-    name: str = "fake.onnx"
-    source_format: str = "onnx"
-    input_hw: tuple[int, int] = (640, 640)
-    layout: OutputLayout = OutputLayout.YOLOV5
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "names": list(self.names)}
-
-
-@dataclass
-class FakeModel:
-    info: FakeInfo = field(default_factory=FakeInfo)
-
-
-class FakeDetector:
-    """Answers every image with one car; records what it was asked and the gauge while it ran."""
-
-    def __init__(self, metrics: Metrics | None = None, slicing: SlicingSettings | None = None) -> None:
-        self.model = FakeModel()
-        self.slicing = slicing or SlicingSettings()
-        self.regions = NO_REGIONS
-        self.profile = None
-        self.metrics = metrics
-        self.calls: list[tuple[Any, DetectOptions]] = []
-        self.in_flight_seen: list[float] = []
-        self.deadlines: list[Deadline | None] = []
-
-    def _answer(self, image: Any, options: DetectOptions, keep_image: bool) -> Prediction:
-        self.calls.append((image, options))
-        if self.metrics is not None:
-            self.in_flight_seen.append(self.metrics.images_in_flight.labels(route="/r")._value.get())
-        found = Detections.from_arrays([[1, 2, 30, 40]], [0.9], [1])
-        pixels = DecodedImage(np.full((48, 64, 3), 128, np.uint8), ImageSize(64, 48), "PNG") if keep_image else None
-        timing_ms = {"decode": 1.0, "inference": 2.0, "total": 3.5}
-        return Prediction(found, ImageSize(64, 48), timing_ms, tile_count=3, image=pixels)
-
-    def predict_base64(
-        self, image_b64: str, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
-    ) -> Prediction:
-        self.deadlines.append(deadline)
-        return self._answer(image_b64, options, keep_image)
-
-    def predict_bytes(
-        self, data: bytes, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
-    ) -> Prediction:
-        self.deadlines.append(deadline)
-        return self._answer(data, options, keep_image)
+from specks.service.service import DetectionService
 
 
 def make_service(settings: Settings | None = None, *, with_metrics: bool = False) -> tuple[DetectionService, Any]:
@@ -88,34 +28,27 @@ def make_service(settings: Settings | None = None, *, with_metrics: bool = False
     return DetectionService(settings, ModelHolder(settings, detector), metrics), detector  # type: ignore[arg-type]
 
 
-def body(**fields: Any) -> bytes:
-    return orjson.dumps({"image": b64(b"not really a jpeg"), **fields})
-
-
 def reader(data: bytes) -> Any:
     return lambda size: data[:size]
 
 
-def test_handle_predict_decodes_predicts_and_encodes() -> None:
+IMAGE = b"not really a jpeg"
+
+
+def test_the_door_passes_the_image_and_options_and_the_prediction_names_its_model() -> None:
     service, detector = make_service()
-    raw = body(conf=0.5, classes=["car"])
-    answer = service.handle_predict(reader(raw), content_type="application/json", content_length=len(raw))
-    assert answer["detections"] == [
-        {"box": {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}, "class_id": 1, "label": "car", "confidence": 0.9}
-    ]
-    assert answer["tiles"] == 3
-    assert "tiles" not in answer["timing_ms"]  # timing_ms holds milliseconds only
-    ((image, options),) = detector.calls
-    assert options.conf == 0.5 and options.classes == ["car"]
+    options = DetectOptions(conf=0.5, classes=["car"])
+    prediction = service.predict(IMAGE, options, route="/r")
+    assert detector.calls == [(IMAGE, options)]
+    assert prediction.model is detector.model.info and prediction.tile_count == 3
 
 
 def test_predict_records_stage_metrics_and_the_in_flight_gauge_for_its_route() -> None:
     service, detector = make_service(with_metrics=True)
     metrics = service.metrics
     assert metrics is not None
-    request = service.decode_request(body(), content_type="application/json")
-    service.predict(request, route="/r")
-    service.predict_bytes(b"raw", DetectOptions(), route="/other")
+    service.predict(IMAGE, DetectOptions(), route="/r")
+    service.predict(b"raw", DetectOptions(), route="/other")
     assert detector.in_flight_seen == [1.0, 0.0]  # the second ran on another route
     assert metrics.images_in_flight.labels(route="/r")._value.get() == 0
     assert metrics.stage_seconds._labelnames == ("route", "stage")
@@ -127,10 +60,9 @@ def test_predict_records_stage_metrics_and_the_in_flight_gauge_for_its_route() -
 def test_a_prediction_waits_for_a_slot() -> None:
     settings = Settings(predictions_per_worker=1)
     service, _ = make_service(settings)
-    request = service.decode_request(body(), content_type="application/json")
     service.holder.prediction_slots.acquire()
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (service.predict(request, route="/r"), done.set()))
+    worker = threading.Thread(target=lambda: (service.predict(IMAGE, DetectOptions(), route="/r"), done.set()))
     worker.start()
     assert not done.wait(0.2)  # queued, not refused
     service.holder.prediction_slots.release()
@@ -162,75 +94,11 @@ def test_read_body_refuses_a_chunked_body_past_the_limit_after_reading_one_byte_
     assert service.read_body(reader(b"y" * 1000), None) == b"y" * 1000  # exactly the limit passes
 
 
-@pytest.mark.parametrize(
-    ("raw", "content_type", "error"),
-    [
-        (body(), "text/plain", errors.UnsupportedMediaTypeError),
-        (b"{", "application/json", errors.InvalidJSONError),
-        (b"[1]", "application/json", errors.InvalidRequestError),
-        (body(conf=2), "application/json", errors.InvalidFieldError),
-        (body(confidence=0.3), "application/json", errors.InvalidFieldError),
-    ],
-)
-def test_decode_request_refuses(raw: bytes, content_type: str, error: type[Exception]) -> None:
-    service, _ = make_service()
-    with pytest.raises(error):
-        service.decode_request(raw, content_type=content_type)
-
-
 def test_predict_before_the_model_is_loaded_is_503() -> None:
     settings = Settings()
     service = DetectionService(settings, ModelHolder(settings))
-    request = service.decode_request(body(), content_type="application/json")
-    with pytest.raises(errors.ModelNotReadyError) as caught:
-        service.predict(request, route="/predict")
-    assert status_for(caught.value) == 503
-
-
-@pytest.mark.parametrize(
-    ("exc", "status", "code"),
-    [
-        (errors.InvalidBase64Error("bad char '!' at 3", field="image"), 400, "invalid_base64"),
-        (errors.ImageTooLargeError("too many pixels"), 413, "image_too_large"),
-        (errors.UnsupportedMediaTypeError("not json"), 415, "unsupported_media_type"),
-        (errors.AuthenticationError("no key"), 401, "unauthorized"),
-        (errors.NotFoundError("no model 'x'"), 404, "not_found"),
-        (errors.ModelNotReadyError("loading"), 503, "model_not_ready"),
-    ],
-)
-def test_expected_refusals_keep_their_message_and_log_no_traceback(
-    exc: errors.SpecksError, status: int, code: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="specks")
-    answer = encode_error(exc)
-    assert (answer.status, answer.code, answer.message) == (status, code, exc.message)
-    assert answer.envelope()["error"]["message"] == exc.message
-    records = [r for r in caplog.records if r.name == "specks.service.service"]
-    assert len(records) == 1
-    assert records[0].exc_info is None
-    assert records[0].levelno == (logging.WARNING if status == 503 else logging.INFO)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        errors.InferenceError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : /srv/models/secret.onnx Got invalid dims"),
-        errors.ModelLoadError("cannot read /srv/models/secret.onnx"),
-        RuntimeError("secret internal detail /srv"),
-    ],
-)
-def test_5xx_answers_leak_nothing_and_are_logged_with_the_traceback(
-    exc: Exception, caplog: pytest.LogCaptureFixture
-) -> None:
-    try:
-        raise exc
-    except Exception as raised:
-        answer = encode_error(raised)
-    assert answer.status == 500
-    assert answer.message == INTERNAL_ERROR_MESSAGE
-    assert "/srv" not in orjson.dumps(answer.envelope()).decode()
-    (record,) = [r for r in caplog.records if r.name == "specks.service.service"]
-    assert record.levelno == logging.ERROR and record.exc_info is not None
+    with pytest.raises(errors.ModelNotReadyError):
+        service.predict(IMAGE, DetectOptions(), route="/predict")
 
 
 def test_model_details_show_no_file_path_and_carry_the_server_defaults() -> None:
@@ -250,8 +118,8 @@ def test_a_model_is_chosen_by_its_name_and_an_unknown_name_is_404() -> None:
     assert service.detector("fake.onnx") is detector
     assert service.detector() is detector
     with pytest.raises(errors.NotFoundError, match="unknown model 'other'; this server serves 'fake.onnx'") as caught:
-        service.predict_bytes(b"x", DetectOptions(), route="/r", model="other")
-    assert status_for(caught.value) == 404 and caught.value.field == "model"
+        service.predict(b"x", DetectOptions(), route="/r", model="other")
+    assert caught.value.field == "model"
     assert detector.calls == []
 
 
@@ -267,35 +135,20 @@ def test_visualize_draws_inside_the_prediction_slot_and_lets_the_pixels_go(monke
         return draw(prediction, names)
 
     monkeypatch.setattr(service_module, "visualize_prediction", watched)
-    request = service.decode_request(body(visualize=True), content_type="application/json")
-    prediction, detector = service.predict(request, route="/r")
+    prediction = service.predict(IMAGE, DetectOptions(), route="/r", visualize=True)
     assert slot_free_while_drawing == [False]  # drawn while the request still held the only slot
     assert prediction.image is None and prediction.visualization_jpeg_b64
     assert prediction.timing_ms["visualize"] > 0 and list(prediction.timing_ms)[-1] == "total"
     assert prediction.timing_ms["total"] == pytest.approx(3.5 + prediction.timing_ms["visualize"], abs=0.01)
-    answer = service.encode_response(prediction, detector)
-    assert answer["visualization"] == prediction.visualization_jpeg_b64
 
 
-def test_a_request_chooses_its_model_and_a_front_end_may_choose_for_it() -> None:
-    service, _ = make_service()
-    request = service.decode_request(body(model="other"), content_type="application/json")
-    with pytest.raises(errors.NotFoundError):
-        service.predict(request, route="/r")
-    prediction, detector = service.predict(request, route="/r", model="fake.onnx")  # the front-end's choice wins
-    assert detector.model.info.name == "fake.onnx"
-
-
-def test_a_batch_error_slot_holds_the_envelope_and_its_status() -> None:
-    service, detector = make_service()
-    results = [errors.ImageTooLargeError("too many pixels"), RuntimeError("secret /srv")]
-    encoded = service.encode_batch_response(results, detector)  # type: ignore[arg-type]
-    assert encoded == {
-        "results": [
-            {"error": {"code": "image_too_large", "message": "too many pixels"}, "status": 413},
-            {"error": {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE}, "status": 500},
-        ]
-    }
+def test_a_batch_keeps_each_image_s_own_error_in_its_place_and_counts_every_image() -> None:
+    service, detector = make_service(Settings(limits=Limits(max_batch_images=3)))
+    unreadable = [errors.InvalidBase64Error("not base64", field="images"), errors.ImageDecodeError("not an image")]
+    assert service.predict_batch(unreadable, DetectOptions(), route="/r") == unreadable
+    with pytest.raises(errors.BatchTooLargeError):  # an image that failed its wire format still counts
+        service.predict_batch([*unreadable, IMAGE, IMAGE], DetectOptions(), route="/r")
+    assert detector.calls == []
 
 
 @pytest.mark.parametrize(
@@ -322,9 +175,8 @@ def test_a_compatible_apis_model_id_picks_the_model_of_that_name_else_the_defaul
 
 def test_every_prediction_runs_under_the_request_timeout_as_its_deadline() -> None:
     service, detector = make_service(Settings(request_timeout_s=7))
-    request = service.decode_request(body(), content_type="application/json")
-    service.predict(request, route="/r")
-    service.predict_bytes(b"...", DetectOptions(), route="/r")
+    service.predict(IMAGE, DetectOptions(), route="/r")
+    service.predict(b"...", DetectOptions(), route="/r")
     assert len(detector.deadlines) == 2
     for deadline in detector.deadlines:
         assert deadline is not None and deadline.timeout_s == 7 and 6 < deadline.remaining_s() <= 7
@@ -332,10 +184,11 @@ def test_every_prediction_runs_under_the_request_timeout_as_its_deadline() -> No
 
 def test_time_waiting_for_a_slot_is_added_to_the_deadline() -> None:
     service, detector = make_service(Settings(predictions_per_worker=1))
-    request = service.decode_request(body(), content_type="application/json")
     service.holder.prediction_slots.acquire()
     deadline = Deadline.after(5)
-    worker = threading.Thread(target=service.predict, args=(request,), kwargs={"route": "/r", "deadline": deadline})
+    worker = threading.Thread(
+        target=service.predict, args=(IMAGE, DetectOptions()), kwargs={"route": "/r", "deadline": deadline}
+    )
     worker.start()
     time.sleep(0.3)
     service.holder.prediction_slots.release()

@@ -13,10 +13,10 @@ import onnx
 import pytest
 
 from conftest import COCO_TINY, app_for, require
+from factories import iou_matrix
 from specks.cli import main
 from specks.config import Limits, RuntimeOptions, Settings
 from specks.core.options import parse_detect_options
-from specks.core.overlap import iou_matrix
 from specks.core.pipeline import Detector
 from specks.core.postprocess import OutputLayout
 from specks.errors import ConfigError

@@ -17,7 +17,7 @@ from specks.core.options import DetectOptions
 from specks.errors import NotFoundError
 from specks.models import DEFAULT_MODEL_NAME
 from specks.web import create_app
-from specks.web.routes import current_service
+from specks.web.http import current_service
 
 PERSON_PHOTO = "000000085329.jpg"
 KNOWN = f"'v5', 'v11', '{DEFAULT_MODEL_NAME}'"
@@ -122,7 +122,7 @@ def test_other_front_ends_get_the_same_404_from_the_service(two_models: FlaskCli
         service = current_service()
         assert service.detector("v11").model.info.name == "v11"
         with pytest.raises(NotFoundError, match=re.escape(f"unknown model 'v8'; this server serves {KNOWN}")):
-            service.predict_bytes(b"", DetectOptions(), route="/v1/vision/custom/v8", model="v8")
+            service.predict(b"", DetectOptions(), route="/v1/vision/custom/v8", model="v8")
 
 
 def test_model_details_by_name(two_models: FlaskClient) -> None:

@@ -148,7 +148,7 @@ def test_unexpected_errors_are_generic_500(client, monkeypatch) -> None:  # type
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(Detector, "predict_base64", explode)
+    monkeypatch.setattr(Detector, "predict_bytes", explode)
     response = client.post("/predict", json={"image": b64(PHOTO)})
     assert response.status_code == 500
     error = response.get_json()["error"]

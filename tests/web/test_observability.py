@@ -125,15 +125,15 @@ def test_images_in_flight_is_one_during_a_prediction_and_zero_after(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[float | None] = []
-    original = Detector.predict_base64
+    original = Detector.predict_bytes
 
     def spy(self: Detector, *args: Any, **kwargs: Any) -> Any:
         seen.append(REGISTRY.get_sample_value("specks_images_in_flight", {"route": "/predict"}))
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Detector, "predict_base64", spy)
+    monkeypatch.setattr(Detector, "predict_bytes", spy)
     assert predict(client).status_code == 200
-    monkeypatch.setattr(Detector, "predict_base64", explode)
+    monkeypatch.setattr(Detector, "predict_bytes", explode)
     assert predict(client).status_code == 500
     assert client.post("/predict", data=b"x", content_type="text/plain").status_code == 415
 
@@ -221,7 +221,7 @@ def test_every_answer_carries_a_fresh_request_id(client: FlaskClient, monkeypatc
         client.post("/predict", data=b"x", content_type="text/plain"),
         client.post("/predict", json={"image": "%%%"}),
     ]
-    monkeypatch.setattr(Detector, "predict_base64", explode)
+    monkeypatch.setattr(Detector, "predict_bytes", explode)
     answers.append(predict(client))
     assert [r.status_code for r in answers] == [200, 404, 405, 415, 400, 500]
     ids = [r.headers.get("X-Request-ID") for r in answers]
@@ -263,7 +263,7 @@ def test_access_log_is_one_json_line_per_request_with_the_request_id(
 def test_error_logs_carry_the_request_id_and_traceback(
     client: FlaskClient, json_log: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Detector, "predict_base64", explode)
+    monkeypatch.setattr(Detector, "predict_bytes", explode)
     response = client.post("/predict", json={"image": b64(SMALL_JPEG)}, headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
     logging.getLogger("specks.test").info("after the request")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from fakes import FakeInfo
 from specks.core.options import DetectOptions, parse_detect_options
-from specks.core.postprocess import OutputLayout
+from specks.core.pipeline import Prediction
 from specks.core.types import Detections, ImageSize
 from specks.errors import InvalidFieldError, InvalidRequestError
 from specks.web.schemas import PredictRequest, PredictResponse, encode_prediction, parse_predict_request
@@ -132,29 +132,17 @@ def test_detect_options_reject_an_image_field() -> None:
     assert "image" not in allowed
 
 
-@dataclass(frozen=True)
-class FakeModelInfo:
-    """The attributes of ModelInfo that encoding reads."""
-
-    names: tuple[str, ...] = ("person", "bicycle", "car")
-    name: str = "tiny.onnx"
-    source_format: str = "onnx"
-    input_hw: tuple[int, int] = (384, 640)
-    layout: OutputLayout = OutputLayout.YOLOV5
+TINY = FakeInfo(names=("person", "bicycle", "car"), name="tiny.onnx", input_hw=(384, 640))
 
 
-@dataclass(frozen=True)
-class FakePrediction:
-    detections: Detections
-    image_size: ImageSize = ImageSize(width=1280, height=720)
-    timing_ms: dict[str, float] = field(default_factory=lambda: {"decode": 1.5, "total": 12.25})
-    tile_count: int = 0
+def answered(found: Detections) -> Prediction:
+    return Prediction(found, ImageSize(width=1280, height=720), {"decode": 1.5, "total": 12.25}, 0, model=TINY)
 
 
 def test_encode_prediction() -> None:
     found = Detections.from_arrays([[1.234, 2.345, 10.0, 20.5], [100.0, 50.0, 300.126, 400.0]], [0.876543, 0.5], [2, 7])
 
-    encoded = encode_prediction(FakePrediction(found), FakeModelInfo())
+    encoded = encode_prediction(answered(found))
 
     assert encoded == {
         "detections": [
@@ -185,7 +173,7 @@ def test_encode_prediction() -> None:
 
 
 def test_encode_prediction_without_detections() -> None:
-    encoded = encode_prediction(FakePrediction(Detections.empty()), FakeModelInfo())
+    encoded = encode_prediction(answered(Detections.empty()))
 
     assert encoded["detections"] == []
     assert PredictResponse.model_validate(encoded).image.width == 1280

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ModelLoadError
@@ -107,3 +108,8 @@ def resolve_names(metadata_names: str | None, model_path: Path, num_classes: int
     names = canonical_names(names)
     # A file or metadata shorter than the head: name the rest by index, never crash on lookup.
     return names[:num_classes] + [f"class_{i}" for i in range(len(names), num_classes)]
+
+
+def label_of(names: Sequence[str], class_id: int) -> str:
+    """A class id's name, or the id itself as text for a class the model's names do not cover."""
+    return names[class_id] if 0 <= class_id < len(names) else str(class_id)

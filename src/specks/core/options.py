@@ -321,7 +321,7 @@ class SlicingSettings:
             (0.25 <= self.tile_scale <= 4.0, "tile_scale must be within 0.25..4", self.tile_scale),
             (64 <= self.max_tile_input_px <= 8192, "max_tile_input_px must be within 64..8192", self.max_tile_input_px),
             (0 <= self.overlap_ratio <= 0.75, "overlap_ratio must be within 0..0.75", self.overlap_ratio),
-            (isinstance(self.merge, MergeStrategy), "merge must be nms or nmm", self.merge),
+            (isinstance(self.merge, MergeStrategy), "merge must be nms, nmm or wbf", self.merge),
             (isinstance(self.merge_metric, MatchMetric), "merge_metric must be iou or ios", self.merge_metric),
             (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
             (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),

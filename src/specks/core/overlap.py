@@ -67,15 +67,6 @@ def overlaps(
     return (inter / np.maximum(area + others - inter, 1e-9)).astype(np.float32)
 
 
-def iou_matrix(a_xyxy: FloatArray, b_xyxy: FloatArray) -> FloatArray:
-    """Intersection over union of every box in (N, 4) with every box in (M, 4) -> (N, M)."""
-    top_left = np.maximum(a_xyxy[:, None, :2], b_xyxy[None, :, :2])
-    bottom_right = np.minimum(a_xyxy[:, None, 2:], b_xyxy[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    union = areas(a_xyxy)[:, None] + areas(b_xyxy)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
-
-
 def nms(
     xyxy: FloatArray,
     scores: FloatArray,

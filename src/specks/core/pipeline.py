@@ -6,6 +6,7 @@ No web framework here: the HTTP app, the CLI, the benchmark and the evaluator al
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -20,7 +21,7 @@ import numpy.typing as npt
 from ..errors import SpecksError
 from .boxes import clip_xyxy
 from .deadline import Deadline
-from .imaging import DecodedImage, DecodeLimits, ImageLimits, decode_base64, decode_image, read_image_size
+from .imaging import DecodedImage, DecodeLimits, ImageLimits, decode_image, read_image_size
 from .options import DetectOptions, SlicingSettings
 from .overlap import merge_detections
 from .planning import MergePlan, ModelGeometry, PassPlan, RequestPlan, SlicePlan, plan_request
@@ -38,8 +39,12 @@ Letterbox = Callable[[npt.NDArray[np.uint8], LetterboxPlan], npt.NDArray[np.floa
 
 
 class ModelDescription(ModelGeometry, Protocol):
-    """What the pipeline needs to know of a model (``models.onnx_model.ModelInfo`` has it)."""
+    """What the pipeline and the answers need to know of a model (``models.inspection.ModelInfo`` has it)."""
 
+    @property
+    def name(self) -> str: ...
+    @property
+    def source_format(self) -> str: ...
     @property
     def layout(self) -> OutputLayout: ...
     @property
@@ -122,6 +127,7 @@ class Prediction:
     image:      the decoded image at full resolution, as displayed, only when the caller asked to
                 keep it (``keep_image``, to draw on it); None otherwise, so nothing is held.
     regions:    the regions of interest the detections were kept by (to draw them), or None.
+    model:      the model that answered (its names label the class ids; every answer names it).
     visualization_jpeg_b64: the annotated picture (``specks.core.visualize``) when one was asked for.
     """
 
@@ -131,7 +137,16 @@ class Prediction:
     tile_count: int = 0
     image: DecodedImage | None = field(default=None, repr=False, compare=False)
     regions: RegionPlan | None = field(default=None, repr=False, compare=False)
+    model: ModelDescription | None = field(default=None, repr=False, compare=False)
     visualization_jpeg_b64: str | None = field(default=None, repr=False, compare=False)
+
+    def with_stage(self, stage: str, elapsed_ms: float) -> Prediction:
+        """This Prediction with ``elapsed_ms`` more in ``stage`` and in the total (which stays last):
+        work done for it outside the Detector (base64 text, a picture)."""
+        stages = {name: value for name, value in self.timing_ms.items() if name != "total"}
+        stages[stage] = round(stages.get(stage, 0.0) + elapsed_ms, 3)
+        total = round(self.timing_ms.get("total", 0.0) + elapsed_ms, 3)
+        return dataclasses.replace(self, timing_ms={**stages, "total": total})
 
 
 class Detector(Generic[ModelT]):
@@ -166,14 +181,6 @@ class Detector(Generic[ModelT]):
         return plan_request(self.model.info, self.slicing, options, image, default_regions=self.regions)
 
     # -- the pipeline ------------------------------------------------------------------------
-    def predict_base64(
-        self, image_b64: str, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
-    ) -> Prediction:
-        timer = StageTimer(deadline)
-        with timer.stage("decode"):
-            data = decode_base64(image_b64)
-        return self._predict(data, options, timer, keep_image)
-
     def predict_bytes(
         self, data: bytes, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
     ) -> Prediction:
@@ -198,7 +205,15 @@ class Detector(Generic[ModelT]):
         else:
             detections = self.detect_in_regions(image, plan, plan.regions, timer)
         kept = image if keep_image else None
-        return Prediction(detections, image.size, timer.finish(), plan.tile_count, image=kept, regions=plan.regions)
+        return Prediction(
+            detections,
+            image.size,
+            timer.finish(),
+            plan.tile_count,
+            image=kept,
+            regions=plan.regions,
+            model=self.model.info,
+        )
 
     def detect_in_regions(
         self, image: DecodedImage, plan: RequestPlan, regions: RegionPlan, timer: StageTimer
@@ -300,7 +315,8 @@ class Detector(Generic[ModelT]):
             with timer.stage("postprocess"):
                 found = postprocess(raw[slot], self.model.info.layout, row.params, row.letterbox_plan.input_hw)
                 detections = to_original_frame(found, row.letterbox_plan, row.size, row.scale_xy)
-            answers[row.index] = Prediction(detections, row.size, timer.finish(wall_clock=False), 0, image=row.image)
+            timing_ms = timer.finish(wall_clock=False)
+            answers[row.index] = Prediction(detections, row.size, timing_ms, 0, image=row.image, model=self.model.info)
         return answers
 
     def decode_for_input(self, data: bytes, size: ImageSize, input_hw: tuple[int, int] | None) -> DecodedImage:

@@ -35,7 +35,7 @@ AUTO_SLICE_MIN_INPUTS = 2.0
 
 
 class ModelGeometry(Protocol):
-    """What planning needs to know of a model (``models.onnx_model.ModelInfo`` has it)."""
+    """What planning needs to know of a model (``models.inspection.ModelInfo`` has it)."""
 
     @property
     def input_hw(self) -> tuple[int, int]: ...

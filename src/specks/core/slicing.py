@@ -1,8 +1,10 @@
-"""Sliced inference for small objects: tile geometry (pure) and merging tile detections.
+"""Tile geometry for sliced inference (pure): where the tiles lie, how many, and the way back to image pixels.
 
 A large photo is cut into overlapping tiles that each go through the model at its input
-resolution, so small objects keep their pixels; the tile detections (plus, optionally, one
-full-image pass) are shifted back to image pixels and merged class by class.
+resolution, so small objects keep their pixels. ``shift_detections`` moves a tile's detections
+back to image pixels; merging them (with the optional full-image pass) class by class is
+``overlap.merge_detections``, called by the Detector (``core.pipeline``). ``SliceMode`` is the
+request's choice; ``core.planning`` decides from it whether an image is sliced.
 """
 
 from __future__ import annotations

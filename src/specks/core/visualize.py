@@ -31,6 +31,7 @@ import pybase64
 import simplejpeg
 from PIL import Image, ImageDraw, ImageFont
 
+from .names import label_of
 from .regions import RegionPlan, polygon_mask
 from .types import Detections
 
@@ -165,7 +166,7 @@ def _draw_ring(draw: ImageDraw.ImageDraw, ring: npt.NDArray[np.int32], color: RG
 
 
 def _label_text(names: Sequence[str], class_id: int, confidence: float) -> str:
-    name = names[class_id] if 0 <= class_id < len(names) else str(class_id)
+    name = label_of(names, class_id)
     return f"{name} {confidence:.2f}"
 
 

@@ -55,17 +55,6 @@ def image_or_synthetic(path: Path | None, *, size_wh: tuple[int, int] = (2000, 1
         raise SpecksError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
-
-
 def post_predict(connection: http.client.HTTPConnection, body: bytes) -> dict[str, Any]:
     """One seed-style ``POST /predict`` on a kept-alive connection -> the decoded JSON answer.
 

@@ -21,10 +21,11 @@ from .cors import register_cors
 from .deepstack import deepstack
 from .docs import register_docs
 from .errors import register_error_handlers
+from .http import SERVICE_EXTENSION
 from .observability import register_observability
 from .page import register_page
 from .roboflow import roboflow
-from .routes import SERVICE_EXTENSION, api
+from .routes import api
 from .ultralytics_hub import ultralytics_hub
 
 

@@ -45,9 +45,8 @@ from werkzeug.datastructures import Headers
 
 from ..config import Settings
 from ..errors import AuthenticationError
-from ..service.service import encode_error
 from .body_key import body_key
-from .errors import answer_response
+from .errors import answer_response, encode_error
 from .page import is_page_request
 
 log = logging.getLogger(__name__)

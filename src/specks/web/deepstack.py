@@ -1,4 +1,4 @@
-"""The DeepStack / CodeProject.AI detection API: a thin adapter over ``service.DetectionService``.
+"""The DeepStack / CodeProject.AI detection API: its form in, ``DetectionService``'s door, its JSON out.
 
 Home Assistant, Frigate, Blue Iris and the deepstack / CodeProject.AI client libraries send a
 ``multipart/form-data`` POST with the picture as the file part ``image`` (requests names it
@@ -10,7 +10,7 @@ Home Assistant, Frigate, Blue Iris and the deepstack / CodeProject.AI client lib
 with integer pixel corners of the submitted image, best first, plus CodeProject.AI's ``count``,
 ``inferenceMs``, ``processMs``, ``moduleId``, ``command``, ``executionProvider``, ``canUseGPU`` and
 ``analysisRoundTripMs``. Errors are ``{"success": false, "error": "..."}`` with the status
-``service.encode_error`` gives (400 bad image or field, 401 key, 404 unknown model, 413, 503, 500).
+``web.errors.encode_error`` gives (400 bad image or field, 401 key, 404 unknown model, 413, 503, 500).
 
 Everything but the wire format comes from the service: the body limit, decoding, the prediction
 slot, metrics, server defaults (small-object mode included) and error statuses. The one setting of
@@ -29,14 +29,16 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
+from ..core.names import label_of
 from ..core.options import DetectOptions
 from ..core.pipeline import Detector, Prediction
 from ..errors import InvalidFieldError, shown
-from ..service.service import DetectionService, ErrorAnswer
+from ..service.service import DetectionService
 from .auth import KeySource, accepts_key_in, check_body_key, check_key_in_body
-from .errors import answer_errors_in_own_body
+from .errors import ErrorAnswer, answer_errors_in_own_body
 from .forms import form_from_body, uploaded_file
-from .routes import body_reader, current_service, json_response, request_deadline
+from .http import body_reader, current_service, json_response, request_deadline, route_label
+from .schemas import answering_model
 
 deepstack = Blueprint("deepstack", __name__)
 
@@ -97,13 +99,12 @@ def detect(*, model: str | None, command: str) -> Response:
     started = time.perf_counter()
     service = current_service()
     form = read_detection_form(service)
-    service.detector(model)  # 404 for an unknown model, after the key: the message names the served ones
+    detector = service.detector(model)  # 404 for an unknown model, after the key: the message names the served ones
     options = DetectOptions(conf=form.min_confidence, max_det=service.settings.compat.max_predictions)
-    route = request.url_rule.rule if request.url_rule is not None else request.path
-    prediction, detector = service.predict_bytes(
-        form.image, options, route=route, model=model, deadline=request_deadline(request)
+    prediction = service.predict(
+        form.image, options, route=route_label(request), model=model, deadline=request_deadline(request)
     )
-    answer = encode_detection(prediction, detector)
+    answer = encode_detection(prediction)
     answer.update(module_fields(detector, command, started=started, prediction=prediction))
     return json_response(answer)
 
@@ -151,15 +152,15 @@ def parse_min_confidence(value: object) -> float:
 # -- encode ------------------------------------------------------------------------------------
 
 
-def encode_detection(prediction: Prediction, detector: Detector) -> dict[str, Any]:
+def encode_detection(prediction: Prediction) -> dict[str, Any]:
     """``success``, ``predictions`` (integer pixel corners, best first) and their ``count``."""
     found = prediction.detections.sorted_by_confidence()
-    names = detector.model.info.names
+    names = answering_model(prediction).names
     corners = np.rint(found.xyxy.astype(np.float64)).astype(np.int64).tolist()
     scores = found.confidence.astype(np.float64).round(4).tolist()
     predictions = [
         {
-            "label": names[c] if 0 <= c < len(names) else str(c),
+            "label": label_of(names, c),
             "confidence": score,
             "x_min": box[0],
             "y_min": box[1],

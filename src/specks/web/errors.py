@@ -1,6 +1,10 @@
-"""Flask's side of error answers: every exception becomes ``service.encode_error``'s JSON envelope.
+"""Errors as HTTP answers: the one place that maps the exception tree (``specks.errors``) to statuses.
 
-Never HTML, never a traceback. Errors raised by Werkzeug itself (routing, body size) get the
+``encode_error`` turns any exception into a status and the JSON envelope ``{"error": {"code",
+"message", "field"}}`` (each compatible API wraps the same status and message in its clients' own
+format). Expected refusals (4xx, and 503 while the model loads) are logged at info/warning level
+without a traceback; anything else is logged once with its traceback and answered generically, with
+no internals. Never HTML, never a traceback. Errors raised by Werkzeug itself (routing, body size) get the
 same envelope with a code and a message of their own (never Werkzeug's wording). Requests that
 gunicorn refuses before Flask sees them (a malformed request line, 414, 431, 501) get the same
 envelope too: ``gunicorn_error_page`` builds those answers, written by ``web.server``'s worker.
@@ -10,15 +14,81 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
-from ..service.service import INTERNAL_ERROR_MESSAGE, ErrorAnswer, encode_error
 
 log = logging.getLogger(__name__)
+
+# The lookup walks each exception's MRO, so a subclass inherits its parent's status.
+HTTP_STATUS: dict[type[errors.SpecksError], int] = {
+    errors.SpecksError: 500,
+    errors.InvalidRequestError: 400,
+    errors.UnsupportedMediaTypeError: 415,
+    errors.PayloadTooLargeError: 413,
+    errors.AuthenticationError: 401,
+    errors.ForbiddenError: 403,
+    errors.NotFoundError: 404,
+    errors.ModelNotReadyError: 503,
+    errors.DeadlineExceededError: 503,
+    errors.ClientGoneError: 499,  # nginx's "client closed request": the answer is never read
+    errors.RequestTimeoutError: 408,
+    errors.ModelError: 500,
+    errors.InferenceError: 500,
+    errors.ConfigError: 500,
+}
+INTERNAL_ERROR_MESSAGE = "internal server error; the details are in the server log"
+# Longest message a client is answered (and its refusal logged) with: an error answer stays under 8 KB.
+MAX_MESSAGE_CHARS = 1000
+
+
+def status_for(exc: errors.SpecksError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """What a front-end sends for a failed request: a status and a client-safe code and message."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+    def envelope(self) -> dict[str, Any]:
+        """Specks' own error body: ``{"error": {"code", "message", "field"?}}``."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+def encode_error(exc: BaseException) -> ErrorAnswer:
+    """Any exception -> the answer a client may see, logged at the level it deserves."""
+    if not isinstance(exc, errors.SpecksError):
+        log.error("unexpected error while serving a request", exc_info=exc)
+        return ErrorAnswer(500, "internal_error", INTERNAL_ERROR_MESSAGE)
+    status = status_for(exc)
+    if status >= 500 and status != 503:
+        # Runtime and model messages may hold file paths and library internals: log them, never send them.
+        log.error("request failed: %s", exc.message, exc_info=exc)
+        return ErrorAnswer(status, exc.code, INTERNAL_ERROR_MESSAGE)
+    # Messages and fields may quote client input: capped here whatever raised them.
+    message = errors.clipped(exc.message, MAX_MESSAGE_CHARS)
+    field = None if exc.field is None else errors.clipped(exc.field)
+    if status == 503:
+        log.warning("request refused: %s", message)
+    else:
+        log.info("request refused (%d %s): %s", status, exc.code, message)
+    return ErrorAnswer(status, exc.code, message, field)
 
 # (code, message) for errors raised by Flask/Werkzeug themselves (routing, body size).
 _HTTP_ERRORS = {
@@ -115,7 +185,7 @@ def register_error_handlers(app: Flask) -> None:
 
 def answer_errors_in_own_body(blueprint: Blueprint, error_body: Callable[[ErrorAnswer], Response]) -> None:
     """A compatible API's routes answer every error, Werkzeug's too, with ``error_body`` (its
-    clients' own error format), with the status ``service.encode_error`` gives."""
+    clients' own error format), with the status ``encode_error`` gives."""
 
     @blueprint.errorhandler(Exception)
     def _error(exc: Exception) -> Response:

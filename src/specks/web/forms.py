@@ -17,7 +17,7 @@ from werkzeug.http import parse_options_header
 
 from ..errors import InvalidRequestError, UnsupportedMediaTypeError, clipped
 from ..service.service import DetectionService
-from .routes import body_reader
+from .http import body_reader
 
 # A client of these APIs sends an image and a few fields; many more parts is not one of them.
 MAX_FORM_PARTS = 32

@@ -24,7 +24,7 @@ from flask import Flask, Response, current_app, g, request
 from ..config import Settings
 from ..logs import request_id_var
 from ..service.metrics import Metrics, process_metrics, render_metrics
-from .routes import current_service
+from .http import current_service
 
 REQUEST_ID_HEADER = "X-Request-ID"
 UNMATCHED_ROUTE = "unmatched"

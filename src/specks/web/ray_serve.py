@@ -39,9 +39,9 @@ from ray.serve import Application
 from ..config import MULTIPROC_DIR_ENV, Settings
 from ..errors import ConfigError, ModelNotReadyError
 from ..logs import configure_logging
+from .http import current_service_of
 from .observability import REQUEST_ID_HEADER
 from .ray_config import APP_NAME, DEPLOYMENT_NAME, ROUTE_PREFIX, HttpOptions, RayDeployment, parse_builder_args
-from .routes import current_service_of
 
 if TYPE_CHECKING:
     from ..service.holder import ModelHolder

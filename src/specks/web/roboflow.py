@@ -1,4 +1,4 @@
-"""The Roboflow inference server's object-detection API: a thin adapter over ``service.DetectionService``.
+"""The Roboflow inference server's object-detection API: its JSON in, ``DetectionService``'s door, its JSON out.
 
 What Roboflow's ``inference-sdk`` (``InferenceHTTPClient`` against a self-hosted URL) sends, in
 order, for each ``infer()`` (see CLIENTS.md): ``GET /model/registry?api_key=...``, ``POST /model/add``
@@ -23,28 +23,32 @@ doubled leading slash as one, so they are the same routes.
   "model"}`` in pixels of the image as displayed; a list of them, in order, for a list of images.
 - A list of images is a batch like ``POST /predict``'s: at most SPECKS_MAX_BATCH_IMAGES images and
   SPECKS_MAX_BATCH_BYTES image bytes (413 past either), and one error answers it when any image fails.
-  Errors: ``{"message": ...}`` with the status ``service.encode_error`` gives.
+  Errors: ``{"message": ...}`` with the status ``web.errors.encode_error`` gives.
 """
 
 from __future__ import annotations
 
-import base64
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from .. import __version__
-from ..core.pipeline import Detector, Prediction
+from ..core.base64_text import decode_base64
+from ..core.deadline import Deadline
+from ..core.names import label_of
+from ..core.options import DetectOptions, parse_detect_options
+from ..core.pipeline import Prediction
 from ..errors import InvalidFieldError, InvalidRequestError, SpecksError, shown
 from ..service.batching import check_batch_count
-from ..service.service import DetectionService, ErrorAnswer
+from ..service.service import DetectionService
 from .auth import KeySource, accepts_key_in, check_key_in_body
 from .compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
-from .errors import answer_errors_in_own_body
-from .routes import body_reader, current_service, json_response, request_deadline
-from .schemas import BatchPredictRequest, model_summary, parse_predict_request, validate_fields
+from .errors import ErrorAnswer, answer_errors_in_own_body
+from .http import body_reader, current_service, json_response, request_deadline, route_label
+from .schemas import answering_model, model_summary, validate_fields
 
 roboflow = Blueprint("roboflow", __name__)
 
@@ -83,15 +87,15 @@ def infer_object_detection() -> Response:
         check_batch_count(len(fields["image"]), service.settings.limits)
     body = validate_fields(ObjectDetectionRequest, fields)
     model = service.model_for_client_id(body.model_id)
-    options = {**detect_options(body), "visualize": bool(body.visualize_predictions)}
-    route = request.url_rule.rule if request.url_rule is not None else request.path
+    options = parse_detect_options(detect_options(body))
+    chosen = Chosen(route_label(request), model, bool(body.visualize_predictions), request_deadline(request))
     if isinstance(body.image, list):
-        return json_response(infer_batch(service, body.image, options, route=route, model=model))
-    request_fields = {"image": base64_value(service, body.image), **options}
-    prediction, detector = service.predict(
-        parse_predict_request(request_fields), route=route, model=model, deadline=request_deadline(request)
+        return json_response(infer_batch(service, body.image, options, chosen))
+    image = image_bytes(service, body.image)
+    prediction = service.predict(
+        image, options, route=chosen.route, model=model, visualize=chosen.visualize, deadline=chosen.deadline
     )
-    return json_response(encode_answer(prediction, detector))
+    return json_response(encode_answer(prediction))
 
 
 @roboflow.get("/info")
@@ -129,8 +133,9 @@ def detect_options(body: ObjectDetectionRequest) -> dict[str, Any]:
     return options
 
 
-def base64_value(service: DetectionService, image: InferenceImage) -> str:
-    """The image as base64: its value, or (``"type": "url"``) the image fetched under SPECKS_IMAGE_URLS."""
+def checked_value(image: InferenceImage) -> str:
+    """The image's base64 text or URL, when Specks reads its type (base64, or url where the server
+    allows it); else a 400."""
     if image.type not in ("base64", "url"):
         raise InvalidFieldError(
             f"'image': type {shown(image.type)} is not supported; Specks never unpickles images for a client: "
@@ -142,32 +147,54 @@ def base64_value(service: DetectionService, image: InferenceImage) -> str:
             f"'image': the value must be the image file as base64 text, or a URL (got {type(image.value).__name__})",
             field="image",
         )
-    if image.type == "url":
-        return base64.b64encode(service.fetch_image(image.value)).decode("ascii")
     return image.value
+
+
+def image_bytes(service: DetectionService, image: InferenceImage) -> bytes:
+    """The image file: its base64 value decoded, or (``"type": "url"``) fetched under SPECKS_IMAGE_URLS."""
+    value = checked_value(image)
+    return service.fetch_image(value) if image.type == "url" else decode_base64(value)
 
 
 # -- predict -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """What one inference request chose besides its images and options."""
+
+    route: str
+    model: str
+    visualize: bool
+    deadline: Deadline
+
+
 def infer_batch(
-    service: DetectionService, images: list[InferenceImage], options: dict[str, Any], *, route: str, model: str
+    service: DetectionService, images: list[InferenceImage], options: DetectOptions, chosen: Chosen
 ) -> list[dict[str, Any]]:
     """A list of images, run as ``POST /predict`` runs a batch: the same image and byte limits
     (SPECKS_MAX_BATCH_IMAGES, SPECKS_MAX_BATCH_BYTES) and shared runs. Roboflow's server answers
     a batch with one error when any image fails: so does this, with the first image's that failed."""
-    values = [base64_value(service, image) for image in images]  # every image's type, before any work
-    batch = validate_fields(BatchPredictRequest, {"images": values, **options})
-    results, detector = service.predict_batch(batch, route=route, model=model, deadline=request_deadline(request))
+    for image in images:  # every image's type, before any work
+        checked_value(image)
+    files: list[bytes | SpecksError] = []
+    for image in images:
+        try:
+            files.append(image_bytes(service, image))
+        except SpecksError as exc:
+            files.append(exc)
+    results = service.predict_batch(
+        files, options, route=chosen.route, model=chosen.model, visualize=chosen.visualize, deadline=chosen.deadline
+    )
     failed = [result for result in results if isinstance(result, SpecksError)]
     if failed:
         raise failed[0]
-    return [encode_answer(result, detector) for result in results if isinstance(result, Prediction)]
+    return [encode_answer(result) for result in results if isinstance(result, Prediction)]
 
 
-def encode_answer(prediction: Prediction, detector: Detector) -> dict[str, Any]:
+def encode_answer(prediction: Prediction) -> dict[str, Any]:
     """One image's answer, with its annotated picture when one was drawn (inference-sdk base64-decodes it)."""
-    answer = encode_inference(prediction, detector)
+    answer = encode_inference(prediction)
     if prediction.visualization_jpeg_b64 is not None:
         answer["visualization"] = prediction.visualization_jpeg_b64
     return answer
@@ -185,10 +212,10 @@ def registry_entry(model_id: str) -> dict[str, Any]:
     return {"model_id": model_id, "task_type": TASK_TYPE}
 
 
-def encode_inference(prediction: Prediction, detector: Detector) -> dict[str, Any]:
+def encode_inference(prediction: Prediction) -> dict[str, Any]:
     """One image's answer in the shape of Roboflow's ObjectDetectionInferenceResponse."""
-    found = prediction.detections
-    names = detector.model.info.names
+    found, model_info = prediction.detections, answering_model(prediction)
+    names = model_info.names
     xyxy = found.xyxy.astype("float64")
     centres_wh = [
         (round((x1 + x2) / 2, 2), round((y1 + y2) / 2, 2), round(x2 - x1, 2), round(y2 - y1, 2))
@@ -202,7 +229,7 @@ def encode_inference(prediction: Prediction, detector: Detector) -> dict[str, An
             "width": width,
             "height": height,
             "confidence": score,
-            "class": names[c] if 0 <= c < len(names) else str(c),
+            "class": label_of(names, c),
             "class_id": c,
             "detection_id": str(uuid.uuid4()),
         }
@@ -213,7 +240,7 @@ def encode_inference(prediction: Prediction, detector: Detector) -> dict[str, An
         "time": round(prediction.timing_ms.get("total", 0.0) / 1000, 6),
         "image": {"width": prediction.image_size.width, "height": prediction.image_size.height},
         "predictions": predictions,
-        "model": model_summary(detector.model.info),
+        "model": model_summary(model_info),
     }
 
 

@@ -1,67 +1,16 @@
-"""Specks' own HTTP routes: thin adapters from Flask requests to ``service.DetectionService``."""
+"""Specks' own HTTP routes: the index, health, readiness, the models and ``POST /predict`` (``web.predict``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import orjson
-from flask import Blueprint, Flask, Request, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from .. import __version__
-from ..core.deadline import Deadline
-from ..service.service import DetectionService
-from .connection import body_read_s, client_gone_probe, deadline_read
 from .errors import error_response
+from .http import body_reader, client_gone, current_service, json_response
 from .page import page_response, prefers_page
+from .predict import handle_predict
 
 api = Blueprint("api", __name__)
-
-SERVICE_EXTENSION = "specks.service"
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    """An answer with a Content-Length (orjson bytes), never chunked."""
-    return Response(orjson.dumps(payload), status=status, mimetype="application/json")
-
-
-def current_service() -> DetectionService:
-    return current_service_of(current_app)
-
-
-def current_service_of(app: Flask) -> DetectionService:
-    """The DetectionService an app built by ``create_app`` serves with."""
-    service: DetectionService = app.extensions[SERVICE_EXTENSION]
-    return service
-
-
-def body_reader(flask_request: Request) -> Callable[[int], bytes]:
-    """The ``read`` of the request body for ``DetectionService.read_body``.
-
-    A chunked body (no Content-Length) is read from the server's own terminated stream:
-    Werkzeug's wrapper would stop silently at its limit, and the truncated body would then be
-    answered "not valid JSON" instead of 413.
-    """
-    environ = flask_request.environ
-    if flask_request.content_length is None and environ.get("wsgi.input_terminated"):
-        read: Callable[[int], bytes] = environ["wsgi.input"].read
-    else:
-        read = flask_request.stream.read
-    # A body that trickles in is cut off (408) once it is slower than the limits allow (web.connection).
-    timeout_s = body_read_s(current_service().settings.limits, flask_request.content_length)
-    return deadline_read(read, environ.get("gunicorn.socket"), timeout_s)
-
-
-def client_gone(flask_request: Request) -> Callable[[], bool] | None:
-    """A probe that tells the work to stop once the client has closed its connection (``specks.core.deadline``),
-    when the server exposes the socket (gunicorn does)."""
-    return client_gone_probe(flask_request.environ.get("gunicorn.socket"))
-
-
-def request_deadline(flask_request: Request) -> Deadline:
-    """A request's deadline from now (call it once the body is read), with ``client_gone``."""
-    return current_service().deadline(client_gone=client_gone(flask_request))
-
 
 @api.get("/")
 def index() -> Response:
@@ -110,7 +59,8 @@ def models() -> Response:
 
 @api.post("/predict")
 def predict() -> Response:
-    answer = current_service().handle_predict(
+    answer = handle_predict(
+        current_service(),
         body_reader(request),
         content_type=request.content_type,
         content_length=request.content_length,

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from ..core.options import DetectOptions, first_error_message
+from ..core.pipeline import ModelDescription, Prediction
 from ..errors import InvalidFieldError, InvalidRequestError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -214,7 +215,10 @@ class ServedModel(BaseModel):
     layout: str
     num_classes: int
     names: list[str] = Field(description="Class names by class id.")
-    profile: str | None = Field(description="The tuning profile applied to this model (none yet).")
+    profile: dict[str, Any] | None = Field(
+        description="The model profile in force (its file name, slicing settings, overrides and what tune "
+        "measured), or null: the same as GET /model's 'profile'."
+    )
     sha256: str = Field(description="SHA-256 of the model file as this worker loaded it: tells whether a swap took.")
     loaded_at: str | None = Field(description="When this worker loaded it (UTC, ISO 8601).")
 
@@ -265,9 +269,9 @@ class BatchPredictResponse(BaseModel):
     results: list[PredictResponse | BatchItemError]
 
 
-def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
-    """Prediction + ModelInfo -> the JSON-ready dict of a PredictResponse (built directly, for speed)."""
-    found = prediction.detections
+def encode_prediction(prediction: Prediction) -> dict[str, Any]:
+    """A Prediction -> the JSON-ready dict of a PredictResponse (built directly, for speed)."""
+    found, model_info = prediction.detections, answering_model(prediction)
     names = model_info.names
     # Round in float64: float32 values rounded then widened print as 1.2300000190734863.
     boxes = found.xyxy.astype(np.float64).round(2).tolist()
@@ -288,13 +292,20 @@ def encode_prediction(prediction: Any, model_info: Any) -> dict[str, Any]:
         "timing_ms": prediction.timing_ms,
         "tiles": prediction.tile_count,
     }
-    visualization = getattr(prediction, "visualization_jpeg_b64", None)
+    visualization = prediction.visualization_jpeg_b64
     if visualization is not None:
         answer["visualization"] = visualization
     return answer
 
 
-def model_summary(model_info: Any) -> dict[str, Any]:
+def answering_model(prediction: Prediction) -> ModelDescription:
+    """The model a Prediction came from (every Prediction the Detector makes names it)."""
+    if prediction.model is None:
+        raise ValueError("this Prediction does not name its model: make it with a Detector")
+    return prediction.model
+
+
+def model_summary(model_info: ModelDescription) -> dict[str, Any]:
     return {
         "name": model_info.name,
         "format": model_info.source_format,

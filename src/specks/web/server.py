@@ -85,7 +85,7 @@ def wait_for_model(holder: ModelHolder, heartbeat: Callable[[], None], keep_wait
 
 def model_holder(app: Any) -> ModelHolder:
     """The ModelHolder of an app made by ``create_app`` (imported here: in the worker, after the fork)."""
-    from .routes import current_service_of
+    from .http import current_service_of
 
     return current_service_of(app).holder
 
@@ -96,7 +96,7 @@ def use_json_error_pages() -> None:
     gunicorn writes those answers with ``gunicorn.util.write_error``, called only from its workers'
     ``handle_error`` (which still logs them); replaced here, in this worker process only.
     """
-    from .errors import gunicorn_error_page  # in the worker, after the fork: it imports the service
+    from .errors import gunicorn_error_page  # in the worker only: the master never answers a request
 
     def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
         util.write_nonblock(sock, gunicorn_error_page(status_int, reason))

@@ -1,4 +1,4 @@
-"""The Ultralytics HUB inference API: a thin adapter over ``service.DetectionService``.
+"""The Ultralytics HUB inference API: its form in, ``DetectionService``'s door, its JSON out.
 
 Scripts written for HUB's hosted or dedicated endpoints (see CLIENTS.md) post
 ``multipart/form-data`` to ``/v1/predict/<model id>`` with the header ``x-api-key``, the picture as
@@ -17,7 +17,7 @@ with boxes in pixels of the picture as displayed, best first.
   a fixed-size model ignores it, where HUB would resize. ``iou`` absent: Specks' measured
   default, not HUB's 0.45. Server defaults (small-object mode included) apply as everywhere.
 - The key is the ``x-api-key`` header, which every Specks route already reads.
-- Errors: ``{"success": false, "message": ...}`` with the status ``service.encode_error`` gives.
+- Errors: ``{"success": false, "message": ...}`` with the status ``web.errors.encode_error`` gives.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
-from ..core.options import DetectOptions
-from ..core.pipeline import Detector, Prediction
+from ..core.names import label_of
+from ..core.options import DEFAULT_CONF, DetectOptions
+from ..core.pipeline import Prediction
 from ..errors import InvalidFieldError, shown
-from ..service.service import ErrorAnswer
-from .errors import answer_errors_in_own_body
+from .errors import ErrorAnswer, answer_errors_in_own_body
 from .forms import read_form, uploaded_file
-from .routes import current_service, json_response, request_deadline
-from .schemas import model_summary
+from .http import current_service, json_response, request_deadline, route_label
+from .schemas import answering_model, model_summary
 
 ultralytics_hub = Blueprint("ultralytics_hub", __name__)
 
@@ -46,7 +46,6 @@ FILE_PARTS = ("file", "image")  # current clients, then older ones
 IMGSZ_FIELD = ("imgsz", "size", 32, 4096)
 CONF_FIELD = ("conf", "confidence", 0.0, 1.0)
 IOU_FIELD = ("iou", None, 0.0, 1.0)
-DEFAULT_CONF = 0.25  # HUB's, and Specks' own
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -67,11 +66,10 @@ def predict(model_id: str) -> Response:
     model = service.model_for_client_id(model_id)
     detector = service.detector(model)
     options = detect_options(form, dynamic_input=detector.model.info.dynamic_hw)
-    route = request.url_rule.rule if request.url_rule is not None else request.path
-    prediction, detector = service.predict_bytes(
-        image, options, route=route, model=model, deadline=request_deadline(request)
+    prediction = service.predict(
+        image, options, route=route_label(request), model=model, deadline=request_deadline(request)
     )
-    return json_response(encode_predictions(prediction, detector, model_id=model_id, started=started))
+    return json_response(encode_predictions(prediction, model_id=model_id, started=started))
 
 
 # -- decode ------------------------------------------------------------------------------------
@@ -119,16 +117,16 @@ def _parsed(value: object, kind: type) -> float:
 # -- encode ------------------------------------------------------------------------------------
 
 
-def encode_predictions(prediction: Prediction, detector: Detector, *, model_id: str, started: float) -> dict[str, Any]:
+def encode_predictions(prediction: Prediction, *, model_id: str, started: float) -> dict[str, Any]:
     """One image's answer in the shape of HUB's detection response."""
-    found = prediction.detections.sorted_by_confidence()
-    names = detector.model.info.names
+    found, model_info = prediction.detections.sorted_by_confidence(), answering_model(prediction)
+    names = model_info.names
     boxes = found.xyxy.astype("float64").round(2).tolist()
     scores = found.confidence.astype("float64").round(4).tolist()
     results = [
         {
             "class": c,
-            "name": names[c] if 0 <= c < len(names) else str(c),
+            "name": label_of(names, c),
             "confidence": score,
             "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
         }
@@ -139,7 +137,7 @@ def encode_predictions(prediction: Prediction, detector: Detector, *, model_id: 
         "images": [{"results": results, "shape": [size.height, size.width], "speed": speed_ms(prediction.timing_ms)}],
         "metadata": {
             "model_id": model_id,
-            "model": model_summary(detector.model.info),
+            "model": model_summary(model_info),
             "server": f"specks {__version__}",
             "round_trip_ms": round((time.perf_counter() - started) * 1000, 1),
         },

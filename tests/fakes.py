@@ -1,0 +1,71 @@
+"""Test doubles shared by the tests: a model that answers without weights, and a Detector around it.
+
+``FakeDetector`` answers every image with one car and records what it was asked (images, options,
+deadlines) and, given metrics, the images-in-flight gauge while it ran. Its Predictions name their
+model, as a real Detector's do, so every encoder can answer them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from specks.core.deadline import Deadline
+from specks.core.imaging import DecodedImage
+from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.pipeline import Prediction
+from specks.core.postprocess import OutputLayout
+from specks.core.regions import NO_REGIONS
+from specks.core.types import Detections, ImageSize
+from specks.service.metrics import Metrics
+
+FAKE_IMAGE_SIZE = ImageSize(64, 48)
+FAKE_TIMING_MS = {"decode": 1.0, "inference": 2.0, "total": 3.5}
+
+
+@dataclass(frozen=True)
+class FakeInfo:
+    """What encoders and the service read of a model."""
+
+    names: tuple[str, ...] = ("person", "car")
+    name: str = "fake.onnx"
+    source_format: str = "onnx"
+    input_hw: tuple[int, int] = (640, 640)
+    layout: OutputLayout = OutputLayout.YOLOV5
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    dynamic_hw: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "names": list(self.names)}
+
+
+@dataclass
+class FakeModel:
+    info: FakeInfo = field(default_factory=FakeInfo)
+
+
+class FakeDetector:
+    """Answers every image with one car (class 1, 0.9) at (1, 2, 30, 40), in 3 tiles."""
+
+    def __init__(self, metrics: Metrics | None = None, slicing: SlicingSettings | None = None) -> None:
+        self.model = FakeModel()
+        self.slicing = slicing or SlicingSettings()
+        self.regions = NO_REGIONS
+        self.profile = None
+        self.metrics = metrics
+        self.calls: list[tuple[Any, DetectOptions]] = []
+        self.in_flight_seen: list[float] = []
+        self.deadlines: list[Deadline | None] = []
+
+    def predict_bytes(
+        self, data: bytes, options: DetectOptions, *, keep_image: bool = False, deadline: Deadline | None = None
+    ) -> Prediction:
+        self.deadlines.append(deadline)
+        self.calls.append((data, options))
+        if self.metrics is not None:
+            self.in_flight_seen.append(self.metrics.images_in_flight.labels(route="/r")._value.get())
+        found = Detections.from_arrays([[1, 2, 30, 40]], [0.9], [1])
+        pixels = DecodedImage(np.full((48, 64, 3), 128, np.uint8), FAKE_IMAGE_SIZE, "PNG") if keep_image else None
+        return Prediction(found, FAKE_IMAGE_SIZE, dict(FAKE_TIMING_MS), 3, image=pixels, model=self.model.info)
