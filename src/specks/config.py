@@ -11,12 +11,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .core.imaging import MAX_IMAGE_PIXELS
 from .core.jpeg_scans import MAX_JPEG_SCANS
-from .core.options import MAX_DETECTIONS, SlicingSettings, coerce_enum
-from .core.overlap import MatchMetric, MergeStrategy
+from .core.options import KNOBS, MAX_DETECTIONS, Knob, SlicingSettings, coerce_enum
 from .core.slicing import SliceMode
 from .errors import ConfigError
 from .logs import LogFormat
@@ -438,23 +437,9 @@ class Settings:
             read_timeout_s=get("READ_TIMEOUT_S", float, Limits.read_timeout_s),
             min_upload_bytes_per_s=get("MIN_UPLOAD_BYTES_PER_S", int, Limits.min_upload_bytes_per_s),
         )
+        defaults = SlicingSettings()
         slicing = SlicingSettings(
-            mode=get("SLICE", _parse_slice_mode, SlicingSettings.mode),
-            tile_px=get("TILE", int, SlicingSettings.tile_px),
-            tile_scale=get("TILE_SCALE", float, SlicingSettings.tile_scale),
-            max_tile_input_px=get("MAX_TILE_INPUT", int, SlicingSettings.max_tile_input_px),
-            overlap_ratio=get("OVERLAP", float, SlicingSettings.overlap_ratio),
-            full_image_pass=get("FULL_IMAGE", _parse_bool, SlicingSettings.full_image_pass),
-            merge=get("MERGE", _enum_parser(MergeStrategy, "merge strategy"), SlicingSettings.merge),
-            merge_metric=get("MERGE_METRIC", _enum_parser(MatchMetric, "overlap metric"), SlicingSettings.merge_metric),
-            merge_threshold=get("MERGE_THRESHOLD", float, SlicingSettings.merge_threshold),
-            max_tiles=get("MAX_TILES", int, SlicingSettings.max_tiles),
-            max_input_pixels_per_request=get("MAX_INPUT_PIXELS", int, SlicingSettings.max_input_pixels_per_request),
-            iou_threshold=get("SLICE_IOU", float, SlicingSettings.iou_threshold),
-            multi_label=get("SLICE_MULTI_LABEL", _parse_bool, SlicingSettings.multi_label),
-            scales=get("SCALES", _parse_floats, SlicingSettings.scales),
-            flip=get("FLIP", _parse_bool, SlicingSettings.flip),
-            soft_nms=get("SOFT_NMS", _parse_bool, SlicingSettings.soft_nms),
+            **{knob.setting: get(knob.env, _knob_parser(knob), getattr(defaults, knob.setting)) for knob in KNOBS}
         )
         return cls(
             host=get("HOST", str, cls.host),
@@ -525,6 +510,15 @@ def _enum_parser(kind: type[E], description: str) -> Callable[[str], E]:
 
     parse.__name__ = f"{description} ({', '.join(str(m.value) for m in kind)})"
     return parse
+
+
+def _knob_parser(knob: Knob) -> Callable[[str], Any]:
+    """How a detection default's environment variable is read, from its kind (``core.options.KNOBS``)."""
+    if knob.kind is SliceMode:
+        return _parse_slice_mode
+    if issubclass(knob.kind, enum.Enum):
+        return _enum_parser(knob.kind, f"{knob.setting.replace('_', ' ')} value")
+    return {bool: _parse_bool, tuple: _parse_floats}.get(knob.kind, knob.kind)
 
 
 def _parse_floats(text: str) -> tuple[float, ...]:

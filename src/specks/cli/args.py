@@ -15,6 +15,7 @@ import json
 from typing import Any, TypeAlias
 
 from ..config import ModelSpec, Settings, parse_model_arg
+from ..core.options import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, DEFAULT_SLICED_IOU, OVERLAP, TILE_PX
 from ..errors import ConfigError, SpecksError
 
 # The ``sub`` of ``build_parser``: every command module adds its commands' parsers to it.
@@ -109,16 +110,22 @@ CONF_HELP = 'minimum confidence 0..1, or per class as JSON: \'{"person": 0.3, "*
 
 def add_detect_args(parser: argparse.ArgumentParser) -> None:
     """--conf, --iou, --multi-label, --max-det, --classes and --imgsz, with `specks predict`'s defaults."""
-    parser.add_argument("--conf", type=conf_value, default=0.25, help=f"{CONF_HELP} (default 0.25)")
+    parser.add_argument("--conf", type=conf_value, default=DEFAULT_CONF, help=f"{CONF_HELP} (default {DEFAULT_CONF:g})")
     add_iou_args(parser)
-    parser.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
+    parser.add_argument(
+        "--max-det", type=int, default=DEFAULT_MAX_DET, help=f"most detections per image (default {DEFAULT_MAX_DET})"
+    )
     parser.add_argument("--classes", help="comma-separated class names or ids to keep, e.g. person,car")
     parser.add_argument("--imgsz", type=int, help="model input size (dynamic-shape models only)")
 
 
 def add_iou_args(parser: argparse.ArgumentParser) -> None:
     """--iou and --multi-label; left out, the mode (full image or sliced) decides."""
-    parser.add_argument("--iou", type=float, help="NMS IoU threshold 0..1 (default 0.45; 0.6 when sliced)")
+    parser.add_argument(
+        "--iou",
+        type=float,
+        help=f"NMS IoU threshold 0..1 (default {DEFAULT_IOU:g}; {DEFAULT_SLICED_IOU:g} when sliced)",
+    )
     parser.add_argument(
         "--multi-label", choices=["on", "off"], help="one box may carry several classes (default: on only when sliced)"
     )
@@ -156,9 +163,17 @@ def add_slice_args(parser: argparse.ArgumentParser, *, compare: bool = False) ->
         slice_help += ", or compare (off and on, side by side)"
     add = parser.add_argument
     add("--slice", choices=modes, help=slice_help)
-    add("--tile", type=int, help="tile side in image pixels, 64..4096 (default: from the model)")
+    add(
+        "--tile",
+        type=int,
+        help=f"tile side in image pixels, {TILE_PX.low:g}..{TILE_PX.high:g} (default: from the model)",
+    )
     add("--tile-scale", type=float, help="model-input px per image px in a tile, dynamic models (default 1: native)")
-    add("--overlap", type=float, help="overlap of neighbouring tiles as a ratio of the tile, 0..0.75")
+    add(
+        "--overlap",
+        type=float,
+        help=f"overlap of neighbouring tiles as a ratio of the tile, {OVERLAP.low:g}..{OVERLAP.high:g}",
+    )
     add("--full-image", choices=["on", "off"], help="also run the whole image and merge it with the tiles")
     add("--merge", choices=["nms", "nmm", "wbf"], help="how tile and pass results merge: best box, merged, fused")
     add("--merge-metric", choices=["iou", "ios"], help="overlap measure for merging (ios: over the smaller)")

@@ -40,6 +40,10 @@ MAX_PASS_SCALES = 4
 # per-class ``conf`` object that sets it for the classes the object does not name.
 DEFAULT_CONF = 0.25
 CONF_FOR_THE_REST = "*"
+# NMS IoU of a full-image pass (YOLOv5's detect default), and inside tiles (crowds: measured on VisDrone).
+DEFAULT_IOU = 0.45
+DEFAULT_SLICED_IOU = 0.6
+DEFAULT_MAX_DET = 300
 
 
 ClassSelector = StrictInt | StrictStr
@@ -62,7 +66,42 @@ SliceModeField = Annotated[
 ]
 
 
-Confidence = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed range of numbers, the one place a knob's bounds are written: the request options
+    are typed with it (``field``) and the server's defaults checked against it (``KNOBS``)."""
+
+    low: float
+    high: float | None = None
+
+    def field(self) -> Any:
+        """The range as pydantic field constraints (strictly typed): ``Annotated[float, UNIT.field()]``."""
+        return Field(ge=self.low, le=self.high, strict=True)
+
+    def words(self) -> str:
+        return f">= {self.low:g}" if self.high is None else f"within {self.low:g}..{self.high:g}"
+
+    def holds(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return self.low <= value and (self.high is None or value <= self.high)
+
+
+UNIT = Range(0.0, 1.0)
+TILE_PX = Range(64, 4096)
+TILE_SCALE = Range(0.25, 4.0)
+OVERLAP = Range(0.0, 0.75)
+PASS_SCALE = Range(0.25, 4.0)
+MAX_TILE_INPUT_PX = Range(64, 8192)
+POSITIVE = Range(1)
+UnitInterval = Annotated[float, UNIT.field()]
+Confidence = UnitInterval
+TilePx = Annotated[int, TILE_PX.field()]
+TileScale = Annotated[float, TILE_SCALE.field()]
+OverlapRatio = Annotated[float, OVERLAP.field()]
+PassScale = Annotated[float, PASS_SCALE.field()]
 MAX_CLASS_THRESHOLDS = 1000  # entries of a per-class ``conf`` object: more than any model's classes
 Coordinate = Annotated[float, Field(strict=True)]
 
@@ -116,8 +155,10 @@ class DetectOptions(BaseModel):
         ),
     ] = DEFAULT_CONF
     iou: Annotated[
-        float | None,
-        Field(ge=0.0, le=1.0, strict=True, description="NMS IoU threshold, 0..1 (default 0.45; 0.6 when sliced)."),
+        UnitInterval | None,
+        Field(
+            description=f"NMS IoU threshold, 0..1 (default {DEFAULT_IOU:g}; {DEFAULT_SLICED_IOU:g} when sliced)."
+        ),
     ] = None
     multi_label: Annotated[
         StrictBool | None,
@@ -137,7 +178,9 @@ class DetectOptions(BaseModel):
             ),
         ),
     ] = False
-    max_det: Annotated[int, Field(ge=1, le=MAX_DETECTIONS, strict=True, description="Most detections returned.")] = 300
+    max_det: Annotated[
+        int, Field(ge=1, le=MAX_DETECTIONS, strict=True, description="Most detections returned.")
+    ] = DEFAULT_MAX_DET
     classes: Annotated[
         list[ClassSelector] | None,
         Field(max_length=1000, description="Keep only these classes, by name or id. Omit for all."),
@@ -162,21 +205,14 @@ class DetectOptions(BaseModel):
         ),
     ] = None
     tile: Annotated[
-        int | None,
-        Field(ge=64, le=4096, strict=True, description="Tile side in image pixels (default: server setting)."),
+        TilePx | None, Field(description="Tile side in image pixels (default: server setting).")
     ] = None
     tile_scale: Annotated[
-        float | None,
-        Field(
-            ge=0.25,
-            le=4.0,
-            strict=True,
-            description="Model-input pixels per image pixel inside a tile; above 1 enlarges small objects.",
-        ),
+        TileScale | None,
+        Field(description="Model-input pixels per image pixel inside a tile; above 1 enlarges small objects."),
     ] = None
     overlap: Annotated[
-        float | None,
-        Field(ge=0.0, le=0.75, strict=True, description="Overlap between neighbouring tiles, as a ratio of the tile."),
+        OverlapRatio | None, Field(description="Overlap between neighbouring tiles, as a ratio of the tile.")
     ] = None
     full_image: Annotated[
         bool | None,
@@ -196,11 +232,10 @@ class DetectOptions(BaseModel):
         Field(description="Overlap measure for merging: iou, or ios (intersection over the smaller box)."),
     ] = None
     merge_threshold: Annotated[
-        float | None,
-        Field(ge=0.0, le=1.0, strict=True, description="Overlap above which two tile detections merge."),
+        UnitInterval | None, Field(description="Overlap above which two tile detections merge.")
     ] = None
     scales: Annotated[
-        list[Annotated[float, Field(ge=0.25, le=4.0, strict=True)]] | None,
+        list[PassScale] | None,
         Field(
             min_length=1,
             max_length=MAX_PASS_SCALES,
@@ -304,7 +339,7 @@ class SlicingSettings:
     # sliced 40 MP image at most 105 MP). About 21 s of model time on 2 quiet cores: YOLOX-Nano and
     # yolov5n_dynamic run ~12 MP/s there (4.2-4.8 MP/s measured while the machine was shared).
     max_input_pixels_per_request: int = 256_000_000
-    iou_threshold: float = 0.6
+    iou_threshold: float = DEFAULT_SLICED_IOU
     multi_label: bool = True
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
@@ -315,31 +350,99 @@ class SlicingSettings:
         coerce_enum(self, "mode", SliceMode.parse)
         coerce_enum(self, "merge", MergeStrategy)
         coerce_enum(self, "merge_metric", MatchMetric)
-        checks = [
-            (isinstance(self.mode, SliceMode), "mode must be auto, on or off", self.mode),
-            (self.tile_px == 0 or 64 <= self.tile_px <= 4096, "tile_px must be 0 or 64..4096", self.tile_px),
-            (0.25 <= self.tile_scale <= 4.0, "tile_scale must be within 0.25..4", self.tile_scale),
-            (64 <= self.max_tile_input_px <= 8192, "max_tile_input_px must be within 64..8192", self.max_tile_input_px),
-            (0 <= self.overlap_ratio <= 0.75, "overlap_ratio must be within 0..0.75", self.overlap_ratio),
-            (isinstance(self.merge, MergeStrategy), "merge must be nms, nmm or wbf", self.merge),
-            (isinstance(self.merge_metric, MatchMetric), "merge_metric must be iou or ios", self.merge_metric),
-            (0 <= self.merge_threshold <= 1, "merge_threshold must be within 0..1", self.merge_threshold),
-            (self.max_tiles >= 1, "max_tiles must be >= 1", self.max_tiles),
-            (
-                self.max_input_pixels_per_request >= 1,
-                "max_input_pixels_per_request must be >= 1",
-                self.max_input_pixels_per_request,
-            ),
-            (0 <= self.iou_threshold <= 1, "iou_threshold must be within 0..1", self.iou_threshold),
-            (
-                1 <= len(self.scales) <= MAX_PASS_SCALES and all(0.25 <= s <= 4 for s in self.scales),
-                f"scales must be 1..{MAX_PASS_SCALES} factors within 0.25..4",
-                self.scales,
-            ),
-        ]
-        for ok, message, value in checks:
-            if not ok:
-                raise ConfigError(f"slicing: {message}, got {value!r}")
+        for knob in KNOBS:
+            knob.check(getattr(self, knob.setting))
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One detection default (a field of ``SlicingSettings``) and everything derived from it.
+
+    setting:   its ``SlicingSettings`` field, and its key in a model profile's ``slicing``.
+    option:    the request option (``DetectOptions``) that overrides it, or None: not per request
+               (``iou`` and ``multi_label`` override both modes' defaults at once).
+    env:       its environment variable, after ``SPECKS_``.
+    kind:      its type: bool, int, float, tuple (of floats) or an enum.
+    values:    the range its numbers take (a tuple's items); ``zero_means_auto``: 0 is allowed too.
+    per_model: a model profile may set it (False: a server limit, the same for every model).
+    """
+
+    setting: str
+    option: str | None
+    env: str
+    kind: type
+    values: Range | None = None
+    zero_means_auto: bool = False
+    per_model: bool = True
+
+    def check(self, value: object) -> None:
+        """ConfigError naming the setting and what it takes, unless ``value`` is one it takes."""
+        if not self.takes(value):
+            raise ConfigError(f"slicing: {self.setting} must be {self.words()}, got {value!r}")
+
+    def takes(self, value: object) -> bool:
+        if issubclass(self.kind, enum.Enum) or self.kind is bool:
+            return isinstance(value, self.kind)
+        if self.kind is tuple:
+            counts = Range(1, MAX_PASS_SCALES)
+            return isinstance(value, tuple) and counts.holds(len(value)) and all(self._in_range(v) for v in value)
+        return (self.zero_means_auto and value == 0 and not isinstance(value, bool)) or self._in_range(value)
+
+    def words(self) -> str:
+        """What the knob takes, as the end of "... must be ..."."""
+        if issubclass(self.kind, enum.Enum):
+            names = [str(member.value) for member in self.kind]
+            return ", ".join(names[:-1]) + f" or {names[-1]}"
+        if self.kind is bool:
+            return "true or false"
+        range_words = self.values.words() if self.values else "a number"
+        if self.kind is tuple:
+            return f"1..{MAX_PASS_SCALES} factors {range_words}"
+        return f"0 or {range_words.removeprefix('within ')}" if self.zero_means_auto else range_words
+
+    def _in_range(self, value: object) -> bool:
+        if self.kind is int and not isinstance(value, int):
+            return False
+        return self.values is None or self.values.holds(value)
+
+
+# Every SlicingSettings field, in its order: the environment reader, profile checks, ``GET /model``'s
+# defaults and the settings' own checks all come from here.
+KNOBS: tuple[Knob, ...] = (
+    Knob("mode", "slice", "SLICE", SliceMode),
+    Knob("tile_px", "tile", "TILE", int, TILE_PX, zero_means_auto=True),
+    Knob("tile_scale", "tile_scale", "TILE_SCALE", float, TILE_SCALE),
+    Knob("max_tile_input_px", None, "MAX_TILE_INPUT", int, MAX_TILE_INPUT_PX, per_model=False),
+    Knob("overlap_ratio", "overlap", "OVERLAP", float, OVERLAP),
+    Knob("full_image_pass", "full_image", "FULL_IMAGE", bool),
+    Knob("merge", "merge", "MERGE", MergeStrategy),
+    Knob("merge_metric", "merge_metric", "MERGE_METRIC", MatchMetric),
+    Knob("merge_threshold", "merge_threshold", "MERGE_THRESHOLD", float, UNIT),
+    Knob("max_tiles", None, "MAX_TILES", int, POSITIVE, per_model=False),
+    Knob("max_input_pixels_per_request", None, "MAX_INPUT_PIXELS", int, POSITIVE, per_model=False),
+    Knob("iou_threshold", None, "SLICE_IOU", float, UNIT),
+    Knob("multi_label", None, "SLICE_MULTI_LABEL", bool),
+    Knob("scales", "scales", "SCALES", tuple, PASS_SCALE),
+    Knob("flip", "flip", "FLIP", bool),
+    Knob("soft_nms", "soft_nms", "SOFT_NMS", bool),
+)
+
+
+def request_defaults_of(slicing: SlicingSettings) -> dict[str, Any]:
+    """The request options that default from ``slicing``, as JSON values (tile 0: None, from the model)."""
+    defaults: dict[str, Any] = {}
+    for knob in KNOBS:
+        if knob.option is None:
+            continue
+        value = getattr(slicing, knob.setting)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif knob.zero_means_auto and value == 0:
+            value = None
+        defaults[knob.option] = value
+    return defaults
 
 
 def coerce_enum(settings: object, name: str, parse: Callable[[str], enum.Enum]) -> None:

@@ -21,15 +21,13 @@ import numpy.typing as npt
 
 from ..errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesError, shown
 from .names import COCO_ALIASES
-from .options import CONF_FOR_THE_REST, DEFAULT_CONF, DetectOptions, SlicingSettings
+from .options import CONF_FOR_THE_REST, DEFAULT_CONF, DEFAULT_IOU, DetectOptions, SlicingSettings
 from .overlap import MatchMetric, MergeStrategy
 from .postprocess import PostprocessParams
 from .regions import NO_REGIONS, RegionPlan, RegionSet, plan_regions, stride_aligned_px
 from .slicing import SliceMode, tile_count, tile_grid
 from .types import ImageSize
 
-# NMS IoU of plain full-image requests (YOLOv5's detect default).
-FULL_IMAGE_IOU = 0.45
 # "auto" slices when the image's longer side is at least this many model inputs long.
 AUTO_SLICE_MIN_INPUTS = 2.0
 
@@ -287,7 +285,7 @@ def postprocess_params(
     names: tuple[str, ...], defaults: SlicingSettings, options: DetectOptions, *, sliced: bool
 ) -> PostprocessParams:
     """Per-request filtering; unset ``iou`` / ``multi_label`` take the mode's measured defaults."""
-    iou = options.iou if options.iou is not None else (defaults.iou_threshold if sliced else FULL_IMAGE_IOU)
+    iou = options.iou if options.iou is not None else (defaults.iou_threshold if sliced else DEFAULT_IOU)
     multi_label = options.multi_label if options.multi_label is not None else (sliced and defaults.multi_label)
     class_ids = resolve_class_ids(names, options.classes) if options.classes is not None else None
     soft_nms = defaults.soft_nms if options.soft_nms is None else options.soft_nms

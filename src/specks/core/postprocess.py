@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from ..errors import InferenceError
 from .boxes import FloatArray, cxcywh_to_xyxy
+from .options import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
 from .overlap import batched_nms, batched_soft_nms
 from .types import Detections
 
@@ -57,9 +58,9 @@ class OutputLayout(str, enum.Enum):
 class PostprocessParams:
     """Per-request filtering: thresholds in 0..1, a cap on the count, optional class ids."""
 
-    conf_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 300
+    conf_threshold: float = DEFAULT_CONF
+    iou_threshold: float = DEFAULT_IOU
+    max_detections: int = DEFAULT_MAX_DET
     class_ids: frozenset[int] | None = None
     multi_label: bool = False
     soft_nms: bool = False

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.options import SlicingSettings, parse_detect_options
+from ..core.options import KNOBS, SlicingSettings, parse_detect_options
 from ..core.postprocess import OutputLayout
 from ..core.preprocess import ChannelOrder, Placement, Preprocessing
 from ..core.regions import NO_REGIONS, RegionSet
@@ -49,16 +49,11 @@ PROFILE_SUFFIX = ".specks.json"
 TOP_LEVEL_FIELDS = (
     "specks_profile", "slicing", "layout", "preprocessing", "input_hw", "regions", "region_anchor", "metadata",
 )  # fmt: skip
-# SlicingSettings fields a profile may set. max_tiles and max_tile_input_px are server limits, not
-# per-model choices, so they stay with the server (SPECKS_MAX_TILES, SPECKS_MAX_TILE_INPUT).
-PROFILE_SLICING_FIELDS = (
-    "mode", "tile_px", "tile_scale", "overlap_ratio", "full_image_pass", "merge", "merge_metric",
-    "merge_threshold", "iou_threshold", "multi_label", "scales", "flip", "soft_nms",
-)  # fmt: skip
+# SlicingSettings fields a profile may set: all but the server limits (max_tiles, max_tile_input_px,
+# max_input_pixels_per_request), which stay with the server (``core.options.KNOBS``, ``per_model``).
+PROFILE_SLICING_FIELDS = tuple(knob.setting for knob in KNOBS if knob.per_model)
 PREPROCESSING_FIELDS = tuple(f.name for f in dataclasses.fields(Preprocessing))
-_BOOL_FIELDS = {"full_image_pass", "multi_label", "flip", "soft_nms"}
-_INT_FIELDS = {"tile_px"}
-_FLOAT_FIELDS = {"tile_scale", "overlap_ratio", "merge_threshold", "iou_threshold"}
+_KNOBS_BY_SETTING = {knob.setting: knob for knob in KNOBS}
 
 
 @dataclass(frozen=True)
@@ -166,21 +161,22 @@ def parse_slicing(raw: object, where: str) -> dict[str, Any]:
 def _slicing_value(name: str, value: object, where: str) -> object:
     """One slicing field's JSON value in the type SlicingSettings takes (enums stay strings for its check)."""
     label = f"{where}: 'slicing.{name}'"
-    if name in _BOOL_FIELDS:
+    kind = _KNOBS_BY_SETTING[name].kind
+    if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{label} must be true or false, got {value!r}")
         return value
-    if name in _INT_FIELDS:
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{label} must be a whole number, got {value!r}")
         return value
-    if name in _FLOAT_FIELDS:
+    if kind is float:
         return _number(value, label)
-    if name == "scales":
+    if kind is tuple:
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{label} must be a non-empty list of numbers, got {value!r}")
         return tuple(_number(v, label) for v in value)
-    if not isinstance(value, str):  # mode, merge, merge_metric
+    if not isinstance(value, str):  # an enum: mode, merge, merge_metric
         raise ConfigError(f"{label} must be a string, got {value!r}")
     return value
 

@@ -21,7 +21,7 @@ from typing import Any
 from .. import errors
 from ..config import Settings
 from ..core.deadline import Deadline
-from ..core.options import DetectOptions
+from ..core.options import DetectOptions, request_defaults_of
 from ..core.pipeline import Detector, Prediction
 from ..core.regions import NO_REGIONS
 from ..core.visualize import visualize_prediction
@@ -228,22 +228,11 @@ class DetectionService:
         """
         slicing = detector.slicing if detector is not None else self.settings.slicing
         regions = detector.regions if detector is not None else NO_REGIONS
-        options = DetectOptions().model_dump(mode="json")
-        options.update(
-            model=detector.model.info.name if detector is not None else self.holder.default_name,
-            visualize=False,
-            slice=slicing.mode.value,
-            tile=slicing.tile_px or None,
-            tile_scale=slicing.tile_scale,
-            overlap=slicing.overlap_ratio,
-            full_image=slicing.full_image_pass,
-            merge=slicing.merge.value,
-            merge_metric=slicing.merge_metric.value,
-            merge_threshold=slicing.merge_threshold,
-            scales=list(slicing.scales),
-            flip=slicing.flip,
-            soft_nms=slicing.soft_nms,
-            regions=[r.to_json() for r in regions.regions],
-            region_anchor=regions.anchor.value,
-        )
-        return options
+        return {
+            **DetectOptions().model_dump(mode="json"),
+            **request_defaults_of(slicing),
+            "model": detector.model.info.name if detector is not None else self.holder.default_name,
+            "visualize": False,
+            "regions": [r.to_json() for r in regions.regions],
+            "region_anchor": regions.anchor.value,
+        }

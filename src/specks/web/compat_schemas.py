@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from ..core.options import MAX_DETECTIONS
+from ..core.options import DEFAULT_CONF, MAX_DETECTIONS, UnitInterval
 
 # -- DeepStack / CodeProject.AI ------------------------------------------------------------------
 
@@ -155,9 +155,7 @@ class HubForm(BaseModel):
             "ignored by fixed-size models. Default: the model's.",
         ),
     ] = None
-    conf: Annotated[float, Field(ge=0.0, le=1.0, description="Minimum confidence (older clients: 'confidence').")] = (
-        0.25
-    )
+    conf: Annotated[UnitInterval, Field(description="Minimum confidence (older clients: 'confidence').")] = DEFAULT_CONF
     iou: Annotated[
         float | None, Field(ge=0.0, le=1.0, description="NMS IoU threshold. Default: Specks' measured one.")
     ] = None
