@@ -3,7 +3,7 @@
 On one Detector (one process, the given ONNX Runtime threads), for N images of one size:
 
   alone   N x ``Detector.predict_bytes`` (N session.run calls of batch 1), as N requests would;
-  shared  one ``Detector.predict_same_size`` (one session.run of batch N), as a batch request does;
+  shared  one ``predict_same_size`` (one session.run of batch N), as a batch request does;
 
 plus the bare model on the already prepared tensors (N runs of batch 1 against one run of batch
 N). The two ways alternate, ``--rounds`` times, and the median milliseconds per image are printed
@@ -28,6 +28,7 @@ from PIL import Image
 from specks.config import Settings
 from specks.core.options import DetectOptions
 from specks.core.pipeline import Detector, Prediction
+from specks.core.shared_runs import predict_same_size
 from specks.service.loading import load_detector
 
 
@@ -51,7 +52,7 @@ def timed_ms(work: Callable[[], object]) -> float:
 def compare(detector: Detector, images: list[bytes], rounds: int) -> dict[str, float]:
     options = DetectOptions(slice=False)
     alone = [detector.predict_bytes(data, options) for data in images]  # warm-up, and the reference
-    shared = detector.predict_same_size(images, options)
+    shared = predict_same_size(detector, images, options)
     for one, together in zip(alone, shared, strict=True):
         assert isinstance(together, Prediction)
         np.testing.assert_allclose(one.detections.xyxy, together.detections.xyxy, atol=0.05)
@@ -61,7 +62,7 @@ def compare(detector: Detector, images: list[bytes], rounds: int) -> dict[str, f
     samples: dict[str, list[float]] = {"alone": [], "shared": [], "bare_alone": [], "bare_shared": []}
     for _ in range(rounds):
         samples["alone"].append(timed_ms(lambda: [detector.predict_bytes(data, options) for data in images]))
-        samples["shared"].append(timed_ms(lambda: detector.predict_same_size(images, options)))
+        samples["shared"].append(timed_ms(lambda: predict_same_size(detector, images, options)))
         samples["bare_alone"].append(timed_ms(lambda: [run(tensor) for tensor in tensors]))
         samples["bare_shared"].append(timed_ms(lambda: run(batch)))
     per_image = {name: statistics.median(values) / len(images) for name, values in samples.items()}

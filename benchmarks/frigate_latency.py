@@ -31,6 +31,7 @@ from PIL import Image
 from specks.config import Settings
 from specks.service.loading import load_detector
 from specks.tools.server_process import ServerProcess
+from specks.tools.yardstick import percentile
 
 FRIGATE_TIMEOUT_S = 0.1
 DEFAULT_IMAGE = Path("../shared/data/coco_val2017_tiny50/images/000000085329.jpg")
@@ -45,11 +46,6 @@ def frigate_frame(path: Path, side_px: int) -> bytes:
     buffer = io.BytesIO()
     frame.save(buffer, format="JPEG")
     return buffer.getvalue()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def measure(
@@ -122,7 +118,7 @@ def main() -> int:
     print(f"frame: {args.side}x{args.side} JPEG, {len(jpeg)} bytes; {args.runs} runs after {args.warmup} warm-up")
     print(
         f"client latency (new connection per frame): median {statistics.median(latencies_ms):.1f} ms, "
-        f"p95 {percentile(latencies_ms, 0.95):.1f} ms, max {max(latencies_ms):.1f} ms"
+        f"p95 {percentile(latencies_ms, 95):.1f} ms, max {max(latencies_ms):.1f} ms"
     )
     print(f"within Frigate's {FRIGATE_TIMEOUT_S * 1000:.0f} ms budget: {within}/{len(latencies_ms)}")
     for field in ("inferenceMs", "processMs", "analysisRoundTripMs"):

@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 from specks.config import Settings, cpu_count
-from specks.tools.benchmark import BareModel, bare_rate_per_s, full_image_body, image_or_synthetic, post_predict
+from specks.tools.benchmark import post_predict
 from specks.tools.loadtest import run_load
 from specks.tools.server_process import ServerProcess
+from specks.tools.yardstick import BareModel, bare_rate_per_s, full_image_body, image_or_synthetic
 
 
 def parse_layout(text: str) -> tuple[str, dict[str, str]]:

@@ -38,9 +38,10 @@ import ray
 from ray import serve
 
 from specks.config import Settings
-from specks.tools.benchmark import image_or_synthetic, post_predict
-from specks.tools.loadtest import predict_body, run_load
+from specks.tools.benchmark import post_predict
+from specks.tools.loadtest import run_load
 from specks.tools.server_process import ServerProcess, free_port
+from specks.tools.yardstick import image_or_synthetic, predict_body
 from specks.web.ray_config import RayDeployment, Scaling, replica_environ
 from specks.web.ray_serve import bind
 

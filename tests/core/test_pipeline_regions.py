@@ -6,6 +6,7 @@ import numpy as np
 
 from conftest import VISDRONE, jpeg_bytes, require
 from factories import iou_matrix
+from fakes import FakeInfo
 from specks.core.options import DetectOptions, SlicingSettings, parse_detect_options
 from specks.core.pipeline import Detector
 from specks.core.planning import plan_request
@@ -19,13 +20,8 @@ QUARTER = {"points": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]], "
 TOP_THIRD_OUT = {"points": [[0, 0], [1, 0], [1, 0.34], [0, 0.34]], "units": "fraction", "exclude": True}
 
 
-class Geometry:
-    """A dynamic-size stride-32 model with an input of 640 (what planning needs to know)."""
-
-    input_hw = (640, 640)
-    dynamic_hw = True
-    stride = 32
-    names = ("person", "car")
+# A dynamic-size stride-32 model with an input of 640 (what planning needs to know).
+GEOMETRY = FakeInfo(input_hw=(640, 640), dynamic_hw=True, stride=32)
 
 
 def drone_photos(count: int) -> list[bytes]:
@@ -46,8 +42,8 @@ def same_box_share(expected: Detections, got: Detections, *, within_px: float = 
 # -- planning --------------------------------------------------------------------------------
 def test_a_sliced_request_is_planned_on_the_crop_at_the_whole_image_s_tile_scale() -> None:
     options = parse_detect_options({"regions": [QUARTER]})
-    whole = plan_request(Geometry(), SlicingSettings(), DetectOptions(), ImageSize(2000, 1500))
-    plan = plan_request(Geometry(), SlicingSettings(), options, ImageSize(2000, 1500))
+    whole = plan_request(GEOMETRY, SlicingSettings(), DetectOptions(), ImageSize(2000, 1500))
+    plan = plan_request(GEOMETRY, SlicingSettings(), options, ImageSize(2000, 1500))
     assert plan.regions is not None and whole.regions is None
     x1, y1, x2, y2 = plan.regions.crop_xyxy
     assert x1 % 32 == 0 and y1 % 32 == 0  # on the stride grid the whole image meets
@@ -60,9 +56,7 @@ def test_a_sliced_request_is_planned_on_the_crop_at_the_whole_image_s_tile_scale
 
 def test_whether_to_slice_is_decided_on_the_whole_image_not_the_crop() -> None:
     small = {"points": [[900, 700], [1000, 700], [1000, 800]]}
-    plan = plan_request(
-        Geometry(), SlicingSettings(), parse_detect_options({"regions": [small]}), ImageSize(2000, 1500)
-    )
+    plan = plan_request(GEOMETRY, SlicingSettings(), parse_detect_options({"regions": [small]}), ImageSize(2000, 1500))
     assert plan.regions is not None and plan.regions.crop_size.width < 640
     assert plan.slicing is not None  # the crop alone would not be sliced; the image is
 
@@ -70,7 +64,7 @@ def test_whether_to_slice_is_decided_on_the_whole_image_not_the_crop() -> None:
 def test_a_full_image_pass_gives_the_model_input_to_the_crop() -> None:
     """An unsliced request: the crop is letterboxed to the input, so its objects get more input pixels."""
     options = parse_detect_options({"regions": [QUARTER], "slice": False})
-    plan = plan_request(Geometry(), SlicingSettings(), options, ImageSize(1280, 960))
+    plan = plan_request(GEOMETRY, SlicingSettings(), options, ImageSize(1280, 960))
     assert plan.slicing is None and plan.input_hw == (640, 640)
     assert plan.regions is not None and plan.regions.crops
     assert plan.decode_input_hw is None  # the crop is cut from the full-resolution pixels
@@ -78,7 +72,7 @@ def test_a_full_image_pass_gives_the_model_input_to_the_crop() -> None:
 
 def test_only_exclude_regions_keep_a_reduced_decode() -> None:
     options = parse_detect_options({"regions": [TOP_THIRD_OUT], "slice": False})
-    plan = plan_request(Geometry(), SlicingSettings(), options, ImageSize(1280, 960))
+    plan = plan_request(GEOMETRY, SlicingSettings(), options, ImageSize(1280, 960))
     assert plan.regions is not None and not plan.regions.crops
     assert plan.decode_input_hw == (640, 640)
 
@@ -86,15 +80,15 @@ def test_only_exclude_regions_keep_a_reduced_decode() -> None:
 def test_a_profile_s_regions_apply_unless_the_request_gives_its_own() -> None:
     camera = RegionSet((Region(((0, 0.5), (1, 0.5), (1, 1), (0, 1)), RegionUnits.FRACTION),), RegionAnchor.CENTER)
     size = ImageSize(2000, 1500)
-    by_default = plan_request(Geometry(), SlicingSettings(), DetectOptions(), size, default_regions=camera)
+    by_default = plan_request(GEOMETRY, SlicingSettings(), DetectOptions(), size, default_regions=camera)
     assert by_default.regions is not None and by_default.regions.anchor is RegionAnchor.CENTER
     assert by_default.regions.crop_xyxy[1] > 600
     whole = plan_request(
-        Geometry(), SlicingSettings(), parse_detect_options({"regions": []}), size, default_regions=camera
+        GEOMETRY, SlicingSettings(), parse_detect_options({"regions": []}), size, default_regions=camera
     )
     assert whole.regions is None
     anchored = parse_detect_options({"region_anchor": "bottom_center"})
-    bottom = plan_request(Geometry(), SlicingSettings(), anchored, size, default_regions=camera)
+    bottom = plan_request(GEOMETRY, SlicingSettings(), anchored, size, default_regions=camera)
     assert bottom.regions is not None and bottom.regions.anchor is RegionAnchor.BOTTOM_CENTER
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from fakes import FakeInfo
 from specks.core.names import COCO80_NAMES as COCO80
 from specks.core.options import DetectOptions, SlicingSettings
 from specks.core.overlap import MatchMetric, MergeStrategy
@@ -20,18 +20,9 @@ NMS, NMM = MergeStrategy.NMS, MergeStrategy.NMM
 IOU, IOS = MatchMetric.IOU, MatchMetric.IOS
 
 
-@dataclass(frozen=True)
-class FakeModel:
-    """The geometry planning reads from a model (``planning.ModelGeometry``)."""
-
-    input_hw: tuple[int, int]
-    dynamic_hw: bool
-    stride: int = 32
-    names: tuple[str, ...] = COCO80
-
-
-STATIC = FakeModel((640, 640), dynamic_hw=False)
-DYNAMIC = FakeModel((640, 640), dynamic_hw=True)
+# The geometry planning reads from a model (``planning.ModelGeometry``): 640x640, stride 32, COCO's classes.
+STATIC = FakeInfo(names=COCO80, input_hw=(640, 640), dynamic_hw=False)
+DYNAMIC = FakeInfo(names=COCO80, input_hw=(640, 640), dynamic_hw=True)
 
 
 # -- plan resolution ---------------------------------------------------------------------------------
@@ -190,7 +181,7 @@ PLAN_CASES = {
     ("model", "settings", "options", "image_wh", "expected"), list(PLAN_CASES.values()), ids=list(PLAN_CASES)
 )
 def test_plan_slicing(
-    model: FakeModel,
+    model: FakeInfo,
     settings: dict[str, Any],
     options: dict[str, Any],
     image_wh: tuple[int, int],
@@ -223,7 +214,7 @@ def test_plan_slicing(
     ],
 )
 def test_tile_input_hw(
-    model: FakeModel,
+    model: FakeInfo,
     settings: dict[str, Any],
     tile_wh: tuple[int, int],
     tile_scale: float,
@@ -325,7 +316,7 @@ def test_max_tiles_counts_every_pass_at_its_boundary(options: dict[str, Any], ti
 )
 @pytest.mark.parametrize("spare", [0, -1])
 def test_max_input_pixels_counts_every_run_at_its_boundary(
-    model: FakeModel, options: dict[str, Any], image_wh: tuple[int, int], input_pixels: int, spare: int
+    model: FakeInfo, options: dict[str, Any], image_wh: tuple[int, int], input_pixels: int, spare: int
 ) -> None:
     settings = SlicingSettings(max_input_pixels_per_request=input_pixels + spare)
     if spare == 0:
@@ -384,7 +375,7 @@ DOCUMENTED_REQUESTS = {
     ("model", "options", "image_wh"), list(DOCUMENTED_REQUESTS.values()), ids=list(DOCUMENTED_REQUESTS)
 )
 def test_documented_requests_fit_the_default_budget(
-    model: FakeModel, options: dict[str, Any], image_wh: tuple[int, int]
+    model: FakeInfo, options: dict[str, Any], image_wh: tuple[int, int]
 ) -> None:
     plan = plan_request(model, SlicingSettings(), DetectOptions(**options), ImageSize(*image_wh))
     assert plan.input_pixels <= SlicingSettings().max_input_pixels_per_request
@@ -421,7 +412,7 @@ def test_nms_defaults_depend_on_the_mode(options, sliced, iou, multi_label) -> N
         (DYNAMIC, 32, (32, 32)),
     ],
 )
-def test_resolve_input_hw(model: FakeModel, imgsz: int | None, expected: Any) -> None:
+def test_resolve_input_hw(model: FakeInfo, imgsz: int | None, expected: Any) -> None:
     if isinstance(expected, tuple):
         assert resolve_input_hw(model, imgsz) == expected
     else:

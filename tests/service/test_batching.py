@@ -11,6 +11,7 @@ from conftest import COCO_TINY, jpeg_bytes, require
 from specks.config import Limits, SharedRuns
 from specks.core.options import DetectOptions
 from specks.core.pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
+from specks.core.shared_runs import predict_same_size
 from specks.errors import BatchTooLargeError, ImageDecodeError, SpecksError
 from specks.service.batching import (
     check_batch_bytes,
@@ -103,7 +104,7 @@ def test_a_shared_run_answers_what_each_image_alone_would(
     options = DetectOptions(conf=0.2)
     alone = [yolov5n_dynamic_detector.predict_bytes(data, options) for data in images]
     runs = counting_runs(monkeypatch, yolov5n_dynamic_detector)
-    shared = yolov5n_dynamic_detector.predict_same_size(images, options)
+    shared = predict_same_size(yolov5n_dynamic_detector, images, options)
     assert runs == [3]  # one session.run for the three
     for one, together in zip(alone, shared, strict=True):
         assert isinstance(together, Prediction)
@@ -119,7 +120,7 @@ def test_a_shared_run_answers_what_each_image_alone_would(
 
 def test_a_broken_image_in_a_shared_run_fails_alone(yolov5n_dynamic_detector: Detector) -> None:
     good = photos(2)
-    results = yolov5n_dynamic_detector.predict_same_size([good[0], BROKEN, good[1]], DetectOptions())
+    results = predict_same_size(yolov5n_dynamic_detector, [good[0], BROKEN, good[1]], DetectOptions())
     assert isinstance(results[0], Prediction) and isinstance(results[2], Prediction)
     assert isinstance(results[1], ImageDecodeError)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from conftest import MODELS, require
 from specks.config import Settings
-from specks.tools.benchmark import Interleaved, interleave, model_inputs_of_request, synthetic_photo_jpeg
+from specks.core.options import DetectOptions
+from specks.tools.benchmark import Interleaved, interleave
+from specks.tools.yardstick import BareModel, synthetic_photo_jpeg
 
 
 def test_interleave_alternates_request_and_bare_call() -> None:
@@ -30,7 +34,19 @@ def test_summary_ratio_is_the_median_of_the_pairs() -> None:
 
 def test_the_passes_of_a_small_object_request_are_the_tensors_the_model_ran() -> None:
     settings = Settings(model=str(require(MODELS / "yolov5n_dynamic.onnx")))
-    model, tensors = model_inputs_of_request(settings, synthetic_photo_jpeg(2000, 1500), threads=1)
-    assert tensors, "the request ran the model"
-    assert all(t.ndim == 4 and t.shape[1] == 3 for t in tensors)
-    assert model.plain_session(1).run(None, {model.info.input_name: tensors[0]})[0].shape[0] == tensors[0].shape[0]
+    photo = synthetic_photo_jpeg(2000, 1500)
+    passes = BareModel(settings, photo, threads=1, options=DetectOptions())
+    assert passes.tensors, "the request ran the model"
+    assert all(t.ndim == 4 and t.shape[1] == 3 for t in passes.tensors)
+    out = passes.session.run(None, {passes.info.input_name: passes.tensors[0]})[0]
+    assert out.shape[0] == passes.tensors[0].shape[0]
+    passes()  # every pass, in turn, on the plain session
+
+
+def test_the_full_image_yardstick_runs_the_input_a_full_image_request_prepares() -> None:
+    settings = Settings(model=str(require(MODELS / "yolov5n_dynamic.onnx")))
+    photo = synthetic_photo_jpeg(2000, 1500)
+    bare = BareModel(settings, photo, threads=1)
+    recorded = BareModel(settings, photo, threads=1, options=DetectOptions(slice=False)).tensors
+    assert len(recorded) == 1
+    np.testing.assert_allclose(bare.tensors[0], recorded[0], atol=1e-6)

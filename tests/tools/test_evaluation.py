@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import COCO_TINY, coco_annotations, require
+from fakes import FakeInfo, FakeModel
 from specks.core.names import COCO80_NAMES
 from specks.core.options import DetectOptions
 from specks.core.pipeline import Prediction
@@ -202,18 +203,10 @@ def test_load_names_the_missing_annotations_file(tmp_path: Path) -> None:
 # -- evaluate ------------------------------------------------------------------------------------
 
 
-class _Info:
-    names = COCO80_NAMES
-
-
-class _Model:
-    info = _Info()
-
-
 class GroundTruthDetector:
     """Answers each image with its own ground truth, so evaluate() alone decides the score."""
 
-    model = _Model()
+    model = FakeModel(FakeInfo(names=COCO80_NAMES))
 
     def __init__(self, dataset: CocoDataset) -> None:
         coco80_of = {v: k for k, v in dataset.category_ids_for(COCO80_NAMES).items()}
@@ -283,11 +276,6 @@ def test_score_coco_refuses_max_dets_below_one(tiny: dict[str, Any]) -> None:
         score_coco(tiny, perfect_results(tiny), max_dets=0)
 
 
-class _PersonOnlyModel:
-    class info:  # noqa: N801 (mirrors ModelInfo's attribute)
-        names = ("person",)
-
-
 def test_evaluate_scores_a_model_on_the_categories_it_has() -> None:
     """A person-only model that finds every person scores 1.0, not 1/37 for the dataset's other classes."""
     dataset = CocoDataset.load(require(COCO_TINY)).first(6)
@@ -298,7 +286,7 @@ def test_evaluate_scores_a_model_on_the_categories_it_has() -> None:
         for data, found in detector.truth.items()
     }  # fmt: skip
     detector.truth = people
-    detector.model = _PersonOnlyModel()  # type: ignore[assignment]
+    detector.model = FakeModel(FakeInfo(names=("person",)))
     summary = evaluate(detector, dataset, DetectOptions(), max_dets=100, progress=False)  # type: ignore[arg-type]
     assert summary["AP"] == pytest.approx(1.0)
     assert summary["categories_scored"] == 1 < summary["categories"]

@@ -13,23 +13,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import MODELS, VISDRONE, free_port, require
 from specks.cli import main
 from specks.config import Settings
 from specks.errors import ConfigError, SpecksError
-from specks.tools.benchmark import synthetic_photo_jpeg
-from specks.tools.loadtest import (
-    LoadReport,
-    RequestRecord,
-    _target,
-    measure_bare_rate,
-    percentile,
-    predict_body,
-    run_load,
-)
+from specks.tools.loadtest import BARE_RUNS, BARE_WARMUP, LoadReport, RequestRecord, _target, run_load
 from specks.tools.server_process import (
     ServerProcess,
     child_pids,
@@ -38,39 +28,7 @@ from specks.tools.server_process import (
     rss_mb,
     wait_until_steadily_ready,
 )
-
-# -- percentile ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([5.0], 50, 5.0),
-        ([5.0], 99, 5.0),
-        ([1.0, 2.0], 50, 1.5),
-        ([3.0, 1.0, 2.0], 50, 2.0),  # unsorted input
-        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
-        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
-        ([1.0, 2.0, 3.0, 4.0], 25, 1.75),
-        (list(range(1, 101)), 95, 95.05),
-        (list(range(1, 101)), 99, 99.01),
-    ],
-)
-def test_percentile_interpolates_between_ranks(values: list[float], q: float, expected: float) -> None:
-    assert percentile(values, q) == pytest.approx(expected)
-
-
-def test_percentile_matches_numpy_on_random_latencies() -> None:
-    samples = np.random.default_rng(3).lognormal(4, 0.5, 997).tolist()
-    for q in (50, 95, 99):
-        assert percentile(samples, q) == pytest.approx(float(np.percentile(samples, q)))
-
-
-@pytest.mark.parametrize(("values", "q"), [([], 50), ([1.0], -1), ([1.0], 101)])
-def test_percentile_refuses_no_values_and_q_out_of_range(values: list[float], q: float) -> None:
-    with pytest.raises(ValueError):
-        percentile(values, q)
-
+from specks.tools.yardstick import BareModel, bare_rate_per_s, predict_body, synthetic_photo_jpeg
 
 # -- LoadReport maths ----------------------------------------------------------------------------
 
@@ -445,10 +403,6 @@ def test_steadily_ready_stops_when_the_server_is_dead() -> None:
     assert time.monotonic() - started < 1
 
 
-def test_predict_body_is_the_seed_request() -> None:
-    assert predict_body(b"\x00\x01") == b'{"image":"AAE="}'
-
-
 # -- the CI smoke: a real server, 60 s at concurrency 8 ------------------------------------------
 
 
@@ -471,7 +425,9 @@ def test_load_smoke_60s_concurrency_8(cache_dir: Path) -> None:
         )
     finally:
         server.stop()
-    bare_per_s = measure_bare_rate(Settings(model=model, cache_dir=cache_dir), image)
+    settings = Settings(model=model, cache_dir=cache_dir)
+    bare = BareModel(settings, image, settings.threads_for(1))
+    bare_per_s = bare_rate_per_s(bare, 0.0, min_calls=BARE_RUNS, warmup=BARE_WARMUP)  # as `specks load` does
     data = result.to_dict()
     print(
         f"\nload smoke: {data['requests']} requests, {data['errors']} errors, {data['throughput_per_s']} req/s, "

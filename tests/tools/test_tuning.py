@@ -13,6 +13,7 @@ import requests
 
 from conftest import COCO_TINY, MODELS, coco_annotations, live_server_for, require
 from factories import b64
+from fakes import FakeDetector
 from specks.cli import main
 from specks.core.options import DetectOptions, SlicingSettings
 from specks.core.overlap import MergeStrategy
@@ -90,13 +91,6 @@ def test_tune_writes_the_defaults_when_the_pick_loses_on_held_out_images(monkeyp
     monkeypatch.setattr(tuning, "PreparedImages", FakeImages)
     monkeypatch.setattr(tuning, "warm_up", lambda *args: None)
     monkeypatch.setattr(tuning, "evaluate_setting", fake_evaluate)
-
-    class FakeDetector:
-        profile = None
-
-        class model:  # noqa: N801
-            class info:  # noqa: N801
-                name = "fake.onnx"
 
     base = SlicingSettings()
     report = tuning.tune(FakeDetector(), fake_dataset(6), base, TuneConfig(progress=False))  # type: ignore[arg-type]

@@ -15,8 +15,9 @@ import requests
 
 from conftest import LiveServer, jpeg_bytes
 from factories import b64, huge_bilevel_png
-from specks.tools.loadtest import predict_body, run_load
+from specks.tools.loadtest import run_load
 from specks.tools.server_process import child_pids, rss_mb, wait_until_steadily_ready
+from specks.tools.yardstick import predict_body
 
 JSON = {"Content-type": "application/json"}
 

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from flask import Flask
 
 from conftest import COCO_TINY, MODELS, free_port, jpeg_bytes, require
 from factories import b64
+from fakes import FakeDetector
 from specks.config import Settings
 from specks.core.pipeline import Detector
 from specks.errors import InferenceError, ModelNotReadyError
@@ -55,20 +55,6 @@ MAX_BODY_BYTES = 1024 * 1024  # the replicas' body limit: small, so the 413 case
 # -- the pieces, without Ray running ------------------------------------------------------
 
 
-class FakeDetector:
-    """Stands in for a Detector: counts predictions, or fails them like a broken session."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-        self.calls = 0
-        self.model = SimpleNamespace(info=SimpleNamespace(name="fake.onnx"))
-
-    def predict_bytes(self, data: bytes, options: Any) -> None:
-        self.calls += 1
-        if self.error is not None:
-            raise self.error
-
-
 def _holder(detector: Any = None) -> ModelHolder:
     return ModelHolder(Settings(), detector)
 
@@ -77,7 +63,7 @@ def test_check_model_runs_one_probe_prediction_on_a_healthy_model(yolov5n_detect
     check_model(_holder(yolov5n_detector))  # the real path: decode, letterbox, session.run, postprocess
     fake = FakeDetector()
     check_model(_holder(fake))
-    assert fake.calls == 1
+    assert len(fake.calls) == 1
 
 
 def test_check_model_fails_while_the_model_is_missing_and_says_why(tmp_path: Path) -> None:
@@ -91,17 +77,17 @@ def test_check_model_fails_while_the_model_is_missing_and_says_why(tmp_path: Pat
 
 def test_check_model_fails_when_the_model_is_broken() -> None:
     with pytest.raises(InferenceError, match="session died"):
-        check_model(_holder(FakeDetector(InferenceError("inference failed: session died"))))
+        check_model(_holder(FakeDetector(error=InferenceError("inference failed: session died"))))
 
 
 def test_check_model_never_queues_behind_requests_that_hold_every_slot() -> None:
-    detector = FakeDetector(InferenceError("would fail if probed"))
+    detector = FakeDetector(error=InferenceError("would fail if probed"))
     holder = _holder(detector)
     slots = holder.settings.predictions_per_worker
     for _ in range(slots):
         holder.prediction_slots.acquire()
     check_model(holder)  # busy serving: healthy, and no probe
-    assert detector.calls == 0
+    assert detector.calls == []
     for _ in range(slots):
         holder.prediction_slots.release()
 

@@ -21,8 +21,9 @@ from conftest import MODELS, LiveServer, jpeg_bytes, live_server_for, require
 from factories import b64
 from specks.config import Settings
 from specks.service.holder import ModelHolder
-from specks.tools.loadtest import LoadReport, RequestRecord, predict_body, run_load
+from specks.tools.loadtest import LoadReport, RequestRecord, run_load
 from specks.tools.server_process import child_pids
+from specks.tools.yardstick import predict_body
 from specks.web import server as server_module
 from specks.web.server import SpecksServer, SpecksWorker, wait_for_model
 

@@ -108,8 +108,8 @@ def _size_wh(text: str) -> tuple[int, int]:
 def cmd_load(args: argparse.Namespace) -> int:
     """Run the load test and print its report (or JSON); exit status 1 when any request failed."""
 
-    from ..tools.benchmark import image_or_synthetic
-    from ..tools.loadtest import predict_body, run_load, run_load_benchmark
+    from ..tools.loadtest import run_load, run_load_benchmark
+    from ..tools.yardstick import image_or_synthetic, predict_body
 
     image_bytes = image_or_synthetic(args.image, size_wh=args.image_size)
     shape: dict[str, Any] = {

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -18,7 +18,6 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import SpecksError
 from .boxes import clip_xyxy
 from .deadline import Deadline
 from .imaging import DecodedImage, DecodeLimits, ImageLimits, decode_image, read_image_size
@@ -104,18 +103,6 @@ class StageTimer:
         of the stages, for an image that waited while other images of its batch were worked on."""
         total = (time.perf_counter() - self._start) * 1000 if wall_clock else sum(self.timings_ms.values())
         return {**{k: round(v, 3) for k, v in self.timings_ms.items()}, "total": round(total, 3)}
-
-
-@dataclass(frozen=True)
-class _BatchRow:
-    """One image of a shared run: what undoing its letterbox needs, without its pixels (unless kept)."""
-
-    index: int
-    size: ImageSize
-    scale_xy: tuple[float, float]
-    letterbox_plan: LetterboxPlan
-    params: PostprocessParams
-    image: DecodedImage | None
 
 
 @dataclass(frozen=True)
@@ -244,80 +231,6 @@ class Detector(Generic[ModelT]):
         else:
             found = self.detect_sliced(source, one_pass.slicing, one_pass.input_hw, params, timer)
         return mirror_boxes(found, image.size.width) if one_pass.flip else found
-
-    def predict_same_size(
-        self, images: Sequence[bytes], options: DetectOptions, *, keep_image: bool = False
-    ) -> list[Prediction | SpecksError]:
-        """Full-image passes of images of one size through one ``session.run`` (the batch axis).
-
-        The caller (``batching``) groups images whose plan is a full-image pass, all of one size,
-        on a model with a dynamic batch axis, and bounds how many. Each image keeps its own error
-        (decode, limits) in its place; a failed run is the error of every image in it. Each image's
-        ``timing_ms`` holds its own stages plus an equal share of the run it shared; its ``total``
-        is their sum. Only the batch tensor and each image's size are held until the run, not the
-        decoded pixels (unless ``keep_image``).
-        """
-        timers = [StageTimer() for _ in images]
-        results: dict[int, Prediction | SpecksError] = {}
-        batch: npt.NDArray[np.float32] | None = None
-        rows: list[_BatchRow] = []
-        alone: list[tuple[_BatchRow, npt.NDArray[np.float32]]] = []  # an input of another shape (rounding)
-        for index, data in enumerate(images):
-            try:
-                row, tensor = self._full_image_row(index, data, options, timers[index], keep_image)
-            except SpecksError as exc:
-                results[index] = exc
-                continue
-            if batch is None:
-                batch = np.empty((len(images) - index, *tensor.shape[1:]), np.float32)
-            if tensor.shape[1:] == batch.shape[1:]:
-                batch[len(rows)] = tensor[0]
-                rows.append(row)
-            else:
-                alone.append((row, tensor))
-            del tensor
-        runs = [(rows, batch[: len(rows)])] if batch is not None and rows else []
-        runs += [([row], tensor) for row, tensor in alone]
-        for run_rows, tensor in runs:
-            results.update(self._run_rows(run_rows, tensor, timers))
-        return [results[index] for index in range(len(images))]
-
-    def _full_image_row(
-        self, index: int, data: bytes, options: DetectOptions, timer: StageTimer, keep_image: bool
-    ) -> tuple[_BatchRow, npt.NDArray[np.float32]]:
-        with timer.stage("decode"):
-            size, _ = read_image_size(
-                data, max_image_pixels=self.limits.max_image_pixels, max_jpeg_scans=self.limits.max_jpeg_scans
-            )
-        plan = self.plan(options, size)
-        if plan.slicing is not None or len(plan.passes) != 1 or plan.regions is not None:
-            raise ValueError("predict_same_size runs one full-image pass per image; this plan has more")
-        with timer.stage("decode"):
-            image = self.decode_for_input(data, size, None if keep_image else plan.input_hw)
-        with timer.stage("preprocess"):
-            tensor, letterbox_plan = self.full_image_input(image, plan.input_hw)
-        kept = image if keep_image else None
-        return _BatchRow(index, image.size, image.scale_xy, letterbox_plan, plan.postprocess, kept), tensor
-
-    def _run_rows(
-        self, rows: list[_BatchRow], batch: npt.NDArray[np.float32], timers: list[StageTimer]
-    ) -> dict[int, Prediction | SpecksError]:
-        started = time.perf_counter()
-        try:
-            raw = self.model.run(batch)
-        except SpecksError as exc:
-            return {row.index: exc for row in rows}
-        share_ms = (time.perf_counter() - started) * 1000 / len(rows)
-        answers: dict[int, Prediction | SpecksError] = {}
-        for slot, row in enumerate(rows):
-            timer = timers[row.index]
-            timer.add("inference", share_ms)
-            with timer.stage("postprocess"):
-                found = postprocess(raw[slot], self.model.info.layout, row.params, row.letterbox_plan.input_hw)
-                detections = to_original_frame(found, row.letterbox_plan, row.size, row.scale_xy)
-            timing_ms = timer.finish(wall_clock=False)
-            answers[row.index] = Prediction(detections, row.size, timing_ms, 0, image=row.image, model=self.model.info)
-        return answers
 
     def decode_for_input(self, data: bytes, size: ImageSize, input_hw: tuple[int, int] | None) -> DecodedImage:
         """Decode no larger than needed: a JPEG much bigger than ``input_hw`` decodes at reduced scale.

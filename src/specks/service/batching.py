@@ -2,7 +2,7 @@
 
 A batch (``"images": [...]``) is cut into *units*, each run under one prediction slot, in the
 order of their first image. Full-image passes of images of one size share one ``session.run``
-when the model's batch axis is dynamic (``Detector.predict_same_size``), up to
+when the model's batch axis is dynamic (``core.shared_runs.predict_same_size``), up to
 ``MAX_BATCH_INPUT_PIXELS`` input pixels per run, a kept picture (``keep_image``) counting its
 decoded pixels too; every other image (sliced, or on a model with a fixed batch of one) is a unit
 of its own, whose tiles the Detector batches itself. An image refused from its header (pixel
@@ -22,6 +22,7 @@ from ..core.deadline import Deadline
 from ..core.imaging import read_image_size
 from ..core.options import DetectOptions
 from ..core.pipeline import MAX_BATCH_INPUT_PIXELS, Detector, Prediction
+from ..core.shared_runs import predict_same_size
 from ..core.types import ImageSize
 from ..errors import BatchTooLargeError, ClientGoneError, DeadlineExceededError, SpecksError
 
@@ -135,7 +136,7 @@ def run_unit(
             raise
         except SpecksError as exc:
             return {index: exc}
-    answers = detector.predict_same_size([images[index] for index in unit], options, keep_image=keep_image)
+    answers = predict_same_size(detector, [images[index] for index in unit], options, keep_image=keep_image)
     return dict(zip(unit, answers, strict=True))
 
 

@@ -3,15 +3,14 @@
 ``run_latency_benchmark`` measures, on one model and one image in one run:
 - the median end-to-end ``POST /predict`` latency against a real ``specks serve`` process
   (one worker, seed-style JSON body plus ``"slice": false``, keep-alive connection), and
-- the median bare ``InferenceSession.run`` time on the already prepared input tensor,
+- the median bare ``InferenceSession.run`` time on the already prepared input tensor
+  (the yardstick, ``yardstick.BareModel``),
 and their ratio, the overhead of everything that is not the network forward pass.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
-import io
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -19,40 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from ..config import Settings
 from ..errors import SpecksError
-from .loadtest import predict_body, run_load
+from .loadtest import run_load
 from .server_process import ServerProcess
-
-
-def synthetic_photo_jpeg(width: int = 2000, height: int = 1500, quality: int = 90) -> bytes:
-    """A photo-like JPEG (smooth shapes plus sensor noise), deterministic."""
-    from PIL import Image
-
-    rng = np.random.default_rng(42)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([xx / width * 200, yy / height * 180, (xx + yy) / (width + height) * 220], axis=2)
-    for _ in range(60):  # scattered blobs, some small, as in a drone photo
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(4, 80)
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        base[mask] = rng.uniform(0, 255, 3)
-    pixels = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def image_or_synthetic(path: Path | None, *, size_wh: tuple[int, int] = (2000, 1500)) -> bytes:
-    """The image file's bytes (an unreadable path is a SpecksError), or a synthetic photo of ``size_wh``."""
-    if path is None:
-        return synthetic_photo_jpeg(*size_wh)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise SpecksError(f"cannot read {path}: {exc.strerror}") from exc
+from .yardstick import BareModel, bare_rate_per_s, full_image_body, image_or_synthetic, percentile, predict_body
 
 
 def post_predict(connection: http.client.HTTPConnection, body: bytes) -> dict[str, Any]:
@@ -93,16 +65,9 @@ class Interleaved:
             "bare_session_run_ms": round(statistics.median(self.bare_ms), 2),
             # The median of the pairs' ratios, and the quartiles of that spread.
             "ratio": round(statistics.median(ratios), 3),
-            "ratio_quartiles": [round(_quantile(ratios, q), 3) for q in (0.25, 0.75)],
+            "ratio_quartiles": [round(percentile(ratios, q), 3) for q in (25, 75)],
             "server_stage_median_ms": {k: round(v, 2) for k, v in stages.items()},
         }
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    position = q * (len(sorted_values) - 1)
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def interleave(
@@ -121,31 +86,6 @@ def interleave(
         bare()
         bare_ms.append((time.perf_counter() - start) * 1000)
     return Interleaved(tuple(end_to_end), tuple(bare_ms), tuple(stages))
-
-
-def full_image_body(image_bytes: bytes) -> bytes:
-    """A seed-style body asking for one full-image pass at the model's input size.
-
-    ("auto" would slice a large photo into tiles, a different workload from one bare call.)
-    """
-    return orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii"), "slice": False})
-
-
-class BareModel:
-    """The yardstick: ``session.run`` of a plain session (ONNX Runtime's defaults, ``threads``
-    intra-op threads) on the input tensor a full-image request prepares from the image."""
-
-    def __init__(self, settings: Settings, image_bytes: bytes, threads: int) -> None:
-        from ..service.loading import load_detector
-
-        detector = load_detector(settings, threads=threads)
-        self.info = detector.model.info
-        self.tensor = detector.prepared_input(image_bytes)
-        self.session = detector.model.plain_session(threads)
-        self.threads = threads
-
-    def __call__(self) -> object:
-        return self.session.run(None, {self.info.input_name: self.tensor})
 
 
 def run_latency_benchmark(
@@ -185,7 +125,7 @@ def run_latency_benchmark(
             "width": size.width,
             "height": size.height,
         },
-        "input_tensor_shape": list(bare.tensor.shape),
+        "input_tensor_shape": list(bare.tensors[0].shape),
         "workers": workers,
         "threads": threads,
         "runs": runs,
@@ -210,33 +150,6 @@ def format_latency_report(report: dict[str, Any]) -> str:
 
 
 # -- the default configuration: `specks serve` with no flags -------------------------------------
-
-
-def bare_rate_per_s(run: Callable[[], object], seconds: float) -> float:
-    """Sequential calls of ``run`` per second over about ``seconds`` (at least three calls)."""
-    calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        run()
-        calls += 1
-    return calls / (time.perf_counter() - start)
-
-
-def model_inputs_of_request(settings: Settings, image_bytes: bytes, threads: int) -> tuple[Any, list[Any]]:
-    """The model and every input tensor a seed-style request (server defaults) runs it on."""
-    from ..core.options import DetectOptions
-    from ..service.loading import load_detector
-
-    detector = load_detector(settings, threads=threads)
-    model, tensors = detector.model, []
-    run = model.run
-
-    def recording_run(tensor: Any) -> Any:
-        tensors.append(tensor)
-        return run(tensor)
-
-    setattr(model, "run", recording_run)  # noqa: B010 (an instance attribute over the method, here only)
-    detector.predict_bytes(image_bytes, DetectOptions())
-    return model, tensors
 
 
 def interleaved_throughput(
@@ -282,16 +195,12 @@ def run_default_config_benchmark(
       the bare cost of the same model passes (every tensor such a request runs, in turn).
     """
     from ..config import cpu_count
+    from ..core.options import DetectOptions
 
     image_bytes = image_or_synthetic(image_path)
     cores = cpu_count()
     bare = BareModel(settings, image_bytes, cores)
-    model, pass_tensors = model_inputs_of_request(settings, image_bytes, cores)
-    passes_session = model.plain_session(cores)
-
-    def bare_passes() -> None:
-        for tensor in pass_tensors:
-            passes_session.run(None, {model.info.input_name: tensor})
+    bare_passes = BareModel(settings, image_bytes, cores, options=DetectOptions())  # server defaults
 
     full_body = full_image_body(image_bytes)
     server = ServerProcess(settings)  # no --workers, no --threads: the defaults
@@ -320,7 +229,7 @@ def run_default_config_benchmark(
         "single_client": {"runs": runs, **single.summary()},
         "full_image_load": full_load,
         "small_object_load": {
-            "model_passes": [list(t.shape) for t in pass_tensors],
+            "model_passes": [list(t.shape) for t in bare_passes.tensors],
             **small_load,
         },
     }

@@ -5,17 +5,14 @@ connection, POSTing one body for ``duration_s`` seconds (or until ``max_requests
 every request's latency and status and samples the workers' resident memory every second.
 Throughput and latency percentiles are taken over the measured window, after ``warmup_s``.
 
-``measure_bare_rate`` is the yardstick: sequential ``session.run`` calls per second on the
-already prepared input tensor, same model, same machine, every core.
-
-``run_load_benchmark`` does both against a ``specks serve`` it starts itself.
+``run_load_benchmark`` does that against a ``specks serve`` it starts itself, then times the
+yardstick (``yardstick.BareModel``): sequential ``session.run`` calls per second on the already
+prepared input tensor, same model, same machine, every core.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
-import math
 import threading
 import time
 from collections import Counter
@@ -24,38 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from ..config import Settings
 from ..errors import ConfigError
 from .server_process import ServerProcess, child_pids, peak_rss_mb, reset_peak_rss, rss_mb
+from .yardstick import BareModel, bare_rate_per_s, percentile, predict_body
 
 # The seed client's headers: a JSON body, nothing else.
 SEED_HEADERS = {"Content-type": "application/json"}
-# Sequential session.run calls timed for the bare rate (after a few untimed ones).
-BARE_RUNS = 50
+# Sequential session.run calls timed for the bare rate, after BARE_WARMUP untimed ones.
+BARE_RUNS, BARE_WARMUP = 50, 5
 # Pause after a failed connection so a dead server is not hammered in a tight loop.
 ERROR_BACKOFF_S = 0.05
-
-
-def predict_body(image_bytes: bytes) -> bytes:
-    """The seed-style request body: ``{"image": "<base64>"}`` and nothing else."""
-    return orjson.dumps({"image": base64.b64encode(image_bytes).decode("ascii")})
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), interpolating linearly between ranks, like numpy's default."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be within 0..100, got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-# -- worker memory ----------------------------------------------------------------------------
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -409,29 +385,7 @@ def run_load(
     )
 
 
-# -- the yardstick ----------------------------------------------------------------------------
-
-
-def measure_bare_rate(settings: Settings, image_bytes: bytes, runs: int = BARE_RUNS, *, warmup: int = 5) -> float:
-    """Sequential ``session.run`` calls per second on the prepared full-image input tensor.
-
-    The model loads as ``specks predict`` loads it (every core unless SPECKS_THREADS / --threads
-    says otherwise, the configured providers); the tensor is prepared as a full-image request
-    prepares it (reduced-scale decode, letterbox), once, outside the timing.
-    """
-    from ..service.loading import load_detector
-
-    if runs < 1:
-        raise ConfigError(f"runs must be >= 1, got {runs}")
-    detector = load_detector(settings)
-    model = detector.model
-    feed = {model.info.input_name: detector.prepared_input(image_bytes)}
-    for _ in range(warmup):
-        model.session.run(None, feed)
-    start = time.perf_counter()
-    for _ in range(runs):
-        model.session.run(None, feed)
-    return runs / (time.perf_counter() - start)
+# -- against a server started here, with the yardstick ------------------------------------------
 
 
 def run_load_benchmark(
@@ -467,7 +421,9 @@ def run_load_benchmark(
         )
     finally:
         server.stop()
-    bare_per_s = measure_bare_rate(settings, image_bytes)
+    # After the server has stopped, so the two never share the cores.
+    bare = BareModel(settings, image_bytes, settings.threads_for(1))
+    bare_per_s = bare_rate_per_s(bare, 0.0, min_calls=BARE_RUNS, warmup=BARE_WARMUP)
     return {
         **report.to_dict(),
         "model": settings.model or "embedded default",

@@ -93,6 +93,11 @@ PROBE_WH = (64, 48)
 
 @functools.cache
 def probe_jpeg() -> bytes:
+    """A flat grey ``PROBE_WH`` JPEG, made once per replica.
+
+    Not the benchmarks' synthetic photo (``tools.yardstick``): the probe only has to take the whole
+    path (decode, letterbox, session.run, postprocess) as cheaply as it can, every health check.
+    """
     from PIL import Image
 
     buffer = io.BytesIO()
