@@ -16,10 +16,9 @@ import numpy as np
 
 from specks.core.deadline import Deadline
 from specks.core.imaging import DecodedImage
-from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.options import MODEL_DEFAULTS, DetectOptions, SlicingSettings
 from specks.core.pipeline import Prediction
 from specks.core.postprocess import OutputLayout
-from specks.core.regions import NO_REGIONS
 from specks.core.types import Detections, ImageSize
 from specks.service.metrics import Metrics
 
@@ -65,7 +64,7 @@ class FakeDetector:
         self.model = FakeModel()
         self.error = error
         self.slicing = slicing or SlicingSettings()
-        self.regions = NO_REGIONS
+        self.model_defaults = MODEL_DEFAULTS
         self.profile = None
         self.metrics = metrics
         self.calls: list[tuple[Any, DetectOptions]] = []

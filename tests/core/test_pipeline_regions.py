@@ -7,7 +7,7 @@ import numpy as np
 from conftest import VISDRONE, jpeg_bytes, require
 from factories import iou_matrix
 from fakes import FakeInfo
-from specks.core.options import DetectOptions, SlicingSettings, parse_detect_options
+from specks.core.options import DetectOptions, ModelDefaults, SlicingSettings, parse_detect_options
 from specks.core.pipeline import Detector
 from specks.core.planning import plan_request
 from specks.core.regions import Region, RegionAnchor, RegionSet, RegionUnits
@@ -80,15 +80,21 @@ def test_only_exclude_regions_keep_a_reduced_decode() -> None:
 def test_a_profile_s_regions_apply_unless_the_request_gives_its_own() -> None:
     camera = RegionSet((Region(((0, 0.5), (1, 0.5), (1, 1), (0, 1)), RegionUnits.FRACTION),), RegionAnchor.CENTER)
     size = ImageSize(2000, 1500)
-    by_default = plan_request(GEOMETRY, SlicingSettings(), DetectOptions(), size, default_regions=camera)
+    by_default = plan_request(
+        GEOMETRY, SlicingSettings(), DetectOptions(), size, model_defaults=ModelDefaults(regions=camera)
+    )
     assert by_default.regions is not None and by_default.regions.anchor is RegionAnchor.CENTER
     assert by_default.regions.crop_xyxy[1] > 600
     whole = plan_request(
-        GEOMETRY, SlicingSettings(), parse_detect_options({"regions": []}), size, default_regions=camera
+        GEOMETRY,
+        SlicingSettings(),
+        parse_detect_options({"regions": []}),
+        size,
+        model_defaults=ModelDefaults(regions=camera),
     )
     assert whole.regions is None
     anchored = parse_detect_options({"region_anchor": "bottom_center"})
-    bottom = plan_request(GEOMETRY, SlicingSettings(), anchored, size, default_regions=camera)
+    bottom = plan_request(GEOMETRY, SlicingSettings(), anchored, size, model_defaults=ModelDefaults(regions=camera))
     assert bottom.regions is not None and bottom.regions.anchor is RegionAnchor.BOTTOM_CENTER
 
 
@@ -145,7 +151,9 @@ def test_a_region_crop_keeps_its_boxes_in_original_pixels(default_detector: Dete
 
 def test_a_profile_carries_a_fixed_camera_s_regions(default_detector: Detector) -> None:
     camera = RegionSet((Region(((0, 0), (0.5, 0), (0.5, 1), (0, 1)), RegionUnits.FRACTION),))
-    detector = ort_detector(default_detector.model, default_detector.limits, profile=ModelProfile(regions=camera))
+    detector = ort_detector(
+        default_detector.model, default_detector.limits, profile=ModelProfile(defaults=ModelDefaults(regions=camera))
+    )
     data = drone_photos(1)[0]
     left = detector.predict_bytes(data, DetectOptions(conf=0.1))
     assert left.regions is not None and len(left.detections)

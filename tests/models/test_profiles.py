@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from fakes import FakeInfo, FakeModel
 from specks.config import Settings
 from specks.core.options import DetectOptions, SlicingSettings
 from specks.core.overlap import MergeStrategy
+from specks.core.pipeline import Detector
 from specks.core.planning import plan_request
 from specks.core.postprocess import OutputLayout
 from specks.core.preprocess import ChannelOrder, Placement
@@ -182,13 +184,13 @@ def test_a_profile_s_regions_load_save_and_show(tmp_path: Path) -> None:
     road = {"points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], "units": "fraction", "exclude": False}
     path = write(tmp_path / "cam.specks.json", {"regions": [road], "region_anchor": "center"})
     profile = load_profile(path)
-    assert profile.regions == RegionSet(
+    assert profile.defaults.regions == RegionSet(
         (Region(((0, 0.5), (1, 0.5), (1, 1), (0, 1)), RegionUnits.FRACTION),), RegionAnchor.CENTER
     )
     assert profile.describe()["regions"] == [road] and profile.describe()["region_anchor"] == "center"
     saved = tmp_path / "again.specks.json"
     save_profile(profile, saved)
-    assert load_profile(saved).regions == profile.regions
+    assert load_profile(saved).defaults == profile.defaults
     assert "regions" not in ModelProfile().to_json()
 
 
@@ -205,3 +207,22 @@ def test_bad_profile_regions_are_refused_naming_the_file(tmp_path: Path, body: A
     with pytest.raises(ConfigError) as caught:
         load_profile(path)
     assert str(path) in caught.value.message and message in caught.value.message
+
+
+def test_a_profile_s_conf_is_the_model_s_default_and_a_request_s_own_wins(tmp_path: Path) -> None:
+    per_class = {"person": 0.6, "*": 0.3}
+    profile = load_profile(write(tmp_path / "cam.specks.json", {"conf": per_class}))
+    assert profile.defaults.conf == per_class and profile.describe()["conf"] == per_class
+    model = FakeInfo(names=("person", "car"))
+    image = ImageSize(640, 480)
+    omitted = plan_request(model, SlicingSettings(), DetectOptions(), image, model_defaults=profile.model_defaults)
+    assert (omitted.postprocess.conf_threshold, omitted.postprocess.class_conf) == (0.3, (0.6, 0.3))
+    own = plan_request(model, SlicingSettings(), DetectOptions(conf=0.5), image, model_defaults=profile.model_defaults)
+    assert (own.postprocess.conf_threshold, own.postprocess.class_conf) == (0.5, None)
+    saved = tmp_path / "again.specks.json"
+    save_profile(profile, saved)
+    assert json.loads(saved.read_text())["conf"] == per_class
+    assert "conf" not in ModelProfile().to_json()  # Specks' own default is not written out
+    unknown = load_profile(write(tmp_path / "bad.specks.json", {"conf": {"unicorn": 0.5}}))
+    with pytest.raises(ConfigError, match="model profile: 'conf': unknown class name 'unicorn'"):
+        Detector(FakeModel(model), profile=unknown)  # when the model loads, not on every request

@@ -25,7 +25,7 @@ def test_minimal_body_gets_the_defaults() -> None:
     request = parse_predict_request(body())
 
     assert request.image == IMAGE
-    assert request.conf == 0.25
+    assert request.conf is None  # the model profile's conf, else 0.25
     assert request.iou is None  # the Detector picks 0.45, or 0.6 when sliced
     assert request.multi_label is None
     assert request.max_det == 300
@@ -61,7 +61,6 @@ def test_optional_fields(fields: dict[str, Any], attribute: str, expected: Any) 
         pytest.param(body(conf=1.5), "conf", "less than or equal to 1", id="conf-above-one"),
         pytest.param(body(conf=-0.1), "conf", "greater than or equal to 0", id="conf-negative"),
         pytest.param(body(conf=True), "conf", "got True", id="conf-bool"),
-        pytest.param(body(conf=None), "conf", "got None", id="conf-null"),
         pytest.param(body(iou=2), "iou", "less than or equal to 1", id="iou-above-one"),
         pytest.param(body(max_det=0), "max_det", "greater than or equal to 1", id="max-det-zero"),
         pytest.param(body(max_det=10_001), "max_det", "less than or equal to 10000", id="max-det-too-many"),

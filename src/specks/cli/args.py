@@ -110,7 +110,9 @@ CONF_HELP = 'minimum confidence 0..1, or per class as JSON: \'{"person": 0.3, "*
 
 def add_detect_args(parser: argparse.ArgumentParser) -> None:
     """--conf, --iou, --multi-label, --max-det, --classes and --imgsz, with `specks predict`'s defaults."""
-    parser.add_argument("--conf", type=conf_value, default=DEFAULT_CONF, help=f"{CONF_HELP} (default {DEFAULT_CONF:g})")
+    parser.add_argument(
+        "--conf", type=conf_value, help=f"{CONF_HELP} (default: the model profile's, else {DEFAULT_CONF:g})"
+    )
     add_iou_args(parser)
     parser.add_argument(
         "--max-det", type=int, default=DEFAULT_MAX_DET, help=f"most detections per image (default {DEFAULT_MAX_DET})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,7 +29,16 @@ from pydantic import (
 
 from ..errors import ConfigError, InvalidFieldError, clipped, shown
 from .overlap import MatchMetric, MergeStrategy
-from .regions import MAX_REGION_POINTS, MAX_REGIONS, Region, RegionAnchor, RegionUnits, check_points
+from .regions import (
+    MAX_REGION_POINTS,
+    MAX_REGIONS,
+    NO_REGIONS,
+    Region,
+    RegionAnchor,
+    RegionSet,
+    RegionUnits,
+    check_points,
+)
 from .slicing import SliceMode
 
 # The largest max_det a request may ask for (DetectOptions).
@@ -146,14 +155,14 @@ class DetectOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     conf: Annotated[
-        Confidence | Annotated[dict[str, Confidence], Field(min_length=1, max_length=MAX_CLASS_THRESHOLDS)],
+        Confidence | Annotated[dict[str, Confidence], Field(min_length=1, max_length=MAX_CLASS_THRESHOLDS)] | None,
         Field(
             description="Minimum confidence, 0..1: one number for every class, or an object of thresholds by "
             'class name or id, "*" for the classes it does not name (e.g. {"person": 0.3, "car": 0.6, "*": 0.25}; '
             'without "*", the rest keep the default). A box is kept when its best class\'s score clears that '
-            "class's threshold."
+            f"class's threshold. Omitted: the model profile's conf, else {DEFAULT_CONF:g}."
         ),
-    ] = DEFAULT_CONF
+    ] = None
     iou: Annotated[
         UnitInterval | None,
         Field(
@@ -352,6 +361,22 @@ class SlicingSettings:
         coerce_enum(self, "merge_metric", MatchMetric)
         for knob in KNOBS:
             knob.check(getattr(self, knob.setting))
+
+
+# A threshold for every class, or thresholds by class name or id ("*": the rest).
+ConfValue = float | Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a request omits and a model's profile may set besides the slicing knobs: a fixed camera's
+    confidence (one number, or per class) and regions of interest."""
+
+    conf: ConfValue = DEFAULT_CONF
+    regions: RegionSet = NO_REGIONS
+
+
+MODEL_DEFAULTS = ModelDefaults()
 
 
 @dataclass(frozen=True)

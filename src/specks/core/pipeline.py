@@ -18,16 +18,17 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ConfigError, InvalidFieldError
 from .boxes import clip_xyxy
 from .deadline import Deadline
 from .imaging import DecodedImage, DecodeLimits, ImageLimits, decode_image, read_image_size
-from .options import DetectOptions, SlicingSettings
+from .options import MODEL_DEFAULTS, ConfValue, DetectOptions, ModelDefaults, SlicingSettings
 from .overlap import merge_detections
-from .planning import MergePlan, ModelGeometry, PassPlan, RequestPlan, SlicePlan, plan_request
+from .planning import MergePlan, ModelGeometry, PassPlan, RequestPlan, SlicePlan, plan_request, resolve_conf
 from .postprocess import OutputLayout, PostprocessParams, postprocess
 from .preprocess import LetterboxPlan, Preprocessing, plan_letterbox
 from .preprocess import letterbox as numpy_letterbox
-from .regions import NO_REGIONS, RegionPlan, RegionSet
+from .regions import RegionPlan
 from .slicing import shift_detections
 from .types import Detections, ImageSize
 
@@ -67,7 +68,7 @@ class ProfileDefaults(Protocol):
     """A model profile as the pipeline uses it (``models.profiles.ModelProfile``)."""
 
     @property
-    def regions(self) -> RegionSet: ...
+    def model_defaults(self) -> ModelDefaults: ...
     def apply(self, base: SlicingSettings) -> SlicingSettings: ...
     def describe(self) -> dict[str, Any]: ...
 
@@ -160,12 +161,13 @@ class Detector(Generic[ModelT]):
         self.limits: ImageLimits = limits or DecodeLimits()
         self.profile = profile
         self.slicing = profile.apply(slicing or SlicingSettings()) if profile else slicing or SlicingSettings()
-        self.regions = profile.regions if profile else NO_REGIONS
+        self.model_defaults = profile.model_defaults if profile else MODEL_DEFAULTS
+        check_default_conf(model.info.names, self.model_defaults.conf)
         self.letterbox = letterbox or functools.partial(numpy_letterbox, preprocessing=model.info.preprocessing)
 
     def plan(self, options: DetectOptions, image: ImageSize) -> RequestPlan:
         """What a request with these options runs on an image of this size (see ``planning``)."""
-        return plan_request(self.model.info, self.slicing, options, image, default_regions=self.regions)
+        return plan_request(self.model.info, self.slicing, options, image, model_defaults=self.model_defaults)
 
     # -- the pipeline ------------------------------------------------------------------------
     def predict_bytes(
@@ -396,3 +398,11 @@ def to_original_frame(
     xyxy = clip_xyxy(xyxy, size.width, size.height)
     return Detections(xyxy, found.confidence, found.class_id)
 
+
+def check_default_conf(names: tuple[str, ...], conf: ConfValue) -> None:
+    """A model profile's per-class ``conf`` names classes of this model (ConfigError when the model
+    loads, not a 400 on every request that omits ``conf``)."""
+    try:
+        resolve_conf(names, conf)
+    except InvalidFieldError as exc:
+        raise ConfigError(f"model profile: {exc.message}") from exc

@@ -21,10 +21,19 @@ import numpy.typing as npt
 
 from ..errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesError, shown
 from .names import COCO_ALIASES
-from .options import CONF_FOR_THE_REST, DEFAULT_CONF, DEFAULT_IOU, DetectOptions, SlicingSettings
+from .options import (
+    CONF_FOR_THE_REST,
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    MODEL_DEFAULTS,
+    ConfValue,
+    DetectOptions,
+    ModelDefaults,
+    SlicingSettings,
+)
 from .overlap import MatchMetric, MergeStrategy
 from .postprocess import PostprocessParams
-from .regions import NO_REGIONS, RegionPlan, RegionSet, plan_regions, stride_aligned_px
+from .regions import RegionPlan, RegionSet, plan_regions, stride_aligned_px
 from .slicing import SliceMode, tile_count, tile_grid
 from .types import ImageSize
 
@@ -169,11 +178,12 @@ def plan_request(
     options: DetectOptions,
     image: ImageSize,
     *,
-    default_regions: RegionSet = NO_REGIONS,
+    model_defaults: ModelDefaults = MODEL_DEFAULTS,
 ) -> RequestPlan:
     """Resolve a request's options against the model and the server defaults (raises on bad values).
 
-    With regions (the request's, else ``default_regions``: its model profile's), the passes run on
+    ``model_defaults``: what the model's profile sets for a request that omits it (conf, regions).
+    With regions (the request's, else its model profile's), the passes run on
     the part of the image they need (``RegionPlan.crop_xyxy``), but whether to slice is still
     decided on the whole image: a sliced request keeps its tile scale, so its answer is the whole
     image's inside the regions, faster; a full-image pass gives the model input to the crop, so the
@@ -185,7 +195,7 @@ def plan_request(
     sliced = wants_slicing(defaults, options, image, base_hw)
     tile_scale = (options.tile_scale or defaults.tile_scale) if model.dynamic_hw else 1.0
     align_px = stride_aligned_px(model.stride, tile_scale) if sliced else 1
-    regions = plan_regions(chosen_regions(options, default_regions), image, align_px=align_px)
+    regions = plan_regions(chosen_regions(options, model_defaults.regions), image, align_px=align_px)
     if regions is not None:
         image = regions.crop_size
     # A repeated scale would only repeat a pass.
@@ -200,7 +210,7 @@ def plan_request(
         if flip:
             passes.append(PassPlan(plan.scale, True, plan.input_hw, plan.slicing))
     check_input_pixel_budget(model, passes, defaults, image)
-    params = postprocess_params(model.names, defaults, options, sliced=sliced)
+    params = postprocess_params(model.names, defaults, options, sliced=sliced, default_conf=model_defaults.conf)
     return RequestPlan(tuple(passes), params, merge_plan(defaults, options), regions)
 
 
@@ -282,14 +292,19 @@ def resolve_input_hw(model: ModelGeometry, imgsz: int | None) -> tuple[int, int]
 
 
 def postprocess_params(
-    names: tuple[str, ...], defaults: SlicingSettings, options: DetectOptions, *, sliced: bool
+    names: tuple[str, ...],
+    defaults: SlicingSettings,
+    options: DetectOptions,
+    *,
+    sliced: bool,
+    default_conf: ConfValue = DEFAULT_CONF,
 ) -> PostprocessParams:
     """Per-request filtering; unset ``iou`` / ``multi_label`` take the mode's measured defaults."""
     iou = options.iou if options.iou is not None else (defaults.iou_threshold if sliced else DEFAULT_IOU)
     multi_label = options.multi_label if options.multi_label is not None else (sliced and defaults.multi_label)
     class_ids = resolve_class_ids(names, options.classes) if options.classes is not None else None
     soft_nms = defaults.soft_nms if options.soft_nms is None else options.soft_nms
-    conf_floor, class_conf = resolve_conf(names, options.conf)
+    conf_floor, class_conf = resolve_conf(names, default_conf if options.conf is None else options.conf)
     return PostprocessParams(
         conf_floor,
         iou,
@@ -302,7 +317,7 @@ def postprocess_params(
     )
 
 
-def resolve_conf(names: tuple[str, ...], conf: float | Mapping[str, float]) -> tuple[float, tuple[float, ...] | None]:
+def resolve_conf(names: tuple[str, ...], conf: ConfValue) -> tuple[float, tuple[float, ...] | None]:
     """A request's ``conf`` -> (the lowest threshold, per-class thresholds by class id or None).
 
     ``conf`` is one number for every class, or thresholds by class name or id with ``"*"`` for the

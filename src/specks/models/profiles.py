@@ -8,16 +8,17 @@ A profile is what ``specks tune`` writes and what ``serve``, ``eval`` and ``pred
       "layout": "yolox",                                   (optional)
       "preprocessing": {"channel_order": "bgr", ...},      (optional)
       "input_hw": [640, 640],                              (optional)
+      "conf": {"person": 0.3, "car": 0.6, "*": 0.25},      (optional)
       "regions": [{"points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]], "units": "fraction"}],  (optional)
       "region_anchor": "bottom_center",                    (optional)
       "metadata": {"dataset": "...", "held_out": {...}}    (optional, informational)
     }
 
 ``slicing`` may name any of ``PROFILE_SLICING_FIELDS`` (a subset of ``options.SlicingSettings``);
-the fields it leaves out keep the server's setting. ``regions`` and ``region_anchor`` are a fixed
-camera's regions of interest, checked as a request's are (``options.RegionModel``); a request's
-own regions replace them. Unknown fields are refused, at every level, with a message naming the
-file and the field.
+the fields it leaves out keep the server's setting. ``conf`` (one threshold, or per class),
+``regions`` and ``region_anchor`` are a fixed camera's confidence and regions of interest, checked
+as a request's are (``options.DetectOptions``); a request's own replace them. Unknown fields are
+refused, at every level, with a message naming the file and the field.
 
 Precedence of a small-object setting, highest first: the request's option, then the model's
 profile, then the ``SPECKS_*`` environment, then Specks' built-in default.
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.options import KNOBS, SlicingSettings, parse_detect_options
+from ..core.options import DEFAULT_CONF, KNOBS, MODEL_DEFAULTS, ModelDefaults, SlicingSettings, parse_detect_options
 from ..core.postprocess import OutputLayout
 from ..core.preprocess import ChannelOrder, Placement, Preprocessing
 from ..core.regions import NO_REGIONS, RegionSet
@@ -47,7 +48,8 @@ from .overrides import NO_OVERRIDES, ModelOverrides
 PROFILE_VERSION = 1
 PROFILE_SUFFIX = ".specks.json"
 TOP_LEVEL_FIELDS = (
-    "specks_profile", "slicing", "layout", "preprocessing", "input_hw", "regions", "region_anchor", "metadata",
+    "specks_profile", "slicing", "layout", "preprocessing", "input_hw", "conf", "regions", "region_anchor",
+    "metadata",
 )  # fmt: skip
 # SlicingSettings fields a profile may set: all but the server limits (max_tiles, max_tile_input_px,
 # max_input_pixels_per_request), which stay with the server (``core.options.KNOBS``, ``per_model``).
@@ -62,7 +64,7 @@ class ModelProfile:
 
     slicing:   SlicingSettings fields the profile sets, by name (values already checked).
     overrides: layout / preprocessing / input size declared for the model.
-    regions:   the model's default regions of interest and anchor (a fixed camera's).
+    defaults:  the model's default confidence, regions of interest and anchor (a fixed camera's).
     metadata:  what ``specks tune`` measured (free-form JSON object, shown, never acted on).
     source:    the file it was read from (None for a profile built in memory).
     """
@@ -71,7 +73,11 @@ class ModelProfile:
     overrides: ModelOverrides = NO_OVERRIDES
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
-    regions: RegionSet = NO_REGIONS
+    defaults: ModelDefaults = MODEL_DEFAULTS
+
+    @property
+    def model_defaults(self) -> ModelDefaults:
+        return self.defaults
 
     def apply(self, base: SlicingSettings) -> SlicingSettings:
         """``base`` (the server's settings) with this profile's fields in their place."""
@@ -83,7 +89,7 @@ class ModelProfile:
             "file": self.source.name if self.source is not None else None,
             "slicing": slicing_to_json(self.slicing),
             **overrides_to_json(self.overrides),
-            **regions_to_json(self.regions),
+            **defaults_to_json(self.defaults),
             "metadata": dict(self.metadata),
         }
 
@@ -91,7 +97,7 @@ class ModelProfile:
         """The profile file's content."""
         body: dict[str, Any] = {"specks_profile": PROFILE_VERSION, "slicing": slicing_to_json(self.slicing)}
         body.update(overrides_to_json(self.overrides))
-        body.update(regions_to_json(self.regions))
+        body.update(defaults_to_json(self.defaults))
         if self.metadata:
             body["metadata"] = dict(self.metadata)
         return body
@@ -129,20 +135,21 @@ def parse_profile(body: object, *, source: Path | None = None) -> ModelProfile:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ConfigError(f"{where}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
-    regions = parse_regions(body.get("regions"), body.get("region_anchor"), where)
-    return ModelProfile(slicing, overrides, metadata, source, regions)
+    defaults = parse_model_defaults(body, where)
+    return ModelProfile(slicing, overrides, metadata, source, defaults)
 
 
-def parse_regions(raw: object, anchor: object, where: str) -> RegionSet:
-    """A profile's regions and anchor, checked exactly as a request's (ConfigError naming the file)."""
-    if raw is None and anchor is None:
-        return NO_REGIONS
-    given = {"regions": raw or []} | ({} if anchor is None else {"region_anchor": anchor})
+def parse_model_defaults(body: Mapping[str, Any], where: str) -> ModelDefaults:
+    """A profile's conf, regions and anchor, checked exactly as a request's (ConfigError naming the file)."""
+    given = {name: body[name] for name in ("conf", "regions", "region_anchor") if body.get(name) is not None}
+    if not given:
+        return MODEL_DEFAULTS
     try:
         options = parse_detect_options(given)
     except InvalidFieldError as exc:
         raise ConfigError(f"{where}: {exc.message}") from exc
-    return RegionSet(options.region_list() or (), options.region_anchor or NO_REGIONS.anchor)
+    regions = RegionSet(options.region_list() or (), options.region_anchor or NO_REGIONS.anchor)
+    return ModelDefaults(DEFAULT_CONF if options.conf is None else options.conf, regions)
 
 
 def parse_slicing(raw: object, where: str) -> dict[str, Any]:
@@ -253,6 +260,12 @@ def overrides_to_json(overrides: ModelOverrides) -> dict[str, Any]:
     if overrides.input_hw is not None:
         body["input_hw"] = list(overrides.input_hw)
     return body
+
+
+def defaults_to_json(defaults: ModelDefaults) -> dict[str, Any]:
+    """A profile's conf and regions as its file holds them; nothing for what it leaves at Specks' own."""
+    body: dict[str, Any] = {} if defaults.conf == DEFAULT_CONF else {"conf": defaults.conf}
+    return body | regions_to_json(defaults.regions)
 
 
 def regions_to_json(regions: RegionSet) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from typing import Any
 from .. import errors
 from ..config import Settings
 from ..core.deadline import Deadline
-from ..core.options import DetectOptions, request_defaults_of
+from ..core.options import MODEL_DEFAULTS, DetectOptions, request_defaults_of
 from ..core.pipeline import Detector, Prediction
-from ..core.regions import NO_REGIONS
 from ..core.visualize import visualize_prediction
 from .batching import check_batch_bytes, check_batch_count, plan_batch, run_unit, shared_run_pixels
 from .body import check_content_length, check_json_media_type, check_read_size, parse_json_body
@@ -227,12 +226,13 @@ class DetectionService:
         yet, the server's.
         """
         slicing = detector.slicing if detector is not None else self.settings.slicing
-        regions = detector.regions if detector is not None else NO_REGIONS
+        model_defaults = detector.model_defaults if detector is not None else MODEL_DEFAULTS
         return {
             **DetectOptions().model_dump(mode="json"),
             **request_defaults_of(slicing),
             "model": detector.model.info.name if detector is not None else self.holder.default_name,
             "visualize": False,
-            "regions": [r.to_json() for r in regions.regions],
-            "region_anchor": regions.anchor.value,
+            "conf": model_defaults.conf,
+            "regions": [r.to_json() for r in model_defaults.regions.regions],
+            "region_anchor": model_defaults.regions.anchor.value,
         }
