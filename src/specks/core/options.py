@@ -104,6 +104,7 @@ TILE_SCALE = Range(0.25, 4.0)
 OVERLAP = Range(0.0, 0.75)
 PASS_SCALE = Range(0.25, 4.0)
 MAX_TILE_INPUT_PX = Range(64, 8192)
+IMGSZ_PX = Range(32, 4096)
 POSITIVE = Range(1)
 UnitInterval = Annotated[float, UNIT.field()]
 Confidence = UnitInterval
@@ -195,13 +196,8 @@ class DetectOptions(BaseModel):
         Field(max_length=1000, description="Keep only these classes, by name or id. Omit for all."),
     ] = None
     imgsz: Annotated[
-        int | None,
-        Field(
-            ge=32,
-            le=4096,
-            strict=True,
-            description="Model input size in pixels (dynamic-shape models only); rounded up to the stride.",
-        ),
+        Annotated[int, IMGSZ_PX.field()] | None,
+        Field(description="Model input size in pixels (dynamic-shape models only); rounded up to the stride."),
     ] = None
 
     slice: Annotated[

@@ -12,18 +12,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from ..core.options import DEFAULT_CONF, MAX_DETECTIONS, UnitInterval
+from ..core.options import DEFAULT_CONF, IMGSZ_PX, MAX_DETECTIONS, UNIT, UnitInterval
 
 # -- DeepStack / CodeProject.AI ------------------------------------------------------------------
+
+
+# DeepStack's threshold when a client sends none (Frigate never does).
+DEEPSTACK_MIN_CONFIDENCE = 0.40
 
 
 class DeepStackForm(BaseModel):
     """The multipart form of ``POST /v1/vision/detection`` (and ``custom/<model>``)."""
 
     image: Annotated[bytes, Field(description="The picture file (JPEG, PNG, GIF, BMP, TIFF, WebP or AVIF).")]
-    min_confidence: Annotated[float, Field(ge=0.0, le=1.0, description="Minimum confidence, 0..1 (default 0.40).")] = (
-        0.4
-    )
+    min_confidence: Annotated[
+        UnitInterval, Field(description=f"Minimum confidence, 0..1 (default {DEEPSTACK_MIN_CONFIDENCE:.2f}).")
+    ] = DEEPSTACK_MIN_CONFIDENCE
     # Any value: a server without API keys ignores the field, whatever it holds.
     api_key: Annotated[Any, Field(description="An API key, when the server has any (ignored otherwise).")] = None
 
@@ -149,15 +153,15 @@ class HubForm(BaseModel):
     imgsz: Annotated[
         int | None,
         Field(
-            ge=32,
-            le=4096,
+            ge=IMGSZ_PX.low,
+            le=IMGSZ_PX.high,
             description="Input size for models with dynamic height/width (older clients: 'size'); "
             "ignored by fixed-size models. Default: the model's.",
         ),
     ] = None
     conf: Annotated[UnitInterval, Field(description="Minimum confidence (older clients: 'confidence').")] = DEFAULT_CONF
     iou: Annotated[
-        float | None, Field(ge=0.0, le=1.0, description="NMS IoU threshold. Default: Specks' measured one.")
+        float | None, Field(ge=UNIT.low, le=UNIT.high, description="NMS IoU threshold. Default: Specks' measured one.")
     ] = None
 
 

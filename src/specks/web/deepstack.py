@@ -30,11 +30,12 @@ from werkzeug.datastructures import MultiDict
 
 from .. import __version__
 from ..core.names import label_of
-from ..core.options import DetectOptions
+from ..core.options import UNIT, DetectOptions
 from ..core.pipeline import Detector, Prediction
 from ..errors import InvalidFieldError, shown
 from ..service.service import DetectionService
 from .auth import KeySource, accepts_key_in, check_body_key, check_key_in_body
+from .compat_schemas import DEEPSTACK_MIN_CONFIDENCE
 from .errors import ErrorAnswer, answer_errors_in_own_body
 from .forms import form_from_body, uploaded_file
 from .http import body_reader, current_service, json_response, request_deadline, route_label
@@ -44,8 +45,6 @@ deepstack = Blueprint("deepstack", __name__)
 
 IMAGE_PART = "image"
 CONFIDENCE_FIELD = "min_confidence"
-# DeepStack's threshold when a client sends none (Frigate never does).
-DEFAULT_MIN_CONFIDENCE = 0.40
 MODULE_ID = "specks"
 MODULE_NAME = "Specks object detection"
 # Statuses DeepStack clients do not know, answered as the one they do: 415 is a malformed request.
@@ -136,12 +135,12 @@ def read_detection_form(service: DetectionService) -> DetectionForm:
 def parse_min_confidence(value: object) -> float:
     """The ``min_confidence`` field -> a threshold in 0..1; absent or empty: DeepStack's 0.40."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULT_MIN_CONFIDENCE
+        return DEEPSTACK_MIN_CONFIDENCE
     try:
         threshold = float(value) if isinstance(value, str) else math.nan
     except ValueError:
         threshold = math.nan
-    if not 0.0 <= threshold <= 1.0:  # NaN fails too
+    if not UNIT.holds(threshold):  # NaN fails too
         raise InvalidFieldError(
             f"'{CONFIDENCE_FIELD}' must be a number from 0 to 1, e.g. 0.45 (got {shown(value, 40)})",
             field=CONFIDENCE_FIELD,

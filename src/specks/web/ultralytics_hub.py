@@ -31,7 +31,7 @@ from werkzeug.datastructures import MultiDict
 
 from .. import __version__
 from ..core.names import label_of
-from ..core.options import DEFAULT_CONF, DetectOptions
+from ..core.options import DEFAULT_CONF, IMGSZ_PX, UNIT, DetectOptions, Range
 from ..core.pipeline import Prediction
 from ..errors import InvalidFieldError, shown
 from .errors import ErrorAnswer, answer_errors_in_own_body
@@ -42,10 +42,10 @@ from .schemas import answering_model, model_summary
 ultralytics_hub = Blueprint("ultralytics_hub", __name__)
 
 FILE_PARTS = ("file", "image")  # current clients, then older ones
-# (field, older name, lowest, highest): the ranges Specks takes (HUB: imgsz 32-1280, conf from 0.01).
-IMGSZ_FIELD = ("imgsz", "size", 32, 4096)
-CONF_FIELD = ("conf", "confidence", 0.0, 1.0)
-IOU_FIELD = ("iou", None, 0.0, 1.0)
+# (field, older name, range): the ranges Specks' own options take (HUB: imgsz 32-1280, conf from 0.01).
+IMGSZ_FIELD = ("imgsz", "size", IMGSZ_PX)
+CONF_FIELD = ("conf", "confidence", UNIT)
+IOU_FIELD = ("iou", None, UNIT)
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -88,19 +88,20 @@ def detect_options(form: MultiDict[str, Any], *, dynamic_input: bool) -> DetectO
     return DetectOptions(**fields)
 
 
-def number_field(form: MultiDict[str, Any], spec: tuple[str, str | None, float, float], kind: type) -> float | None:
+def number_field(form: MultiDict[str, Any], spec: tuple[str, str | None, Range], kind: type) -> float | None:
     """A numeric text field by its current or older name, checked against its range; None when absent."""
-    name, older, lowest, highest = spec
+    name, older, allowed = spec
     sent = [n for n in (name, older) if n is not None and form.get(n) not in (None, "")]
     if not sent:
         return None
     sent_as = sent[0]
     value = form.get(sent_as)
     number = _parsed(value, kind)
-    if not lowest <= number <= highest:  # NaN fails too
+    if not allowed.holds(number):  # NaN fails too
         kind_name = "a whole number" if kind is int else "a number"
         raise InvalidFieldError(
-            f"'{sent_as}' must be {kind_name} from {lowest:g} to {highest:g} (got {shown(value, 40)})", field=sent_as
+            f"'{sent_as}' must be {kind_name} from {allowed.low:g} to {allowed.high:g} (got {shown(value, 40)})",
+            field=sent_as,
         )
     return number
 
