@@ -24,7 +24,8 @@ from factories import b64
 from specks.config import CompatAPIs, Limits, Settings
 from specks.core.pipeline import Detector
 from specks.web import create_app
-from specks.web.deepstack import DEFAULT_MIN_CONFIDENCE, parse_min_confidence
+from specks.web.compat_schemas import DEEPSTACK_MIN_CONFIDENCE
+from specks.web.deepstack import parse_min_confidence
 
 PERSON_PHOTO = "000000085329.jpg"  # 640x449, one person
 BUSY_PHOTO = "000000296649.jpg"  # 640x427: ten predictions at 0.40, more than twenty at 0.1
@@ -140,7 +141,7 @@ def test_min_confidence_defaults_to_deepstacks_040(client: FlaskClient) -> None:
     at_040 = post_form(client, DETECTION, data, min_confidence="0.40").get_json()["predictions"]
     at_010 = post_form(client, DETECTION, data, min_confidence="0.1").get_json()["predictions"]
 
-    assert DEFAULT_MIN_CONFIDENCE == 0.40
+    assert DEEPSTACK_MIN_CONFIDENCE == 0.40
     assert without == at_040
     assert min(p["confidence"] for p in without) >= 0.40
     assert len(at_010) > len(without)
