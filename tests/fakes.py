@@ -16,7 +16,8 @@ import numpy as np
 
 from specks.core.deadline import Deadline
 from specks.core.imaging import DecodedImage
-from specks.core.options import MODEL_DEFAULTS, DetectOptions, SlicingSettings
+from specks.core.knobs import SlicingSettings
+from specks.core.options import MODEL_DEFAULTS, DetectOptions
 from specks.core.pipeline import Prediction
 from specks.core.postprocess import OutputLayout
 from specks.core.types import Detections, ImageSize

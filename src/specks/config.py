@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .core.imaging import MAX_IMAGE_PIXELS
 from .core.jpeg_scans import MAX_JPEG_SCANS
-from .core.options import KNOBS, MAX_DETECTIONS, Knob, SlicingSettings, coerce_enum
+from .core.knobs import KNOBS, MAX_DETECTIONS, Knob, SlicingSettings, coerce_enum
 from .core.slicing import SliceMode
 from .errors import ConfigError
 from .logs import LogFormat
@@ -513,7 +513,7 @@ def _enum_parser(kind: type[E], description: str) -> Callable[[str], E]:
 
 
 def _knob_parser(knob: Knob) -> Callable[[str], Any]:
-    """How a detection default's environment variable is read, from its kind (``core.options.KNOBS``)."""
+    """How a detection default's environment variable is read, from its kind (``core.knobs.KNOBS``)."""
     if knob.kind is SliceMode:
         return _parse_slice_mode
     if issubclass(knob.kind, enum.Enum):

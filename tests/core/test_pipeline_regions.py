@@ -7,7 +7,8 @@ import numpy as np
 from conftest import VISDRONE, jpeg_bytes, require
 from factories import iou_matrix
 from fakes import FakeInfo
-from specks.core.options import DetectOptions, ModelDefaults, SlicingSettings, parse_detect_options
+from specks.core.knobs import SlicingSettings
+from specks.core.options import DetectOptions, ModelDefaults, parse_detect_options
 from specks.core.pipeline import Detector
 from specks.core.planning import plan_request
 from specks.core.regions import Region, RegionAnchor, RegionSet, RegionUnits

@@ -13,7 +13,8 @@ import specks.core.pipeline
 from conftest import VISDRONE, coco_annotations, jpeg_bytes, require
 from factories import b64, huge_bilevel_png, iou_matrix
 from specks.config import Limits, Settings
-from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.knobs import SlicingSettings
+from specks.core.options import DetectOptions
 from specks.core.overlap import MatchMetric, MergeStrategy
 from specks.core.pipeline import Detector
 from specks.core.types import Detections, ImageSize

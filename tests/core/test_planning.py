@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from fakes import FakeInfo
+from specks.core.knobs import SlicingSettings
 from specks.core.names import COCO80_NAMES as COCO80
-from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.options import DetectOptions
 from specks.core.overlap import MatchMetric, MergeStrategy
 from specks.core.planning import plan_request, postprocess_params, resolve_class_ids, resolve_input_hw, tile_input_hw
 from specks.core.preprocess import plan_letterbox

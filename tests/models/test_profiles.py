@@ -10,7 +10,8 @@ import pytest
 
 from fakes import FakeInfo, FakeModel
 from specks.config import Settings
-from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.knobs import SlicingSettings
+from specks.core.options import DetectOptions
 from specks.core.overlap import MergeStrategy
 from specks.core.pipeline import Detector
 from specks.core.planning import plan_request

@@ -13,7 +13,8 @@ from fakes import FakeDetector, FakeInfo, FakeModel
 from specks import errors
 from specks.config import Limits, Settings
 from specks.core.deadline import Deadline
-from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.knobs import SlicingSettings
+from specks.core.options import DetectOptions
 from specks.core.pipeline import Prediction
 from specks.core.slicing import SliceMode
 from specks.service.holder import ModelHolder

@@ -15,7 +15,8 @@ from conftest import COCO_TINY, MODELS, coco_annotations, live_server_for, requi
 from factories import b64
 from fakes import FakeDetector
 from specks.cli import main
-from specks.core.options import DetectOptions, SlicingSettings
+from specks.core.knobs import SlicingSettings
+from specks.core.options import DetectOptions
 from specks.core.overlap import MergeStrategy
 from specks.core.pipeline import Detector
 from specks.core.planning import plan_request

@@ -135,7 +135,7 @@ def test_server_slicing_settings_reach_the_detector(yolov5n_detector, tmp_path) 
     """SPECKS_SLICE / SPECKS_MAX_TILES and friends configure the app's Detector."""
     from dataclasses import replace
 
-    from specks.core.options import SlicingSettings
+    from specks.core.knobs import SlicingSettings
 
     settings = replace(
         Settings.from_env({}),

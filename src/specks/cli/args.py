@@ -15,7 +15,7 @@ import json
 from typing import Any, TypeAlias
 
 from ..config import ModelSpec, Settings, parse_model_arg
-from ..core.options import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, DEFAULT_SLICED_IOU, OVERLAP, TILE_PX
+from ..core.knobs import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET, DEFAULT_SLICED_IOU, OVERLAP, TILE_PX
 from ..errors import ConfigError, SpecksError
 
 # The ``sub`` of ``build_parser``: every command module adds its commands' parsers to it.

@@ -22,7 +22,8 @@ from ..errors import ConfigError, InvalidFieldError
 from .boxes import clip_xyxy
 from .deadline import Deadline
 from .imaging import DecodedImage, DecodeLimits, ImageLimits, decode_image, read_image_size
-from .options import MODEL_DEFAULTS, ConfValue, DetectOptions, ModelDefaults, SlicingSettings
+from .knobs import SlicingSettings
+from .options import MODEL_DEFAULTS, ConfValue, DetectOptions, ModelDefaults
 from .overlap import merge_detections
 from .planning import MergePlan, ModelGeometry, PassPlan, RequestPlan, SlicePlan, plan_request, resolve_conf
 from .postprocess import OutputLayout, PostprocessParams, postprocess

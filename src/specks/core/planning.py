@@ -20,17 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidFieldError, TooManyInputPixelsError, TooManyTilesError, shown
+from .knobs import CONF_FOR_THE_REST, DEFAULT_CONF, DEFAULT_IOU, SlicingSettings
 from .names import COCO_ALIASES
-from .options import (
-    CONF_FOR_THE_REST,
-    DEFAULT_CONF,
-    DEFAULT_IOU,
-    MODEL_DEFAULTS,
-    ConfValue,
-    DetectOptions,
-    ModelDefaults,
-    SlicingSettings,
-)
+from .options import MODEL_DEFAULTS, ConfValue, DetectOptions, ModelDefaults
 from .overlap import MatchMetric, MergeStrategy
 from .postprocess import PostprocessParams
 from .regions import RegionPlan, RegionSet, plan_regions, stride_aligned_px

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from ..errors import InferenceError
 from .boxes import FloatArray, cxcywh_to_xyxy
-from .options import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
+from .knobs import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
 from .overlap import batched_nms, batched_soft_nms
 from .types import Detections
 

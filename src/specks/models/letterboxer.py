@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from ..core.imaging import ImageLimits
-from ..core.options import SlicingSettings
+from ..core.knobs import SlicingSettings
 from ..core.pipeline import Detector, ProfileDefaults
 from ..core.preprocess import RGB_UNIT_CENTERED, ChannelOrder, LetterboxPlan, Preprocessing, letterbox, reduce_rgb
 from .onnx_model import OnnxModel, session_options

@@ -14,7 +14,7 @@ A profile is what ``specks tune`` writes and what ``serve``, ``eval`` and ``pred
       "metadata": {"dataset": "...", "held_out": {...}}    (optional, informational)
     }
 
-``slicing`` may name any of ``PROFILE_SLICING_FIELDS`` (a subset of ``options.SlicingSettings``);
+``slicing`` may name any of ``PROFILE_SLICING_FIELDS`` (a subset of ``knobs.SlicingSettings``);
 the fields it leaves out keep the server's setting. ``conf`` (one threshold, or per class),
 ``regions`` and ``region_anchor`` are a fixed camera's confidence and regions of interest, checked
 as a request's are (``options.DetectOptions``); a request's own replace them. Unknown fields are
@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.options import DEFAULT_CONF, KNOBS, MODEL_DEFAULTS, ModelDefaults, SlicingSettings, parse_detect_options
+from ..core.knobs import DEFAULT_CONF, KNOBS, SlicingSettings
+from ..core.options import MODEL_DEFAULTS, ModelDefaults, parse_detect_options
 from ..core.postprocess import OutputLayout
 from ..core.preprocess import ChannelOrder, Placement, Preprocessing
 from ..core.regions import NO_REGIONS, RegionSet
@@ -52,7 +53,7 @@ TOP_LEVEL_FIELDS = (
     "metadata",
 )  # fmt: skip
 # SlicingSettings fields a profile may set: all but the server limits (max_tiles, max_tile_input_px,
-# max_input_pixels_per_request), which stay with the server (``core.options.KNOBS``, ``per_model``).
+# max_input_pixels_per_request), which stay with the server (``core.knobs.KNOBS``, ``per_model``).
 PROFILE_SLICING_FIELDS = tuple(knob.setting for knob in KNOBS if knob.per_model)
 PREPROCESSING_FIELDS = tuple(f.name for f in dataclasses.fields(Preprocessing))
 _KNOBS_BY_SETTING = {knob.setting: knob for knob in KNOBS}

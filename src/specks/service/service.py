@@ -21,7 +21,8 @@ from typing import Any
 from .. import errors
 from ..config import Settings
 from ..core.deadline import Deadline
-from ..core.options import MODEL_DEFAULTS, DetectOptions, request_defaults_of
+from ..core.knobs import request_defaults_of
+from ..core.options import MODEL_DEFAULTS, DetectOptions
 from ..core.pipeline import Detector, Prediction
 from ..core.visualize import visualize_prediction
 from .batching import check_batch_bytes, check_batch_count, plan_batch, run_unit, shared_run_pixels

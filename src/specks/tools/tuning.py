@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..core.imaging import DecodedImage, read_image_size
-from ..core.options import DetectOptions, SlicingSettings
+from ..core.knobs import SlicingSettings
+from ..core.options import DetectOptions
 from ..core.overlap import MergeStrategy
 from ..core.planning import plan_request
 from ..core.slicing import SliceMode

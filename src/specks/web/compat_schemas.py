@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from ..core.options import DEFAULT_CONF, IMGSZ_PX, MAX_DETECTIONS, UNIT, UnitInterval
+from ..core.knobs import DEFAULT_CONF, IMGSZ_PX, MAX_DETECTIONS, UNIT
+from ..core.options import UnitInterval
 
 # -- DeepStack / CodeProject.AI ------------------------------------------------------------------
 

@@ -29,8 +29,9 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
+from ..core.knobs import UNIT
 from ..core.names import label_of
-from ..core.options import UNIT, DetectOptions
+from ..core.options import DetectOptions
 from ..core.pipeline import Detector, Prediction
 from ..errors import InvalidFieldError, shown
 from ..service.service import DetectionService

@@ -30,8 +30,9 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from .. import __version__
+from ..core.knobs import DEFAULT_CONF, IMGSZ_PX, UNIT, Range
 from ..core.names import label_of
-from ..core.options import DEFAULT_CONF, IMGSZ_PX, UNIT, DetectOptions, Range
+from ..core.options import DetectOptions
 from ..core.pipeline import Prediction
 from ..errors import InvalidFieldError, shown
 from .errors import ErrorAnswer, answer_errors_in_own_body

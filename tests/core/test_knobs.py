@@ -1,4 +1,4 @@
-"""The knob table (``core.options.KNOBS``): every server default, its request option, its range, its
+"""The knob table (``core.knobs.KNOBS``): every server default, its request option, its range, its
 environment variable and its profile key come from one entry, and they agree with each other."""
 
 from __future__ import annotations
@@ -10,16 +10,8 @@ from typing import Any
 import pytest
 
 from specks.config import Settings
-from specks.core.options import (
-    KNOBS,
-    MAX_PASS_SCALES,
-    DetectOptions,
-    Knob,
-    Range,
-    SlicingSettings,
-    parse_detect_options,
-    request_defaults_of,
-)
+from specks.core.knobs import KNOBS, MAX_PASS_SCALES, Knob, Range, SlicingSettings, request_defaults_of
+from specks.core.options import DetectOptions, parse_detect_options
 from specks.errors import ConfigError, InvalidFieldError
 from specks.models.profiles import PROFILE_SLICING_FIELDS, parse_profile
 
