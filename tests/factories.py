@@ -8,10 +8,11 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from specks.core.boxes import areas
-from specks.core.preprocess import ChannelOrder, Placement, Preprocessing
+from specks.core.preprocess import BGR_RAW_TOP_LEFT, RGB_UNIT_CENTERED, ChannelOrder, Placement, Preprocessing
 
 
 def encode(image: Image.Image, fmt: str, **save_args: object) -> bytes:
@@ -187,3 +188,24 @@ def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
     union = areas(a_xyxy)[:, None] + areas(b_xyxy)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def boxes(*rows: list[float]) -> np.ndarray:
+    """(N, 4) float32 boxes from plain lists; no rows gives an empty (0, 4) array."""
+    return np.asarray(rows, np.float32).reshape(-1, 4)
+
+
+def scores(*values: float) -> np.ndarray:
+    return np.asarray(values, np.float32)
+
+
+def classes(*values: int) -> np.ndarray:
+    return np.asarray(values, np.int32)
+
+
+# Three model preprocessings the letterbox tests run: YOLOX's, YOLOv5's, and one of neither.
+PREPROCESSINGS = [
+    pytest.param(BGR_RAW_TOP_LEFT, id="yolox-bgr-0..255-top-left"),
+    pytest.param(RGB_UNIT_CENTERED, id="yolov5-rgb-0..1-centred"),
+    pytest.param(Preprocessing(ChannelOrder.BGR, 1 / 255, 0, Placement.CENTER), id="bgr-unit-black-pad"),
+]

@@ -5,21 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factories import boxes
 from specks.core.boxes import areas, clip_xyxy, cxcywh_to_xyxy
-
-
-def boxes(*rows: list[float]) -> np.ndarray:
-    """(N, 4) float32 boxes from plain lists; no rows gives an empty (0, 4) array."""
-    return np.asarray(rows, np.float32).reshape(-1, 4)
-
-
-def scores(*values: float) -> np.ndarray:
-    return np.asarray(values, np.float32)
-
-
-def classes(*values: int) -> np.ndarray:
-    return np.asarray(values, np.int32)
-
 
 UNIT = [0, 0, 10, 10]
 

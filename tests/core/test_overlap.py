@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factories import iou_matrix
+from factories import boxes, classes, iou_matrix, scores
 from specks.core import overlap as overlap_module
 from specks.core.overlap import (
     SOFT_NMS_SIGMA,
@@ -22,19 +22,6 @@ from specks.core.types import Detections
 
 NMS, NMM = MergeStrategy.NMS, MergeStrategy.NMM
 IOU, IOS = MatchMetric.IOU, MatchMetric.IOS
-
-
-def boxes(*rows: list[float]) -> np.ndarray:
-    """(N, 4) float32 boxes from plain lists; no rows gives an empty (0, 4) array."""
-    return np.asarray(rows, np.float32).reshape(-1, 4)
-
-
-def scores(*values: float) -> np.ndarray:
-    return np.asarray(values, np.float32)
-
-
-def classes(*values: int) -> np.ndarray:
-    return np.asarray(values, np.int32)
 
 
 def detections(rows: list[tuple[list[float], float, int]]) -> Detections:

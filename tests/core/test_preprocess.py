@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from factories import SMALL_RGB, hand_made_tensor
+from factories import PREPROCESSINGS, SMALL_RGB, hand_made_tensor
 from specks.core.preprocess import (
     BGR_RAW_TOP_LEFT,
     PAD_VALUE,
     RGB_UNIT_CENTERED,
-    ChannelOrder,
     LetterboxPlan,
     Placement,
     Preprocessing,
@@ -216,14 +215,7 @@ def test_input_to_source_of_a_hand_made_plan() -> None:
     np.testing.assert_allclose(back, [[0, 0, 100, 50], [50, -50, 150, 150]], atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "preprocessing",
-    [
-        pytest.param(BGR_RAW_TOP_LEFT, id="yolox-bgr-0..255-top-left"),
-        pytest.param(RGB_UNIT_CENTERED, id="yolov5-rgb-0..1-centred"),
-        pytest.param(Preprocessing(ChannelOrder.BGR, 1 / 255, 0, Placement.CENTER), id="bgr-unit-black-pad"),
-    ],
-)
+@pytest.mark.parametrize("preprocessing", PREPROCESSINGS)
 def test_letterbox_matches_a_hand_made_tensor(preprocessing: Preprocessing) -> None:
     plan = plan_letterbox((6, 2), (4, 6), placement=preprocessing.placement)
 

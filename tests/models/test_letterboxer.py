@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factories import SMALL_RGB, hand_made_tensor
+from factories import PREPROCESSINGS, SMALL_RGB, hand_made_tensor
 from specks.core.preprocess import (
     BGR_RAW_TOP_LEFT,
     PAD_VALUE,
-    RGB_UNIT_CENTERED,
-    ChannelOrder,
     Placement,
     Preprocessing,
     letterbox,
@@ -57,14 +55,7 @@ def test_matches_the_reference(letterboxer, source_wh, input_hw, minimal_padding
         assert np.allclose(tensor[0, :, :, 0], PAD_VALUE / 255)
 
 
-@pytest.mark.parametrize(
-    "preprocessing",
-    [
-        pytest.param(BGR_RAW_TOP_LEFT, id="yolox-bgr-0..255-top-left"),
-        pytest.param(RGB_UNIT_CENTERED, id="yolov5-rgb-0..1-centred"),
-        pytest.param(Preprocessing(ChannelOrder.BGR, 1 / 255, 0, Placement.CENTER), id="bgr-unit-black-pad"),
-    ],
-)
+@pytest.mark.parametrize("preprocessing", PREPROCESSINGS)
 def test_matches_a_hand_made_tensor(preprocessing: Preprocessing) -> None:
     plan = plan_letterbox((6, 2), (4, 6), placement=preprocessing.placement)
 
