@@ -185,9 +185,12 @@ def plan_request(
     """
     base_hw = resolve_input_hw(model, options.imgsz)
     sliced = wants_slicing(defaults, options, image, base_hw)
-    tile_scale = (options.tile_scale or defaults.tile_scale) if model.dynamic_hw else 1.0
-    align_px = stride_aligned_px(model.stride, tile_scale) if sliced else 1
-    regions = plan_regions(chosen_regions(options, model_defaults.regions), image, align_px=align_px)
+    chosen = chosen_regions(options, model_defaults.regions)
+    regions = (
+        plan_regions(chosen, image, align_px=region_alignment_px(model, defaults, options, sliced))
+        if chosen.regions
+        else None
+    )
     if regions is not None:
         image = regions.crop_size
     # A repeated scale would only repeat a pass.
@@ -204,6 +207,15 @@ def plan_request(
     check_input_pixel_budget(model, passes, defaults, image)
     params = postprocess_params(model.names, defaults, options, sliced=sliced, default_conf=model_defaults.conf)
     return RequestPlan(tuple(passes), params, merge_plan(defaults, options), regions)
+
+
+def region_alignment_px(model: ModelGeometry, defaults: SlicingSettings, options: DetectOptions, sliced: bool) -> int:
+    """Image pixels a region's crop is aligned to: a whole number of strides at the tile scale when
+    sliced (so the crop meets the whole image's convolution grid), else 1."""
+    if not sliced:
+        return 1
+    tile_scale = (options.tile_scale or defaults.tile_scale) if model.dynamic_hw else 1.0
+    return stride_aligned_px(model.stride, tile_scale)
 
 
 def chosen_regions(options: DetectOptions, defaults: RegionSet) -> RegionSet:

@@ -140,6 +140,18 @@ def run_unit(
     return dict(zip(unit, answers, strict=True))
 
 
+def read_each(sources: Sequence[T], read: Callable[[T], bytes]) -> list[bytes | SpecksError]:
+    """Each source's image bytes, or the SpecksError that is its answer alone (a batch's other
+    images still run)."""
+    found: list[bytes | SpecksError] = []
+    for source in sources:
+        try:
+            found.append(read(source))
+        except SpecksError as exc:
+            found.append(exc)
+    return found
+
+
 def predict_in_windows(
     detector: Detector,
     sources: Sequence[T],
@@ -159,13 +171,10 @@ def predict_in_windows(
     """
     for start in range(0, len(sources), window):
         chunk = sources[start : start + window]
-        results: dict[int, Prediction | SpecksError] = {}
-        images: dict[int, bytes] = {}
-        for index, source in enumerate(chunk):
-            try:
-                images[index] = read(source)
-            except SpecksError as exc:
-                results[index] = exc
+        files = read_each(chunk, read)
+        results: dict[int, Prediction | SpecksError] = {i: f for i, f in enumerate(files) if isinstance(f, SpecksError)}
+        images = {i: f for i, f in enumerate(files) if isinstance(f, bytes)}
+        del files
         plan = plan_batch(
             detector, images, options, keep_image=keep_image, max_batch_input_pixels=max_batch_input_pixels
         )

@@ -14,7 +14,7 @@ from typing import Any
 from ..core.base64_text import decode_base64
 from ..core.pipeline import Prediction
 from ..errors import SpecksError
-from ..service.batching import check_batch_count
+from ..service.batching import check_batch_count, read_each
 from ..service.service import BatchResult, DetectionService
 from .errors import encode_error
 from .schemas import BatchPredictRequest, UrlPredictRequest, encode_prediction, parse_predict_body
@@ -58,16 +58,16 @@ def handle_predict(
 
 def decoded_images(texts: list[str]) -> tuple[list[bytes | SpecksError], list[float]]:
     """Each base64 text's bytes, or the error that is its answer alone; and the milliseconds each took."""
-    images: list[bytes | SpecksError] = []
-    elapsed_ms = []
-    for text in texts:
+    elapsed_ms: list[float] = []
+
+    def timed_decode(text: str) -> bytes:
         started = time.perf_counter()
         try:
-            images.append(decode_base64(text))
-        except SpecksError as exc:
-            images.append(exc)
-        elapsed_ms.append((time.perf_counter() - started) * 1000)
-    return images, elapsed_ms
+            return decode_base64(text)
+        finally:
+            elapsed_ms.append((time.perf_counter() - started) * 1000)
+
+    return read_each(texts, timed_decode), elapsed_ms
 
 
 def encode_batch(results: list[BatchResult], base64_ms: list[float]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from ..core.names import label_of
 from ..core.options import DetectOptions, parse_detect_options
 from ..core.pipeline import Prediction
 from ..errors import InvalidFieldError, InvalidRequestError, SpecksError, shown
-from ..service.batching import check_batch_count
+from ..service.batching import check_batch_count, read_each
 from ..service.service import DetectionService
 from .auth import KeySource, accepts_key_in, check_key_in_body
 from .compat_schemas import AddModelRequest, InferenceImage, ObjectDetectionRequest
@@ -152,8 +152,12 @@ def checked_value(image: InferenceImage) -> str:
 
 def image_bytes(service: DetectionService, image: InferenceImage) -> bytes:
     """The image file: its base64 value decoded, or (``"type": "url"``) fetched under SPECKS_IMAGE_URLS."""
-    value = checked_value(image)
-    return service.fetch_image(value) if image.type == "url" else decode_base64(value)
+    return read_image(service, image.type, checked_value(image))
+
+
+def read_image(service: DetectionService, kind: str, value: str) -> bytes:
+    """A checked image value's bytes: base64 decoded, or a URL fetched."""
+    return service.fetch_image(value) if kind == "url" else decode_base64(value)
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -175,14 +179,8 @@ def infer_batch(
     """A list of images, run as ``POST /predict`` runs a batch: the same image and byte limits
     (SPECKS_MAX_BATCH_IMAGES, SPECKS_MAX_BATCH_BYTES) and shared runs. Roboflow's server answers
     a batch with one error when any image fails: so does this, with the first image's that failed."""
-    for image in images:  # every image's type, before any work
-        checked_value(image)
-    files: list[bytes | SpecksError] = []
-    for image in images:
-        try:
-            files.append(image_bytes(service, image))
-        except SpecksError as exc:
-            files.append(exc)
+    sources = [(image.type, checked_value(image)) for image in images]  # every image's type, before any work
+    files = read_each(sources, lambda source: read_image(service, *source))
     results = service.predict_batch(
         files, options, route=chosen.route, model=chosen.model, visualize=chosen.visualize, deadline=chosen.deadline
     )
