@@ -43,7 +43,9 @@ from specks.config import Settings
 from specks.tools.server_process import ServerProcess, child_pids, rss_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from factories import scan_bomb  # noqa: E402  (the tests' generator, so both probe the same file)
+from factories import scan_bomb, slow_body  # noqa: E402  (the tests' generators, so both probe alike)
+
+SLOW_CLIENT = {"interval_s": 2.5, "sends": 40}  # a byte every 2.5 s for at most 100 s
 
 JSON = {"Content-type": "application/json"}
 
@@ -146,21 +148,12 @@ def probe_scans(srv: ServerProcess) -> None:
         print(f"  {route}: {status} in {seconds:.3f} s")
 
 
-def slow_body(port: int, stop: threading.Event) -> None:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
-        )
-        for _ in range(40):  # a byte every 2.5 s for at most 100 s
-            if stop.wait(2.5):
-                return
-            sock.sendall(b" ")
-
-
 def probe_slow(srv: ServerProcess) -> None:
     before = [timed(lambda: post(srv, SMALL))[1] for _ in range(5)]
     stop = threading.Event()
-    trickling = [threading.Thread(target=slow_body, args=(srv.port, stop), daemon=True) for _ in range(128)]
+    trickling = [
+        threading.Thread(target=slow_body, args=(srv.port, stop), kwargs=SLOW_CLIENT, daemon=True) for _ in range(128)
+    ]
     idle: list[socket.socket] = []
     try:
         for thread in trickling:

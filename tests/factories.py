@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import socket
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -209,3 +212,19 @@ PREPROCESSINGS = [
     pytest.param(RGB_UNIT_CENTERED, id="yolov5-rgb-0..1-centred"),
     pytest.param(Preprocessing(ChannelOrder.BGR, 1 / 255, 0, Placement.CENTER), id="bgr-unit-black-pad"),
 ]
+
+
+def slow_body(
+    port: int, stop: threading.Event, *, declared_bytes: int = 1_000_000, interval_s: float = 0.5, sends: int = 60
+) -> None:
+    """A slow client on loopback: declare a body of ``declared_bytes`` to ``POST /predict`` and send
+    it one byte every ``interval_s``, at most ``sends`` times, until ``stop`` is set."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {declared_bytes}\r\n\r\n".encode()
+        )
+        for _ in range(sends):  # bounded in count as well as by ``stop``
+            if stop.wait(interval_s):
+                return
+            sock.sendall(b" ")

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from conftest import LiveServer, jpeg_bytes
-from factories import b64
+from factories import b64, slow_body
 from specks.config import Settings
 
 JSON = {"Content-type": "application/json"}
@@ -56,19 +56,6 @@ def timed_post(server: LiveServer, payload: dict[str, object]) -> tuple[int, flo
 
 
 SMALL = {"image": b64(jpeg_bytes(320, 240))}
-
-
-def slow_body(port: int, stop: threading.Event, declared_bytes: int = 1_000_000) -> None:
-    """Declare a body of ``declared_bytes`` and send it one byte every 0.5 s until told to stop."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {declared_bytes}\r\n\r\n".encode()
-        )
-        for _ in range(60):  # bounded in count as well as by ``stop``
-            if stop.wait(0.5):
-                return
-            sock.sendall(b" ")
 
 
 @pytest.mark.slow
