@@ -29,6 +29,7 @@ import numpy as np
 
 from specks.config import ModelSpec, Settings
 from specks.core import regions
+from specks.core.knobs import DEFAULT_MAX_DET
 from specks.core.options import DetectOptions, parse_detect_options
 from specks.core.pipeline import Detector, Prediction
 from specks.core.regions import RegionPlan
@@ -71,7 +72,9 @@ def truths_in(annotations: list[dict[str, Any]], regions: RegionPlan) -> list[di
     return [a for a, kept in zip(annotations, regions.keeps(xyxy), strict=True) if kept]
 
 
-def run_shape(detector: Detector, dataset: CocoDataset, shape: list[dict[str, Any]]) -> dict[str, Any]:
+def run_shape(
+    detector: Detector, dataset: CocoDataset, shape: list[dict[str, Any]], ap_options: dict[str, Any]
+) -> dict[str, Any]:
     category_of = model_to_dataset_categories(dataset, detector.model.info.names)
     whole_options = parse_detect_options({})
     region_options = parse_detect_options({"regions": shape})
@@ -94,8 +97,10 @@ def run_shape(detector: Detector, dataset: CocoDataset, shape: list[dict[str, An
         expected_boxes += len(expected)
         kept_boxes += same_boxes(expected, inside.detections)
         kept_truths += truths_in(by_image.get(image["id"], []), inside.regions)
-        low_whole = detector.predict_bytes(data, parse_detect_options({"conf": AP_CONF})).detections
-        low_inside = detector.predict_bytes(data, parse_detect_options({"conf": AP_CONF, "regions": shape}))
+        low_whole = detector.predict_bytes(data, parse_detect_options({**ap_options, "conf": AP_CONF})).detections
+        low_inside = detector.predict_bytes(
+            data, parse_detect_options({**ap_options, "conf": AP_CONF, "regions": shape})
+        )
         whole_results += detections_to_coco(image["id"], inside.regions.filter(low_whole), category_of)
         region_results += detections_to_coco(image["id"], low_inside.detections, category_of)
     scored = {**dataset.annotations, "annotations": kept_truths}
@@ -117,6 +122,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="only the first N images")
     parser.add_argument("--shape", choices=list(SHAPES), action="append", help="only these shapes (repeatable)")
     parser.add_argument("--margin", type=float, help="the crop's margin, a share of the image's longer side")
+    parser.add_argument(
+        "--max-det",
+        type=int,
+        default=DEFAULT_MAX_DET,
+        help="most detections per answer when AP50 is scored (default: a request's); dense images need more, "
+        "or the whole image's answer is cut by boxes outside the region",
+    )
     args = parser.parse_args()
     if args.margin is not None:
         regions.REGION_MARGIN_FRACTION = args.margin
@@ -129,7 +141,7 @@ def main() -> None:
     for name, shape in SHAPES.items():
         if args.shape and name not in args.shape:
             continue
-        result = run_shape(detector, dataset, shape)
+        result = run_shape(detector, dataset, shape, {"max_det": args.max_det})
         ratios = result["ratios"]
         print(
             f"  {name:18s} crop {result['area']:.0%} of the pixels, "
